@@ -1,0 +1,1 @@
+"""The Conveyor HTTP API (Starlette)."""

@@ -1,0 +1,101 @@
+"""The Starlette application: routes, error handlers, request metrics, the console."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
+from api.routes import system, tasks
+from api.state import State
+from conveyor.engine import Engine
+from conveyor.errors import ConveyorError
+from conveyor.metrics import ApiMetrics, QueueCollector
+
+STATIC = Path(__file__).parent / "static"
+
+
+class RequestMetrics:
+    """Counts and times every request by route *template* (never the raw path: ids in
+    labels would explode the series count)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    def _template(self, scope: Scope) -> str:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", "other") or "/")
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        code = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = self._template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(route=route, method=method, code=str(code)).inc()
+            self.metrics.latency.labels(route=route, method=method).observe(time.perf_counter() - start)
+
+
+def _queue_gauges(engine: Engine) -> dict[str, float]:
+    stats = engine.stats()
+    values: dict[str, float] = {
+        "workers": stats.workers,
+        "oldest_queued_age_seconds": stats.oldest_queued_age_seconds,
+    }
+    for name, depth in (("main", stats.queue), ("dlq", stats.dlq)):
+        values |= {f"{name}_visible": depth.visible, f"{name}_in_flight": depth.in_flight, f"{name}_delayed": depth.delayed}
+    values |= {f"tasks_{s.value}": n for s, n in stats.counts.items()}
+    return values
+
+
+def create_app(
+    engine: Engine,
+    registry: CollectorRegistry | None = None,
+    extra_middleware: list[Middleware] | None = None,
+) -> Starlette:
+    registry = registry if registry is not None else REGISTRY
+    metrics = ApiMetrics(registry)
+    registry.register(QueueCollector(lambda: _queue_gauges(engine), ttl=engine.settings.stats_cache_seconds))
+    routes: list[BaseRoute] = [*tasks.routes, *system.routes]
+    if (STATIC / "index.html").exists():
+        routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True), name="console"))
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestMetrics, metrics=metrics, routes=routes),
+            *(extra_middleware or []),
+        ],
+        exception_handlers={
+            Problem: on_problem,
+            HTTPException: on_http_exception,
+            ConveyorError: on_conveyor_error,
+            Exception: on_unexpected,
+        },
+    )
+    app.state.conveyor = State(engine, metrics)
+    return app

@@ -1,0 +1,28 @@
+"""``conveyor api``: serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api.app import create_app
+from conveyor.bootstrap import build, configure_logging
+from conveyor.settings import Settings
+
+
+def main(settings: Settings | None = None) -> None:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    runtime = build(settings, max_pool=64)
+    app = create_app(runtime.engine)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # request metrics cover it; access logs would carry task ids
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

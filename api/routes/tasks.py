@@ -1,0 +1,149 @@
+"""/v1/tasks: submit, batch, get, list, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api import schemas
+from api.body import check, read_json, validator
+from api.problems import Problem
+from api.state import State
+from conveyor.engine import Submission
+from conveyor.model import Status, from_rfc3339
+
+_submit = validator(schemas.SUBMIT)
+_MAX_KEY = 255
+
+
+def _state(request: Request) -> State:
+    state: State = request.app.state.conveyor
+    return state
+
+
+def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Submission:
+    import json
+
+    payload = data.get("payload", {})
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > max_payload:
+        raise Problem(
+            413,
+            f"payload is {size} bytes; the limit is {max_payload}",
+            "payload-too-large",
+            errors=[{"pointer": f"{pointer}/payload", "message": f"at most {max_payload} bytes"}],
+        )
+    return Submission(
+        type=data["type"],
+        payload=payload,
+        delay_seconds=data.get("delay_seconds"),
+        run_at=from_rfc3339(data["run_at"]) if data.get("run_at") else None,
+        max_attempts=data.get("max_attempts"),
+    )
+
+
+def _task_response(task: Any, status_code: int) -> JSONResponse:
+    return JSONResponse(
+        task.to_json(), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"}
+    )
+
+
+async def submit(request: Request) -> Response:
+    state = _state(request)
+    limit = state.settings.max_payload_bytes
+    data = await read_json(request, limit + 64 * 1024)
+    check(_submit, data)
+    sub = _submission(data, limit)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= _MAX_KEY:
+        raise Problem(
+            422,
+            f"Idempotency-Key must be 1 to {_MAX_KEY} characters",
+            "validation",
+            errors=[{"pointer": "/headers/Idempotency-Key", "message": "1 to 255 characters"}],
+        )
+    if key is not None:
+        key = f"{state.principal(request)}:{key}"  # keys are scoped to the caller
+    task, created = await run_in_threadpool(state.engine.submit, sub, key, data)
+    if created:
+        state.metrics.submitted.labels(type=task.type).inc()
+    return _task_response(task, 202 if created else 200)
+
+
+async def submit_batch(request: Request) -> Response:
+    state = _state(request)
+    settings = state.settings
+    data = await read_json(
+        request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024
+    )
+    check(state.batch_validator, data)
+    subs = [
+        _submission(item, settings.max_payload_bytes, f"/tasks/{i}")
+        for i, item in enumerate(data["tasks"])
+    ]
+    tasks = await run_in_threadpool(state.engine.submit_batch, subs)
+    for task in tasks:
+        state.metrics.submitted.labels(type=task.type).inc()
+    return JSONResponse({"items": [t.to_json() for t in tasks]}, status_code=202)
+
+
+async def get_task(request: Request) -> Response:
+    task = await run_in_threadpool(_state(request).engine.get, request.path_params["id"])
+    return JSONResponse(task.to_json())
+
+
+def _query(request: Request) -> tuple[Status | None, str | None, int, str | None]:
+    q = request.query_params
+    errors = []
+    status = None
+    if q.get("status"):
+        try:
+            status = Status(q["status"])
+        except ValueError:
+            errors.append(
+                {"pointer": "/query/status", "message": f"must be one of {', '.join(s.value for s in Status)}"}
+            )
+    limit = 50
+    if q.get("limit") is not None:
+        try:
+            limit = int(q["limit"])
+            if not 1 <= limit <= 200:
+                raise ValueError
+        except ValueError:
+            errors.append({"pointer": "/query/limit", "message": "must be an integer from 1 to 200"})
+    task_type = q.get("type") or None
+    if task_type is not None and len(task_type) > 128:
+        errors.append({"pointer": "/query/type", "message": "at most 128 characters"})
+    if errors:
+        raise Problem(422, "query parameters are invalid", "validation", errors=errors)
+    return status, task_type, limit, q.get("cursor") or None
+
+
+async def list_tasks(request: Request) -> Response:
+    status, task_type, limit, cursor = _query(request)
+    page = await run_in_threadpool(_state(request).engine.list, status, task_type, limit, cursor)
+    return JSONResponse({"items": [t.to_json() for t in page.items], "next_cursor": page.next_cursor})
+
+
+async def cancel(request: Request) -> Response:
+    task = await run_in_threadpool(_state(request).engine.cancel, request.path_params["id"])
+    return JSONResponse(task.to_json())
+
+
+async def retry(request: Request) -> Response:
+    task = await run_in_threadpool(_state(request).engine.retry, request.path_params["id"])
+    return _task_response(task, 202)
+
+
+routes = [
+    Route("/v1/tasks", submit, methods=["POST"], name="submit"),
+    Route("/v1/tasks", list_tasks, methods=["GET"], name="list"),
+    Route("/v1/tasks/batch", submit_batch, methods=["POST"], name="batch"),
+    Route("/v1/tasks/{id}", get_task, methods=["GET"], name="get"),
+    Route("/v1/tasks/{id}/cancel", cancel, methods=["POST"], name="cancel"),
+    Route("/v1/tasks/{id}/retry", retry, methods=["POST"], name="retry"),
+]

@@ -1,0 +1,356 @@
+"""Request and response schemas: one source for validation and for /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor import __version__
+from conveyor.model import Status
+
+MAX_DELAY = 14 * 24 * 3600
+
+SUBMIT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "minLength": 1, "maxLength": 128, "description": "A TaskType name."},
+        "payload": {"description": "Any JSON value; checked against the TaskType's payloadSchema."},
+        "delay_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_DELAY,
+            "description": "Run no earlier than this many seconds from now (at most 14 days).",
+        },
+        "run_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Run no earlier than this RFC 3339 time (at most 14 days ahead).",
+        },
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+    },
+    "not": {"required": ["delay_seconds", "run_at"]},
+}
+
+
+def batch_schema(max_items: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["tasks"],
+        "properties": {"tasks": {"type": "array", "minItems": 1, "maxItems": max_items, "items": SUBMIT}},
+    }
+
+
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+TASK = {
+    "type": "object",
+    "required": ["id", "type", "status", "attempts", "max_attempts", "created_at", "updated_at"],
+    "properties": {
+        "id": {"type": "string", "description": "ULID: sorts by creation time."},
+        "type": {"type": "string"},
+        "payload": {},
+        "status": {"type": "string", "enum": [s.value for s in Status]},
+        "attempts": {"type": "integer"},
+        "max_attempts": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "started_at": NULLABLE_TIME,
+        "finished_at": NULLABLE_TIME,
+        "run_at": NULLABLE_TIME,
+        "result": {},
+        "error": {
+            "type": ["object", "null"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "worker": {"type": ["string", "null"]},
+        "cancel_requested": {"type": "boolean"},
+    },
+}
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+DEPTH = {
+    "type": "object",
+    "properties": {k: {"type": "integer"} for k in ("visible", "in_flight", "delayed")},
+}
+
+STATS = {
+    "type": "object",
+    "properties": {
+        "total_tasks": {"type": "integer"},
+        "pending_tasks": {"type": "integer"},
+        "completed_tasks": {"type": "integer"},
+        "failed_tasks": {"type": "integer"},
+        "active_workers": {"type": "integer"},
+        "queue_depth": {"type": "integer"},
+        "tasks": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "queue": DEPTH,
+        "dlq": DEPTH,
+        "dlq_depth": {"type": "integer"},
+        "workers": {"type": "integer"},
+        "oldest_queued_age_seconds": {"type": "number"},
+    },
+}
+
+WORKER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "host": {"type": "string"},
+        "pid": {"type": "integer"},
+        "started_at": {"type": "string", "format": "date-time"},
+        "last_heartbeat": {"type": "string", "format": "date-time"},
+        "in_flight": {"type": "integer"},
+        "concurrency": {"type": "integer"},
+        "version": {"type": "string"},
+    },
+}
+
+TASK_TYPE = {
+    "type": "object",
+    "required": ["name", "handler", "enabled", "paused", "ready"],
+    "properties": {
+        "name": {"type": "string"},
+        "handler": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "paused": {"type": "boolean"},
+        "ready": {"type": "boolean"},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "maxAttempts": {"type": "integer"},
+        "backoff": {"type": "object"},
+        "timeoutSeconds": {"type": "integer"},
+        "concurrency": {"type": ["integer", "null"]},
+        "retentionSeconds": {"type": ["integer", "null"]},
+        "payloadSchema": {"type": ["object", "null"]},
+        "description": {"type": "string"},
+        "options": {"type": "object"},
+    },
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _json(description: str, ref: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def openapi(max_batch: int) -> dict[str, Any]:
+    task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    unavailable = _problem("The backend is unavailable; see Retry-After.")
+    unauthorized = _problem("Missing or bad token.")
+    forbidden = _problem("The token lacks the scope.")
+    limited = _problem("Too many requests; see Retry-After.")
+    common = {"401": unauthorized, "403": forbidden, "429": limited, "503": unavailable}
+    body_errors = {
+        "400": _problem("Body is not JSON."),
+        "413": _problem("Body or payload too large."),
+        "415": _problem("Body is not application/json."),
+        "422": _problem("A field is invalid; `errors` names each by JSON pointer."),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Conveyor", "version": __version__, "description": "Task queue API."},
+        "components": {
+            "schemas": {
+                "Submit": SUBMIT,
+                "Batch": batch_schema(max_batch),
+                "Task": TASK,
+                "Problem": PROBLEM,
+                "Stats": STATS,
+                "Worker": WORKER,
+                "TaskType": TASK_TYPE,
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/tasks": {
+                "post": {
+                    "operationId": "submitTask",
+                    "summary": "Submit a task",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submit"}}},
+                    },
+                    "responses": {
+                        "202": _json("Accepted and queued.", "Task"),
+                        "200": _json("A repeat of an Idempotency-Key: the same task.", "Task"),
+                        "409": _problem("Idempotency-Key reused with another body."),
+                        **body_errors,
+                        **common,
+                    },
+                },
+                "get": {
+                    "operationId": "listTasks",
+                    "summary": "List tasks, newest first",
+                    "parameters": [
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
+                        {"name": "type", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page of tasks.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+                                            "next_cursor": {"type": ["string", "null"]},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "422": _problem("A query parameter is invalid."),
+                        **common,
+                    },
+                },
+            },
+            "/v1/tasks/batch": {
+                "post": {
+                    "operationId": "submitBatch",
+                    "summary": f"Submit up to {max_batch} tasks at once",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "All accepted, in request order.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}},
+                                    }
+                                }
+                            },
+                        },
+                        **body_errors,
+                        **common,
+                    },
+                }
+            },
+            "/v1/tasks/{id}": {
+                "get": {
+                    "operationId": "getTask",
+                    "parameters": [task_id],
+                    "responses": {"200": _json("The task.", "Task"), "404": _problem("No such task."), **common},
+                }
+            },
+            "/v1/tasks/{id}/cancel": {
+                "post": {
+                    "operationId": "cancelTask",
+                    "parameters": [task_id],
+                    "responses": {
+                        "200": _json("Cancelled, or cancel requested of a running task.", "Task"),
+                        "404": _problem("No such task."),
+                        "409": _problem("The task is already finished."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/tasks/{id}/retry": {
+                "post": {
+                    "operationId": "retryTask",
+                    "parameters": [task_id],
+                    "responses": {
+                        "202": _json("Queued again, attempts reset.", "Task"),
+                        "404": _problem("No such task."),
+                        "409": _problem("Only failed or cancelled tasks can be retried."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/task-types": {
+                "get": {
+                    "operationId": "listTaskTypes",
+                    "responses": {
+                        "200": {
+                            "description": "Every TaskType with its settings and readiness.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/TaskType"}}},
+                                    }
+                                }
+                            },
+                        },
+                        **common,
+                    },
+                }
+            },
+            "/v1/stats": {
+                "get": {"operationId": "getStats", "responses": {"200": _json("Totals and depths.", "Stats"), **common}}
+            },
+            "/v1/workers": {
+                "get": {
+                    "operationId": "listWorkers",
+                    "responses": {
+                        "200": {
+                            "description": "Workers with a recent heartbeat.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}},
+                                    }
+                                }
+                            },
+                        },
+                        **common,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {"operationId": "healthz", "security": [], "responses": {"200": {"description": "The process is up."}}}
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "security": [],
+                    "responses": {"200": {"description": "AWS reachable."}, "503": _problem("AWS unreachable.")},
+                }
+            },
+        },
+    }

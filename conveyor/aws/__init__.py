@@ -1,0 +1,5 @@
+"""AWS adapters: the only package that imports boto3 (enforced by import-linter)."""
+
+from conveyor.aws.clients import AwsBackend
+
+__all__ = ["AwsBackend"]

@@ -1,0 +1,658 @@
+"""The task store on DynamoDB: one table, task records plus worker and idempotency items.
+
+Keys and indexes (created by ``conveyor init``):
+- ``id`` is the hash key. Task ids are ULIDs, so every index sorted on ``id`` is sorted by
+  creation time and "newest first" is a backwards query.
+- ``kind-index`` (kind, id): every task newest first; ``kind = worker`` lists workers.
+- ``status-index`` (status, id), ``type-index`` (type, id),
+  ``type-status-index`` (type_status, id): the list filters, without a scan.
+Worker items (``worker#<id>``) and idempotency items (``idem#<hash>``) carry a TTL
+attribute ``expires_at``, as do finished tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from conveyor.aws.clients import error_code, translated
+from conveyor.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
+from conveyor.model import (
+    Status,
+    Task,
+    TaskError,
+    WorkerInfo,
+    from_rfc3339,
+    to_rfc3339,
+)
+from conveyor.ports import Claim, Page
+
+INDEXES = {
+    "kind-index": "kind",
+    "status-index": "status",
+    "type-index": "type",
+    "type-status-index": "type_status",
+}
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int | float) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _ts(value: datetime) -> dict[str, str]:
+    return {"S": to_rfc3339(value) or ""}
+
+
+def _epoch(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def task_to_item(task: Task) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": _s(task.id),
+        "kind": _s("task"),
+        "type": _s(task.type),
+        "status": _s(task.status.value),
+        "type_status": _s(f"{task.type}#{task.status.value}"),
+        "payload": _s(json.dumps(task.payload, separators=(",", ":"))),
+        "attempts": _n(task.attempts),
+        "max_attempts": _n(task.max_attempts),
+        "created_at": _ts(task.created_at),
+        "updated_at": _ts(task.updated_at),
+    }
+    for name in ("started_at", "finished_at", "run_at"):
+        value = getattr(task, name)
+        if value is not None:
+            item[name] = _ts(value)
+    if task.result is not None:
+        item["result"] = _s(json.dumps(task.result, separators=(",", ":")))
+    if task.error is not None:
+        item["error_type"] = _s(task.error.type)
+        item["error_message"] = _s(task.error.message)
+    if task.worker:
+        item["worker"] = _s(task.worker)
+    if task.idempotency_key:
+        item["idempotency_key"] = _s(task.idempotency_key)
+    if task.expires_at:
+        item["expires_at"] = _n(task.expires_at)
+    return item
+
+
+def item_to_task(item: dict[str, Any]) -> Task:
+    def s(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    error = None
+    if "error_type" in item:
+        error = TaskError(s("error_type") or "", s("error_message") or "")
+    result = s("result")
+    return Task(
+        id=item["id"]["S"],
+        type=item["type"]["S"],
+        payload=json.loads(item["payload"]["S"]),
+        status=Status(item["status"]["S"]),
+        attempts=int(item["attempts"]["N"]),
+        max_attempts=int(item["max_attempts"]["N"]),
+        created_at=from_rfc3339(s("created_at")),  # type: ignore[arg-type]
+        updated_at=from_rfc3339(s("updated_at")),  # type: ignore[arg-type]
+        started_at=from_rfc3339(s("started_at")),
+        finished_at=from_rfc3339(s("finished_at")),
+        run_at=from_rfc3339(s("run_at")),
+        result=json.loads(result) if result is not None else None,
+        error=error,
+        worker=s("worker"),
+        cancel_requested=bool(item.get("cancel_requested", {}).get("BOOL", False)),
+        idempotency_key=s("idempotency_key"),
+        expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
+    )
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    raw = json.dumps({k: v["S"] for k, v in key.items()}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            "cursor is not one this API returned",
+            [{"pointer": "/cursor", "message": "malformed cursor"}],
+        ) from exc
+    return {k: {"S": v} for k, v in data.items()}
+
+
+class DynamoTaskStore:
+    def __init__(self, client: Any, table: str, retention_seconds: int) -> None:
+        self.client = client
+        self.table = table
+        self.retention = retention_seconds
+
+    # -- writes at submit -------------------------------------------------------------
+
+    def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
+        item = task_to_item(task)
+        put = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+        if not task.idempotency_key:
+            with translated("dynamodb PutItem"):
+                self.client.put_item(**put)
+            return task, True
+        # The task and its idempotency item are written together, or not at all.
+        idem = {
+            "TableName": self.table,
+            "Item": {
+                "id": _s("idem#" + task.idempotency_key),
+                "task_id": _s(task.id),
+                "body_hash": _s(body_hash or ""),
+                "expires_at": _n(_epoch(task.created_at) + self.retention),
+            },
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+        try:
+            with translated("dynamodb TransactWriteItems"):
+                self.client.transact_write_items(TransactItems=[{"Put": put}, {"Put": idem}])
+            return task, True
+        except ClientError as exc:
+            if error_code(exc) not in ("TransactionCanceledException", "ConditionalCheckFailed"):
+                raise
+        with translated("dynamodb GetItem"):
+            found = self.client.get_item(
+                TableName=self.table,
+                Key={"id": _s("idem#" + task.idempotency_key)},
+                ConsistentRead=True,
+            ).get("Item")
+        if not found:
+            raise Conflict("idempotency key is being written by a concurrent request")
+        if found["body_hash"]["S"] != (body_hash or ""):
+            raise IdempotencyConflict(
+                "Idempotency-Key was already used with a different request body"
+            )
+        existing = self.get(found["task_id"]["S"], consistent=True)
+        if existing is None:
+            raise IdempotencyConflict("Idempotency-Key refers to a task that has expired")
+        return existing, False
+
+    def create_many(self, tasks: Sequence[Task]) -> None:
+        for start in range(0, len(tasks), 25):
+            requests = [{"PutRequest": {"Item": task_to_item(t)}} for t in tasks[start : start + 25]]
+            pending: dict[str, Any] = {self.table: requests}
+            for _ in range(8):
+                with translated("dynamodb BatchWriteItem"):
+                    out = self.client.batch_write_item(RequestItems=pending)
+                pending = out.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            else:
+                from conveyor.errors import Unavailable
+
+                raise Unavailable("dynamodb BatchWriteItem: items left unprocessed", 2)
+
+    def delete_queued(self, task_id: str) -> bool:
+        try:
+            with translated("dynamodb DeleteItem"):
+                self.client.delete_item(
+                    TableName=self.table,
+                    Key={"id": _s(task_id)},
+                    ConditionExpression="#s = :q",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={":q": _s("queued")},
+                )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, task_id: str, consistent: bool = False) -> Task | None:
+        if task_id.startswith(("worker#", "idem#")):
+            return None
+        with translated("dynamodb GetItem"):
+            item = self.client.get_item(
+                TableName=self.table, Key={"id": _s(task_id)}, ConsistentRead=consistent
+            ).get("Item")
+        return item_to_task(item) if item and item.get("kind", {}).get("S") == "task" else None
+
+    def list(
+        self,
+        status: Status | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        if status and task_type:
+            index, value = "type-status-index", f"{task_type}#{status.value}"
+        elif status:
+            index, value = "status-index", status.value
+        elif task_type:
+            index, value = "type-index", task_type
+        else:
+            index, value = "kind-index", "task"
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": INDEXES[index]},
+            "ExpressionAttributeValues": {":v": _s(value)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            args["ExclusiveStartKey"] = _decode_cursor(cursor)
+        with translated("dynamodb Query"):
+            out = self.client.query(**args)
+        items = [item_to_task(i) for i in out.get("Items", [])]
+        last = out.get("LastEvaluatedKey")
+        return Page(items, _encode_cursor(last) if last and len(items) == limit else None)
+
+    def count_by_status(self) -> dict[Status, int]:
+        counts: dict[Status, int] = {}
+        for status in Status:
+            total = 0
+            args: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": "status-index",
+                "KeyConditionExpression": "#s = :v",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {":v": _s(status.value)},
+                "Select": "COUNT",
+            }
+            while True:
+                with translated("dynamodb Query"):
+                    out = self.client.query(**args)
+                total += int(out.get("Count", 0))
+                if "LastEvaluatedKey" not in out:
+                    break
+                args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+            counts[status] = total
+        return counts
+
+    def _queued(self, limit: int, before_id: str | None = None) -> list[Task]:
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "status-index",
+            "KeyConditionExpression": "#s = :v",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":v": _s("queued")},
+            "ScanIndexForward": True,
+            "Limit": limit,
+        }
+        if before_id:
+            args["KeyConditionExpression"] += " AND id < :b"
+            args["ExpressionAttributeValues"][":b"] = _s(before_id)
+        with translated("dynamodb Query"):
+            out = self.client.query(**args)
+        return [item_to_task(i) for i in out.get("Items", [])]
+
+    def oldest_queued(self) -> Task | None:
+        found = self._queued(1)
+        return found[0] if found else None
+
+    def queued_before(self, before: datetime, limit: int = 100) -> list[Task]:
+        from ulid import ULID
+
+        bound = str(ULID.from_timestamp(before.timestamp()))
+        # A ULID built from a timestamp has random low bits: compare on the time part only.
+        return self._queued(limit, bound[:10] + "0" * 16)
+
+    def mark_redispatched(self, task: Task, at: datetime) -> bool:
+        return self._update(
+            task.id,
+            "SET updated_at = :now",
+            "#s = :q AND updated_at = :seen",
+            {":now": _ts(at), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
+        ) is not None
+
+    # -- the worker's transitions -------------------------------------------------------
+
+    def _update(
+        self,
+        task_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+        return_old_on_failure: bool = False,
+    ) -> dict[str, Any] | None:
+        """A conditional UpdateItem; returns the new item, or None if the condition failed
+        (with ``return_old_on_failure``: {"__old__": item} when the item exists)."""
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"id": _s(task_id)},
+            "UpdateExpression": update,
+            "ConditionExpression": "attribute_exists(id) AND (" + condition + ")",
+            "ExpressionAttributeNames": {"#s": "status", **(names or {})},
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+        if return_old_on_failure:
+            args["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        if "#s" not in update and "#s" not in condition:
+            del args["ExpressionAttributeNames"]["#s"]
+        if not args["ExpressionAttributeNames"]:
+            del args["ExpressionAttributeNames"]
+        try:
+            with translated("dynamodb UpdateItem"):
+                return dict(self.client.update_item(**args)["Attributes"])
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if return_old_on_failure and exc.response.get("Item"):
+                return {"__old__": exc.response["Item"]}
+            return None
+
+    def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim:
+        if task_id.startswith(("worker#", "idem#")):
+            return Claim(None, None)
+        out = self._update(
+            task_id,
+            "SET #s = :r, type_status = :ts, attempts = attempts + :one, "
+            "started_at = :now, updated_at = :now, worker = :w, cancel_requested = :f",
+            "kind = :task AND #s = :q AND #t = :type "
+            "AND (attribute_not_exists(run_at) OR run_at <= :now)",
+            {
+                ":r": _s("running"),
+                ":q": _s("queued"),
+                ":task": _s("task"),
+                ":type": _s(task_type),
+                ":ts": _s(f"{task_type}#running"),
+                ":one": _n(1),
+                ":now": _ts(at),
+                ":w": _s(worker_id),
+                ":f": {"BOOL": False},
+            },
+            names={"#t": "type"},
+            return_old_on_failure=True,
+        )
+        if out is None:
+            return Claim(None, self.get(task_id, consistent=True))
+        if "__old__" in out:
+            return Claim(None, item_to_task(out["__old__"]))
+        return Claim(item_to_task(out), None)
+
+    def take_over(self, task: Task, worker_id: str, at: datetime) -> Task | None:
+        out = self._update(
+            task.id,
+            "SET attempts = attempts + :one, started_at = :now, updated_at = :now, worker = :w",
+            "#s = :r AND worker = :dead AND attempts = :n",
+            {
+                ":one": _n(1),
+                ":now": _ts(at),
+                ":w": _s(worker_id),
+                ":r": _s("running"),
+                ":dead": _s(task.worker or ""),
+                ":n": _n(task.attempts),
+            },
+        )
+        return item_to_task(out) if out else None
+
+    def _owned(self, task: Task) -> tuple[str, dict[str, Any]]:
+        return (
+            "#s = :r AND worker = :w AND attempts = :n",
+            {":r": _s("running"), ":w": _s(task.worker or ""), ":n": _n(task.attempts)},
+        )
+
+    def finish(
+        self,
+        task: Task,
+        status: Status,
+        at: datetime,
+        result: Any = None,
+        error: TaskError | None = None,
+    ) -> Task | None:
+        condition, values = self._owned(task)
+        sets = [
+            "#s = :st",
+            "type_status = :ts",
+            "finished_at = :now",
+            "updated_at = :now",
+            "expires_at = :exp",
+        ]
+        values |= {
+            ":st": _s(status.value),
+            ":ts": _s(f"{task.type}#{status.value}"),
+            ":now": _ts(at),
+            ":exp": _n(_epoch(at) + self.retention),
+        }
+        removes = []
+        if result is not None:
+            sets.append("#res = :res")
+            values[":res"] = _s(json.dumps(result, separators=(",", ":")))
+        if error is not None:
+            sets += ["error_type = :et", "error_message = :em"]
+            values |= {":et": _s(error.type), ":em": _s(error.message)}
+        else:
+            removes += ["error_type", "error_message"]
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        out = self._update(
+            task.id, update, condition, values, names={"#res": "result"} if result is not None else None
+        )
+        return item_to_task(out) if out else None
+
+    def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
+        condition, values = self._owned(task)
+        values |= {
+            ":q": _s("queued"),
+            ":ts": _s(f"{task.type}#queued"),
+            ":run": _ts(run_at),
+            ":now": _ts(at),
+            ":et": _s(error.type),
+            ":em": _s(error.message),
+        }
+        out = self._update(
+            task.id,
+            "SET #s = :q, type_status = :ts, run_at = :run, updated_at = :now, "
+            "error_type = :et, error_message = :em",
+            condition,
+            values,
+        )
+        return out is not None
+
+    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
+        current = self.get(task_id, consistent=True)
+        if current is None or current.status.terminal:
+            return None
+        out = self._update(
+            task_id,
+            "SET #s = :f, type_status = :ts, finished_at = :now, updated_at = :now, "
+            "error_type = :et, error_message = :em, expires_at = :exp",
+            "#s = :cur AND updated_at = :seen",
+            {
+                ":f": _s("failed"),
+                ":ts": _s(f"{current.type}#failed"),
+                ":now": _ts(at),
+                ":et": _s(error.type),
+                ":em": _s(error.message),
+                ":exp": _n(_epoch(at) + self.retention),
+                ":cur": _s(current.status.value),
+                ":seen": _ts(current.updated_at),
+            },
+        )
+        return item_to_task(out) if out else None
+
+    # -- the API's transitions ----------------------------------------------------------
+
+    def cancel(self, task_id: str, at: datetime) -> Task:
+        for _ in range(5):
+            current = self.get(task_id, consistent=True)
+            if current is None:
+                raise NotFound(task_id)
+            if current.status.terminal:
+                raise Conflict(f"task is {current.status.value}; only queued or running tasks can be cancelled")
+            if current.status is Status.QUEUED:
+                out = self._update(
+                    task_id,
+                    "SET #s = :c, type_status = :ts, finished_at = :now, updated_at = :now, "
+                    "expires_at = :exp",
+                    "#s = :q",
+                    {
+                        ":c": _s("cancelled"),
+                        ":ts": _s(f"{current.type}#cancelled"),
+                        ":now": _ts(at),
+                        ":exp": _n(_epoch(at) + self.retention),
+                        ":q": _s("queued"),
+                    },
+                )
+            else:
+                out = self._update(
+                    task_id,
+                    "SET cancel_requested = :t, updated_at = :now",
+                    "#s = :r AND attempts = :n",
+                    {
+                        ":t": {"BOOL": True},
+                        ":now": _ts(at),
+                        ":r": _s("running"),
+                        ":n": _n(current.attempts),
+                    },
+                )
+                if out is not None and current.worker:
+                    self._request_worker_cancel(current.worker, task_id)
+            if out is not None:
+                return item_to_task(out)
+        raise Conflict("task changed state while it was being cancelled; try again")
+
+    def _request_worker_cancel(self, worker_id: str, task_id: str) -> None:
+        # The worker reads this set with its heartbeat: one write per worker beat, rather
+        # than one read per running task.
+        try:
+            with translated("dynamodb UpdateItem"):
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"id": _s("worker#" + worker_id)},
+                    UpdateExpression="ADD cancel :ids",
+                    ConditionExpression="attribute_exists(id)",
+                    ExpressionAttributeValues={":ids": {"SS": [task_id]}},
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def retry(self, task_id: str, at: datetime) -> Task:
+        current = self.get(task_id, consistent=True)
+        if current is None:
+            raise NotFound(task_id)
+        if current.status not in (Status.FAILED, Status.CANCELLED):
+            raise Conflict(f"task is {current.status.value}; only failed or cancelled tasks can be retried")
+        out = self._update(
+            task_id,
+            "SET #s = :q, type_status = :ts, attempts = :zero, updated_at = :now, "
+            "cancel_requested = :f "
+            "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
+            "expires_at, worker",
+            "#s = :cur",
+            {
+                ":q": _s("queued"),
+                ":ts": _s(f"{current.type}#queued"),
+                ":zero": _n(0),
+                ":now": _ts(at),
+                ":f": {"BOOL": False},
+                ":cur": _s(current.status.value),
+            },
+            names={"#res": "result"},
+        )
+        if out is None:
+            raise Conflict("task changed state while it was being retried; try again")
+        return item_to_task(out)
+
+    # -- workers --------------------------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
+        with translated("dynamodb UpdateItem"):
+            out = self.client.update_item(
+                TableName=self.table,
+                Key={"id": _s("worker#" + info.id)},
+                UpdateExpression=(
+                    "SET kind = :k, host = :h, pid = :p, started_at = :st, last_heartbeat = :lh, "
+                    "in_flight = :if, concurrency = :c, version = :v, expires_at = :exp"
+                ),
+                ExpressionAttributeValues={
+                    ":k": _s("worker"),
+                    ":h": _s(info.host),
+                    ":p": _n(info.pid),
+                    ":st": _ts(info.started_at),
+                    ":lh": _ts(info.last_heartbeat),
+                    ":if": _n(info.in_flight),
+                    ":c": _n(info.concurrency),
+                    ":v": _s(info.version),
+                    ":exp": _n(_epoch(info.last_heartbeat) + ttl_seconds),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        cancel = set(out["Attributes"].get("cancel", {}).get("SS", []))
+        if cancel:
+            with translated("dynamodb UpdateItem"):
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"id": _s("worker#" + info.id)},
+                    UpdateExpression="DELETE cancel :ids",
+                    ExpressionAttributeValues={":ids": {"SS": sorted(cancel)}},
+                )
+        return cancel
+
+    def remove_worker(self, worker_id: str) -> None:
+        with translated("dynamodb DeleteItem"):
+            self.client.delete_item(TableName=self.table, Key={"id": _s("worker#" + worker_id)})
+
+    @staticmethod
+    def _worker(item: dict[str, Any]) -> WorkerInfo:
+        return WorkerInfo(
+            id=item["id"]["S"].removeprefix("worker#"),
+            host=item["host"]["S"],
+            pid=int(item["pid"]["N"]),
+            started_at=from_rfc3339(item["started_at"]["S"]),  # type: ignore[arg-type]
+            last_heartbeat=from_rfc3339(item["last_heartbeat"]["S"]),  # type: ignore[arg-type]
+            in_flight=int(item["in_flight"]["N"]),
+            concurrency=int(item["concurrency"]["N"]),
+            version=item["version"]["S"],
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        found: list[WorkerInfo] = []
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "kind-index",
+            "KeyConditionExpression": "kind = :k",
+            "ExpressionAttributeValues": {":k": _s("worker")},
+        }
+        while True:
+            with translated("dynamodb Query"):
+                out = self.client.query(**args)
+            found += [self._worker(i) for i in out.get("Items", [])]
+            if "LastEvaluatedKey" not in out:
+                return found
+            args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+    def worker(self, worker_id: str) -> WorkerInfo | None:
+        with translated("dynamodb GetItem"):
+            item = self.client.get_item(
+                TableName=self.table, Key={"id": _s("worker#" + worker_id)}, ConsistentRead=True
+            ).get("Item")
+        return self._worker(item) if item else None
+
+    def ping(self) -> None:
+        with translated("dynamodb DescribeTable"):
+            self.client.describe_table(TableName=self.table)
+
+
+def expires_after(at: datetime, seconds: int) -> int:
+    return _epoch(at + timedelta(seconds=seconds))

@@ -1,0 +1,101 @@
+"""``conveyor init``: create the queue, its DLQ, the table and the bucket, idempotently."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from conveyor.aws.clients import AwsBackend, error_code, translated
+from conveyor.aws.dynamodb import INDEXES
+
+
+def _queue(backend: AwsBackend, name: str, attributes: dict[str, str]) -> str:
+    with translated("sqs CreateQueue"):
+        try:
+            url = backend.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        except ClientError as exc:
+            if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists"):
+                raise
+            # Exists with other attributes: bring them to what this Conveyor expects.
+            url = backend.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            backend.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return str(url)
+
+
+def _table(backend: AwsBackend, name: str) -> None:
+    client = backend.dynamodb
+    attributes = [{"AttributeName": "id", "AttributeType": "S"}] + [
+        {"AttributeName": key, "AttributeType": "S"} for key in INDEXES.values()
+    ]
+    indexes = [
+        {
+            "IndexName": index,
+            "KeySchema": [
+                {"AttributeName": key, "KeyType": "HASH"},
+                {"AttributeName": "id", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+        for index, key in INDEXES.items()
+    ]
+    with translated("dynamodb CreateTable"):
+        try:
+            client.create_table(
+                TableName=name,
+                AttributeDefinitions=attributes,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                GlobalSecondaryIndexes=indexes,
+                BillingMode="PAY_PER_REQUEST",
+            )
+            client.get_waiter("table_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ResourceInUseException":
+                raise
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
+
+
+def _bucket(backend: AwsBackend, name: str) -> None:
+    args: dict[str, Any] = {"Bucket": name}
+    if backend.settings.region != "us-east-1":
+        args["CreateBucketConfiguration"] = {"LocationConstraint": backend.settings.region}
+    with translated("s3 CreateBucket"):
+        try:
+            backend.s3.create_bucket(**args)
+        except ClientError as exc:
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+
+def provision(backend: AwsBackend, bucket: bool = True) -> dict[str, str]:
+    """Create (or converge) every AWS resource Conveyor uses; returns their names/URLs."""
+    s = backend.settings
+    dlq_url = _queue(backend, s.dlq, {"MessageRetentionPeriod": str(14 * 24 * 3600)})
+    with translated("sqs GetQueueAttributes"):
+        dlq_arn = backend.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+    queue_url = _queue(
+        backend,
+        s.queue,
+        {
+            "VisibilityTimeout": str(s.visibility_timeout),
+            "MessageRetentionPeriod": str(14 * 24 * 3600),
+            "ReceiveMessageWaitTimeSeconds": "20",
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(s.max_receive_count)}
+            ),
+        },
+    )
+    _table(backend, s.table)
+    if bucket:
+        _bucket(backend, s.bucket)
+    return {"queue": queue_url, "dlq": dlq_url, "table": s.table, "bucket": s.bucket}

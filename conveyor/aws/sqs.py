@@ -1,0 +1,124 @@
+"""The broker on SQS. Messages carry only the task id and type: the record is the truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from conveyor.aws.clients import translated
+from conveyor.errors import Unavailable
+from conveyor.model import Message, QueueDepth, decode_message, encode_message
+
+MAX_DELAY = 900  # SQS DelaySeconds ceiling; longer delays are re-hidden by the worker
+MAX_VISIBILITY = 12 * 3600  # SQS ChangeMessageVisibility ceiling
+
+
+class SqsBroker:
+    def __init__(self, client: Any, url: str) -> None:
+        self.client = client
+        self.url = url
+
+    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
+        with translated("sqs SendMessage"):
+            self.client.send_message(
+                QueueUrl=self.url,
+                MessageBody=encode_message(task_id, task_type),
+                DelaySeconds=max(0, min(MAX_DELAY, int(delay_seconds))),
+            )
+
+    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
+        failed: list[str] = []
+        for start in range(0, len(items), 10):
+            chunk = items[start : start + 10]
+            entries = [
+                {
+                    "Id": str(n),
+                    "MessageBody": encode_message(task_id, task_type),
+                    "DelaySeconds": max(0, min(MAX_DELAY, int(delay))),
+                }
+                for n, (task_id, task_type, delay) in enumerate(chunk)
+            ]
+            try:
+                with translated("sqs SendMessageBatch"):
+                    out = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            except Unavailable:
+                failed += [task_id for task_id, _, _ in chunk]
+                continue
+            failed += [chunk[int(f["Id"])][0] for f in out.get("Failed", [])]
+        return failed
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+        with translated("sqs ReceiveMessage"):
+            out = self.client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max(1, min(10, max_messages)),
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            )
+        messages: list[Message] = []
+        for raw in out.get("Messages", []):
+            attrs = raw.get("Attributes", {})
+            try:
+                task_id, task_type = decode_message(raw["Body"])
+            except ValueError:
+                task_id, task_type = "", ""  # the worker deletes what it cannot read
+            sent = attrs.get("SentTimestamp")
+            messages.append(
+                Message(
+                    task_id=task_id,
+                    task_type=task_type,
+                    receipt=raw["ReceiptHandle"],
+                    receive_count=int(attrs.get("ApproximateReceiveCount", 1)),
+                    sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+                )
+            )
+        return messages
+
+    def delete_many(self, receipts: Iterable[str]) -> None:
+        handles = list(receipts)
+        for start in range(0, len(handles), 10):
+            entries = [{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles[start : start + 10])]
+            with translated("sqs DeleteMessageBatch"):
+                self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+
+    def change_visibility(self, receipt: str, seconds: int) -> None:
+        with translated("sqs ChangeMessageVisibility"):
+            self.client.change_message_visibility(
+                QueueUrl=self.url,
+                ReceiptHandle=receipt,
+                VisibilityTimeout=max(0, min(MAX_VISIBILITY, int(seconds))),
+            )
+
+    def change_visibility_many(self, items: Sequence[tuple[str, int]]) -> None:
+        for start in range(0, len(items), 10):
+            entries = [
+                {
+                    "Id": str(n),
+                    "ReceiptHandle": receipt,
+                    "VisibilityTimeout": max(0, min(MAX_VISIBILITY, int(seconds))),
+                }
+                for n, (receipt, seconds) in enumerate(items[start : start + 10])
+            ]
+            with translated("sqs ChangeMessageVisibilityBatch"):
+                self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+
+    def depth(self) -> QueueDepth:
+        with translated("sqs GetQueueAttributes"):
+            attrs = self.client.get_queue_attributes(
+                QueueUrl=self.url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+        return QueueDepth(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+
+    def ping(self) -> None:
+        with translated("sqs GetQueueAttributes"):
+            self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])

@@ -1,0 +1,226 @@
+"""The ``conveyor`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from conveyor.client import Client, ConveyorHTTPError, default_url
+
+
+def _exec_module(module: str) -> None:
+    """Replace this process with a service module. The services are separate packages
+    that this core package never imports (see the import-linter contracts)."""
+    os.execv(sys.executable, [sys.executable, "-m", module])
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group()
+@click.version_option(package_name="conveyor")
+def main() -> None:
+    """Conveyor: a task queue for Kubernetes on AWS."""
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, help="API port.")
+@click.option("--moto-port", default=5055, show_default=True, help="Embedded moto server port (0: any free).")
+@click.option("--worker-metrics-port", default=9100, show_default=True, help="Worker /metrics port (0: off).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+def run(port: int, moto_port: int, worker_metrics_port: int, workers: int) -> None:
+    """Run the whole system locally: moto server, API and worker(s)."""
+    from conveyor.local import LocalStack
+
+    stack = LocalStack(api_port=port, moto_port=moto_port, worker_metrics_port=worker_metrics_port, workers=workers)
+    try:
+        stack.start()
+    except Exception as exc:
+        stack.stop()
+        raise click.ClickException(f"could not start the local stack: {exc}") from exc
+    url = f"http://127.0.0.1:{port}"
+    click.echo(
+        f"""
+Conveyor is running (AWS on moto at {stack.moto.url if stack.moto else '?'}).
+
+  API and console  {url}/
+  OpenAPI          {url}/openapi.json
+  API metrics      {url}/metrics
+  Worker metrics   http://127.0.0.1:{worker_metrics_port}/metrics
+
+Try:
+  curl -s -X POST {url}/v1/tasks -H 'Content-Type: application/json' \\
+       -d '{{"type": "text-transform", "payload": {{"text": "hello conveyor"}}}}'
+  conveyor submit text-transform '{{"text": "hello conveyor"}}' --wait
+
+Ctrl-C stops everything.
+""",
+        err=True,
+    )
+    code = stack.wait()
+    click.echo("stopping...", err=True)
+    stack.stop()
+    sys.exit(code)
+
+
+@main.command()
+def api() -> None:
+    """Serve the HTTP API (configured by CONVEYOR_* and AWS_* variables)."""
+    _exec_module("api.main")
+
+
+@main.command()
+def worker() -> None:
+    """Run a worker until SIGTERM."""
+    _exec_module("worker.main")
+
+
+@main.command()
+def init() -> None:
+    """Create the queue (with its DLQ redrive), DLQ, table and bucket; safe to repeat."""
+    from conveyor.aws import AwsBackend
+    from conveyor.aws.provision import provision
+    from conveyor.settings import Settings
+
+    _print(provision(AwsBackend(Settings.from_env())))
+
+
+
+def _api_command(fn: Any) -> Any:
+    fn = click.option("--url", default=default_url, show_default="$CONVEYOR_URL or http://127.0.0.1:8000")(fn)
+    return click.option("--token", default=None, help="Bearer token (default $CONVEYOR_TOKEN or .conveyor/token).")(fn)
+
+
+def _fail(exc: ConveyorHTTPError) -> None:
+    problem = exc.problem
+    click.echo(f"error {exc.status}: {problem.get('detail', problem)}", err=True)
+    for item in problem.get("errors", []) or []:
+        click.echo(f"  {item.get('pointer')}: {item.get('message')}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("task_type")
+@click.argument("payload", default="{}")
+@click.option("--delay", type=float, default=None, help="Seconds to wait before running.")
+@click.option("--max-attempts", type=int, default=None)
+@click.option("--idempotency-key", default=None)
+@click.option("--wait", "wait_", is_flag=True, help="Wait until it finishes, showing its progress.")
+@click.option("--timeout", type=float, default=300, show_default=True, help="With --wait: give up after this long.")
+@_api_command
+def submit(
+    task_type: str,
+    payload: str,
+    delay: float | None,
+    max_attempts: int | None,
+    idempotency_key: str | None,
+    wait_: bool,
+    timeout: float,
+    url: str,
+    token: str | None,
+) -> None:
+    """Submit a task: PAYLOAD is JSON (or @file.json)."""
+    text = open(payload[1:]).read() if payload.startswith("@") else payload
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
+    with Client(url, token) as client:
+        try:
+            task = client.submit(
+                task_type, data, delay_seconds=delay, max_attempts=max_attempts, idempotency_key=idempotency_key
+            )
+            if not wait_:
+                _print(task)
+                return
+            from rich.console import Console
+
+            console = Console(stderr=True)
+            with console.status(f"{task['id']} queued") as status:
+                task = client.wait(
+                    task["id"],
+                    timeout=timeout,
+                    on_change=lambda t: status.update(f"{t['id']} {t['status']} (attempt {t['attempts']})"),
+                )
+            _print(task)
+            sys.exit(0 if task["status"] == "succeeded" else 2)
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("task_id")
+@_api_command
+def get(task_id: str, url: str, token: str | None) -> None:
+    """Show one task."""
+    with Client(url, token) as client:
+        try:
+            _print(client.get(task_id))
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
+@main.command(name="list")
+@click.option("--status", default=None)
+@click.option("--type", "task_type", default=None)
+@click.option("--limit", default=20, show_default=True)
+@_api_command
+def list_(status: str | None, task_type: str | None, limit: int, url: str, token: str | None) -> None:
+    """List tasks, newest first."""
+    with Client(url, token) as client:
+        try:
+            page = client.list(status, task_type, limit)
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+            return
+    for t in page["items"]:
+        error = f"  {t['error']['type']}: {t['error']['message']}" if t.get("error") else ""
+        click.echo(f"{t['id']}  {t['status']:<10} {t['type']:<16} attempts={t['attempts']}{error}")
+    if page.get("next_cursor"):
+        click.echo(f"(more: cursor {page['next_cursor']})", err=True)
+
+
+@main.command()
+@click.argument("task_id")
+@_api_command
+def cancel(task_id: str, url: str, token: str | None) -> None:
+    """Cancel a queued task, or ask a running one to stop."""
+    with Client(url, token) as client:
+        try:
+            _print(client.cancel(task_id))
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
+@main.command()
+@click.argument("task_id")
+@_api_command
+def retry(task_id: str, url: str, token: str | None) -> None:
+    """Queue a failed or cancelled task again."""
+    with Client(url, token) as client:
+        try:
+            _print(client.retry(task_id))
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
+@main.command()
+@_api_command
+def stats(url: str, token: str | None) -> None:
+    """Totals per state, queue depths, workers."""
+    with Client(url, token) as client:
+        try:
+            _print(client.stats())
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
+if __name__ == "__main__":
+    main()

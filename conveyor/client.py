@@ -1,0 +1,156 @@
+"""A Python client for the Conveyor HTTP API."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def default_url() -> str:
+    return os.environ.get("CONVEYOR_URL", "http://127.0.0.1:8000")
+
+
+def default_token() -> str | None:
+    """CONVEYOR_TOKEN, else the token `conveyor run` wrote to .conveyor/token."""
+    token = os.environ.get("CONVEYOR_TOKEN")
+    if token:
+        return token
+    path = Path(os.environ.get("CONVEYOR_TOKEN_FILE", ".conveyor/token"))
+    return path.read_text().strip() if path.exists() else None
+
+
+class ConveyorHTTPError(Exception):
+    """The API answered with a problem document."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        detail = problem.get("detail") or problem.get("title") or "error"
+        super().__init__(f"{status}: {detail}")
+
+
+class Client:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        token = token if token is not None else default_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=url or default_url(), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"detail": response.text}
+            raise ConveyorHTTPError(response.status_code, problem)
+        return response.json()
+
+    def submit(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        delay_seconds: float | None = None,
+        run_at: str | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": task_type, "payload": {} if payload is None else payload}
+        if delay_seconds is not None:
+            body["delay_seconds"] = delay_seconds
+        if run_at is not None:
+            body["run_at"] = run_at
+        if max_attempts is not None:
+            body["max_attempts"] = max_attempts
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self._call("POST", "/v1/tasks", json=body, headers=headers)
+        return result
+
+    def submit_batch(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("POST", "/v1/tasks/batch", json={"tasks": tasks})["items"]
+        return items
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/tasks/{task_id}")
+        return result
+
+    def list(
+        self, status: str | None = None, task_type: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params = {k: v for k, v in {"status": status, "type": task_type, "limit": limit, "cursor": cursor}.items() if v}
+        result: dict[str, Any] = self._call("GET", "/v1/tasks", params=params)
+        return result
+
+    def iter(self, status: str | None = None, task_type: str | None = None) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.list(status, task_type, 200, cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{task_id}/cancel")
+        return result
+
+    def retry(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{task_id}/retry")
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/stats")
+        return result
+
+    def workers(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("GET", "/v1/workers")["items"]
+        return items
+
+    def task_types(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("GET", "/v1/task-types")["items"]
+        return items
+
+    def wait(
+        self,
+        task_id: str,
+        timeout: float = 60.0,
+        interval: float = 0.2,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the task is terminal; raises TimeoutError with the last state."""
+        deadline = time.monotonic() + timeout
+        last_status = None
+        while True:
+            task = self.get(task_id)
+            if on_change and task["status"] != last_status:
+                on_change(task)
+                last_status = task["status"]
+            if task["status"] in TERMINAL:
+                return task
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {task['status']} after {timeout}s")
+            time.sleep(interval)

@@ -1,0 +1,291 @@
+"""What Conveyor does with tasks, independent of HTTP and of the worker loop.
+
+The record in the store is the truth; the message in the broker only says "look at
+task X". Submit writes the record first and sends the message second: if the process
+dies in between, the record is ``queued`` with no message, and ``sweep`` (run by the
+workers) finds it and sends one. A duplicate message is harmless because every
+transition is a conditional write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from conveyor.errors import NotFound, Unavailable, ValidationError
+from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id, now
+from conveyor.ports import Broker, Page, TaskStore
+from conveyor.registry import Registry, RegistryWatcher, TaskType
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.engine")
+
+MAX_DELAY_SECONDS = 14 * 24 * 3600  # SQS retention: no message outlives it
+SQS_MAX_DELAY = 900
+
+
+def backoff_seconds(tasktype: TaskType, attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog): uniform in
+    [0, min(cap, base * 2**(attempt-1))]. Jitter spreads retries of a failed burst."""
+    ceiling = min(tasktype.backoff_max_seconds, tasktype.backoff_initial_seconds * 2 ** max(attempt - 1, 0))
+    return (rng or random).uniform(0, ceiling)
+
+
+def body_hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submission:
+    type: str
+    payload: Any
+    delay_seconds: float | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    counts: dict[Status, int]
+    queue: QueueDepth
+    dlq: QueueDepth
+    workers: int
+    oldest_queued_age_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            # the seed's fields, kept so its dashboards and scripts keep working
+            "total_tasks": sum(c.values()),
+            "pending_tasks": c.get(Status.QUEUED, 0),
+            "completed_tasks": c.get(Status.SUCCEEDED, 0),
+            "failed_tasks": c.get(Status.FAILED, 0),
+            "active_workers": self.workers,
+            "queue_depth": self.queue.visible + self.queue.delayed,
+            # and the full picture
+            "tasks": {s.value: c.get(s, 0) for s in Status},
+            "queue": self.queue.to_json(),
+            "dlq": self.dlq.to_json(),
+            "dlq_depth": self.dlq.total,
+            "workers": self.workers,
+            "oldest_queued_age_seconds": round(self.oldest_queued_age_seconds, 3),
+        }
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        broker: Broker,
+        dead_letters: Broker,
+        registry: RegistryWatcher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.dead_letters = dead_letters
+        self.registry_watcher = registry
+        self._stats: tuple[float, Stats] | None = None
+        self._stats_lock = threading.Lock()
+
+    @property
+    def registry(self) -> Registry:
+        return self.registry_watcher.current()
+
+    # -- submit --------------------------------------------------------------------------
+
+    def _prepare(self, sub: Submission, registry: Registry, pointer: str = "") -> Task:
+        tasktype = registry.get(sub.type)
+        if tasktype is None or not tasktype.runnable:
+            known = registry.enabled()
+            why = "is not enabled" if tasktype is not None else "is not a known task type"
+            raise ValidationError(
+                f"task type {sub.type!r} {why}; enabled types: {', '.join(known) or 'none'}",
+                [{"pointer": f"{pointer}/type", "message": f"must be one of: {', '.join(known)}"}],
+            )
+        errors = registry.validate_payload(sub.type, sub.payload)
+        if errors:
+            for e in errors:
+                e["pointer"] = pointer + e["pointer"]
+            raise ValidationError(f"payload does not match the schema of {sub.type!r}", errors)
+        at = now()
+        run_at = sub.run_at
+        if sub.delay_seconds:
+            run_at = at + timedelta(seconds=sub.delay_seconds)
+        if run_at is not None:
+            if run_at <= at:
+                run_at = None
+            elif (run_at - at).total_seconds() > MAX_DELAY_SECONDS:
+                field = "delay_seconds" if sub.delay_seconds else "run_at"
+                raise ValidationError(
+                    "tasks can be delayed by at most 14 days (SQS retention)",
+                    [{"pointer": f"{pointer}/{field}", "message": "at most 14 days ahead"}],
+                )
+        return Task(
+            id=new_id(),
+            type=sub.type,
+            payload=sub.payload,
+            max_attempts=sub.max_attempts or tasktype.max_attempts,
+            created_at=at,
+            updated_at=at,
+            run_at=run_at,
+        )
+
+    @staticmethod
+    def _delay(task: Task) -> int:
+        if task.run_at is None:
+            return 0
+        return max(0, min(SQS_MAX_DELAY, int((task.run_at - now()).total_seconds() + 0.999)))
+
+    def submit(
+        self, sub: Submission, idempotency_key: str | None = None, body: Any = None
+    ) -> tuple[Task, bool]:
+        """Record and enqueue one task; returns (task, created). Raises ValidationError,
+        IdempotencyConflict, Unavailable (nothing was recorded)."""
+        task = self._prepare(sub, self.registry)
+        if idempotency_key:
+            task = task.with_(idempotency_key=hashlib.sha256(idempotency_key.encode()).hexdigest())
+        task, created = self.store.create(task, body_hash(body) if idempotency_key else None)
+        if created or (task.status is Status.QUEUED and task.attempts == 0):
+            # A repeat of an idempotent submit re-sends too: its first send may have been
+            # the one that did not happen. Duplicates are harmless.
+            self._dispatch(task)
+        return task, created
+
+    def _dispatch(self, task: Task) -> None:
+        try:
+            self.broker.send(task.id, task.type, self._delay(task))
+        except Unavailable as exc:
+            # The record is committed: the sweeper sends the message once SQS answers.
+            log.warning("task %s recorded but not sent (%s); the sweeper will send it", task.id, exc)
+
+    def submit_batch(self, subs: Sequence[Submission]) -> list[Task]:
+        registry = self.registry
+        tasks = [self._prepare(s, registry, f"/tasks/{i}") for i, s in enumerate(subs)]
+        self.store.create_many(tasks)
+        failed = self.broker.send_many([(t.id, t.type, self._delay(t)) for t in tasks])
+        if failed:
+            log.warning("%d batch tasks recorded but not sent; the sweeper will send them", len(failed))
+        return tasks
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        task = self.store.get(task_id)
+        if task is None:
+            raise NotFound(task_id)
+        return task
+
+    def list(
+        self,
+        status: Status | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        return self.store.list(status, task_type, limit, cursor)
+
+    def live_workers(self) -> list[WorkerInfo]:
+        horizon = now() - timedelta(seconds=self.settings.worker_dead_after)
+        return sorted(
+            (w for w in self.store.workers() if w.last_heartbeat >= horizon),
+            key=lambda w: w.started_at,
+        )
+
+    def stats(self) -> Stats:
+        """Totals, queue depths and workers, cached briefly: dashboards poll this."""
+        with self._stats_lock:
+            if self._stats and time.monotonic() - self._stats[0] < self.settings.stats_cache_seconds:
+                return self._stats[1]
+            oldest = self.store.oldest_queued()
+            age = 0.0
+            if oldest is not None:
+                since = max(oldest.created_at, oldest.run_at or oldest.created_at)
+                age = max(0.0, (now() - since).total_seconds())
+            stats = Stats(
+                counts=self.store.count_by_status(),
+                queue=self.broker.depth(),
+                dlq=self.dead_letters.depth(),
+                workers=len(self.live_workers()),
+                oldest_queued_age_seconds=age,
+            )
+            self._stats = (time.monotonic(), stats)
+            return stats
+
+    # -- admin ---------------------------------------------------------------------------
+
+    def cancel(self, task_id: str) -> Task:
+        return self.store.cancel(task_id, now())
+
+    def retry(self, task_id: str) -> Task:
+        task = self.store.retry(task_id, now())
+        self._dispatch(task)
+        return task
+
+    # -- housekeeping, run by the workers ---------------------------------------------------
+
+    def sweep(self, older_than: float | None = None, limit: int = 100) -> int:
+        """Send a message for ``queued`` tasks that have none (their submitter died between
+        the record and the message, or SQS refused the send). Returns how many were sent.
+
+        A task queued for longer than ``older_than`` is only a suspect: in a backlog every
+        old task still has its message. So suspects are sent only when the queue holds
+        fewer messages than there are unfinished tasks -- the deficit is the orphans.
+        """
+        horizon = now() - timedelta(seconds=self.settings.redispatch_after_seconds if older_than is None else older_than)
+        suspects = [
+            t
+            for t in self.store.queued_before(horizon, limit)
+            if (t.run_at is None or t.run_at <= now()) and t.updated_at <= horizon
+            and not self._paused(t.type)
+        ]
+        if not suspects:
+            return 0
+        counts = self.store.count_by_status()
+        depth = self.broker.depth()
+        deficit = counts.get(Status.QUEUED, 0) + counts.get(Status.RUNNING, 0) - depth.total
+        if deficit <= 0:
+            return 0
+        sent = 0
+        for task in suspects[:deficit] if deficit < len(suspects) else suspects:
+            # Claim the resend first, so two sweepers never both send it.
+            if self.store.mark_redispatched(task, now()):
+                self.broker.send(task.id, task.type, self._delay(task))
+                sent += 1
+        if sent:
+            log.warning("sweeper sent %d orphaned task(s)", sent)
+        return sent
+
+    def _paused(self, task_type: str) -> bool:
+        tasktype = self.registry.get(task_type)
+        return bool(tasktype and tasktype.paused)
+
+    def reap(self, max_messages: int = 10) -> int:
+        """Mark tasks whose message reached the dead-letter queue as failed.
+
+        The message stays in the DLQ (hidden for 12 h between looks) so the DLQ alert
+        fires and operators can inspect or redrive it; reaping it again is a no-op.
+        """
+        reaped = 0
+        messages = self.dead_letters.receive(max_messages, 0)
+        for m in messages:
+            if m.task_id:
+                error = TaskError(
+                    "DeadLettered",
+                    "the task's message was moved to the dead-letter queue after "
+                    f"{self.settings.max_receive_count} receives (a worker crashed on it)",
+                )
+                if self.store.fail_unfinished(m.task_id, error, now()) is not None:
+                    reaped += 1
+        if messages:
+            self.dead_letters.change_visibility_many([(m.receipt, 12 * 3600) for m in messages])
+        return reaped

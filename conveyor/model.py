@@ -1,0 +1,178 @@
+"""The task record, its states, and the small value types around it."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ulid import ULID
+
+
+class Status(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+def new_id() -> str:
+    """A ULID: 26 characters, sorts by creation time (ms), unique without coordination."""
+    return str(ULID())
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_rfc3339(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class TaskError:
+    type: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    type: str
+    payload: Any
+    status: Status = Status.QUEUED
+    attempts: int = 0
+    max_attempts: int = 3
+    created_at: datetime = field(default_factory=now)
+    updated_at: datetime = field(default_factory=now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    run_at: datetime | None = None
+    result: Any = None
+    error: TaskError | None = None
+    worker: str | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    expires_at: int | None = None
+
+    def with_(self, **changes: Any) -> Task:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The public representation served by the API and read by the client."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "payload": self.payload,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "created_at": to_rfc3339(self.created_at),
+            "updated_at": to_rfc3339(self.updated_at),
+            "started_at": to_rfc3339(self.started_at),
+            "finished_at": to_rfc3339(self.finished_at),
+            "run_at": to_rfc3339(self.run_at),
+            "result": self.result,
+            "error": self.error.to_json() if self.error else None,
+            "worker": self.worker,
+            "cancel_requested": self.cancel_requested,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        error = data.get("error")
+        return cls(
+            id=data["id"],
+            type=data["type"],
+            payload=data.get("payload"),
+            status=Status(data["status"]),
+            attempts=int(data.get("attempts", 0)),
+            max_attempts=int(data.get("max_attempts", 3)),
+            created_at=from_rfc3339(data["created_at"]) or now(),
+            updated_at=from_rfc3339(data.get("updated_at")) or now(),
+            started_at=from_rfc3339(data.get("started_at")),
+            finished_at=from_rfc3339(data.get("finished_at")),
+            run_at=from_rfc3339(data.get("run_at")),
+            result=data.get("result"),
+            error=TaskError(**error) if error else None,
+            worker=data.get("worker"),
+            cancel_requested=bool(data.get("cancel_requested", False)),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_heartbeat: datetime
+    in_flight: int
+    concurrency: int
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = to_rfc3339(self.started_at)
+        data["last_heartbeat"] = to_rfc3339(self.last_heartbeat)
+        return data
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery of a task message: the id it names and the handle to ack it."""
+
+    task_id: str
+    task_type: str
+    receipt: str
+    receive_count: int = 1
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+    def to_json(self) -> dict[str, int]:
+        return {"visible": self.visible, "in_flight": self.in_flight, "delayed": self.delayed}
+
+
+def encode_message(task_id: str, task_type: str) -> str:
+    return json.dumps({"id": task_id, "type": task_type}, separators=(",", ":"))
+
+
+def decode_message(body: str) -> tuple[str, str]:
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise ValueError("message body is not a Conveyor task message")
+    return data["id"], str(data.get("type", ""))

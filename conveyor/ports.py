@@ -1,0 +1,119 @@
+"""The ports the engine talks to. Adapters live beside them (``conveyor.aws`` for AWS,
+``conveyor.memory`` for tests and embedding); one contract suite runs against each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim attempt found: ``task`` is set when this worker now owns the attempt;
+    otherwise ``current`` is the record as it stands (None if it does not exist)."""
+
+    task: Task | None
+    current: Task | None
+
+
+class TaskStore(Protocol):
+    def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
+        """Write a new record. With ``task.idempotency_key`` set, a second create with the
+        same key returns (existing task, False), or raises IdempotencyConflict if
+        ``body_hash`` differs."""
+
+    def create_many(self, tasks: Sequence[Task]) -> None: ...
+
+    def get(self, task_id: str, consistent: bool = False) -> Task | None: ...
+
+    def delete_queued(self, task_id: str) -> bool: ...
+
+    def list(
+        self,
+        status: Status | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
+
+    def count_by_status(self) -> dict[Status, int]: ...
+
+    def oldest_queued(self) -> Task | None: ...
+
+    def queued_before(self, before: datetime, limit: int = 100) -> list[Task]: ...
+
+    def mark_redispatched(self, task: Task, at: datetime) -> bool: ...
+
+    def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim: ...
+
+    def take_over(self, task: Task, worker_id: str, at: datetime) -> Task | None: ...
+
+    def finish(
+        self,
+        task: Task,
+        status: Status,
+        at: datetime,
+        result: Any = None,
+        error: TaskError | None = None,
+    ) -> Task | None:
+        """Move the attempt ``task`` (as claimed) to a terminal state; None if it lost it."""
+
+    def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool: ...
+
+    def cancel(self, task_id: str, at: datetime) -> Task: ...
+
+    def retry(self, task_id: str, at: datetime) -> Task: ...
+
+    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None: ...
+
+    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
+        """Record the worker as alive; returns ids of its tasks whose cancel was requested."""
+
+    def remove_worker(self, worker_id: str) -> None: ...
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def worker(self, worker_id: str) -> WorkerInfo | None: ...
+
+    def ping(self) -> None: ...
+
+
+class Broker(Protocol):
+    """One SQS queue: the task queue, or the dead-letter queue."""
+
+    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None: ...
+
+    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
+        """Send (id, type, delay) items; returns ids that could not be sent."""
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]: ...
+
+    def delete_many(self, receipts: Iterable[str]) -> None: ...
+
+    def change_visibility(self, receipt: str, seconds: int) -> None: ...
+
+    def change_visibility_many(self, items: Sequence[tuple[str, int]]) -> None: ...
+
+    def depth(self) -> QueueDepth: ...
+
+    def ping(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Object storage for handlers that read or write files (S3)."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...

@@ -1,0 +1,285 @@
+"""The TaskType registry that API and workers read.
+
+In a cluster the operator aggregates every ``TaskType`` resource into one ConfigMap key,
+``tasktypes.json``, mounted into the pods; kubelet swaps mounted ConfigMaps by repointing
+a ``..data`` symlink, so the watcher compares what the path *resolves to*, not only
+mtimes. Locally the same registry is built straight from the TaskType YAML files in
+``k8s/examples/`` -- the YAML a user would ``kubectl apply``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import SchemaError
+
+log = logging.getLogger("conveyor.registry")
+
+REGISTRY_FILE = "tasktypes.json"
+API_VERSION = "conveyor.dev/v1alpha1"
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    handler: str
+    enabled: bool = True
+    paused: bool = False
+    max_attempts: int = 3
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    timeout_seconds: int = 300
+    concurrency: int | None = None
+    retention_seconds: int | None = None
+    payload_schema: dict[str, Any] | None = None
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    ready: bool = True
+    reason: str = "Ready"
+    message: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        return self.enabled and self.ready
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any], **status: Any) -> TaskType:
+        """Build from a TaskType resource's ``spec`` (the CRD's camelCase fields)."""
+        backoff = spec.get("backoff") or {}
+        return cls(
+            name=name,
+            handler=str(spec.get("handler") or name),
+            enabled=bool(spec.get("enabled", True)),
+            paused=bool(spec.get("paused", False)),
+            max_attempts=int(spec.get("maxAttempts", 3)),
+            backoff_initial_seconds=float(backoff.get("initialSeconds", 1.0)),
+            backoff_max_seconds=float(backoff.get("maxSeconds", 300.0)),
+            timeout_seconds=int(spec.get("timeoutSeconds", 300)),
+            concurrency=int(spec["concurrency"]) if spec.get("concurrency") else None,
+            retention_seconds=(
+                int(spec["retentionSeconds"]) if spec.get("retentionSeconds") else None
+            ),
+            payload_schema=spec.get("payloadSchema") or None,
+            description=str(spec.get("description", "")),
+            options=dict(spec.get("options") or {}),
+            **status,
+        )
+
+    @classmethod
+    def from_manifest(cls, doc: Mapping[str, Any]) -> TaskType:
+        if doc.get("kind") != "TaskType":
+            raise ValueError(f"not a TaskType: kind={doc.get('kind')!r}")
+        return cls.from_spec(doc["metadata"]["name"], doc.get("spec") or {})
+
+    def to_json(self) -> dict[str, Any]:
+        """The registry entry: the spec fields as in the CRD, plus readiness."""
+        return {
+            "name": self.name,
+            "handler": self.handler,
+            "enabled": self.enabled,
+            "paused": self.paused,
+            "maxAttempts": self.max_attempts,
+            "backoff": {
+                "initialSeconds": self.backoff_initial_seconds,
+                "maxSeconds": self.backoff_max_seconds,
+            },
+            "timeoutSeconds": self.timeout_seconds,
+            "concurrency": self.concurrency,
+            "retentionSeconds": self.retention_seconds,
+            "payloadSchema": self.payload_schema,
+            "description": self.description,
+            "options": self.options,
+            "ready": self.ready,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskType:
+        return cls.from_spec(
+            data["name"],
+            data,
+            ready=bool(data.get("ready", True)),
+            reason=str(data.get("reason", "Ready")),
+            message=str(data.get("message", "")),
+        )
+
+
+def schema_errors(schema: Any) -> list[str]:
+    """Why ``schema`` is not a valid JSON Schema (empty when it is)."""
+    if not isinstance(schema, dict):
+        return ["payloadSchema must be an object"]
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        return [f"{exc.message} (at /{where})"]
+    return []
+
+
+class Registry(Mapping[str, TaskType]):
+    """An immutable snapshot of every TaskType; look-ups by task type name."""
+
+    def __init__(self, types: Mapping[str, TaskType] | None = None) -> None:
+        self._types = dict(types or {})
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> TaskType:
+        return self._types[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def enabled(self) -> list[str]:
+        """Names a client may submit: enabled and ready."""
+        return sorted(n for n, t in self._types.items() if t.runnable)
+
+    def validate_payload(self, name: str, payload: Any) -> list[dict[str, str]]:
+        """Payload errors against the type's payloadSchema, each with its JSON pointer."""
+        tasktype = self._types[name]
+        if not tasktype.payload_schema:
+            return []
+        with self._lock:
+            validator = self._validators.get(name)
+            if validator is None:
+                validator = Draft202012Validator(
+                    tasktype.payload_schema, format_checker=FormatChecker()
+                )
+                self._validators[name] = validator
+        errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+        return [
+            {
+                "pointer": "/payload" + "".join(f"/{p}" for p in e.absolute_path),
+                "message": e.message,
+            }
+            for e in errors
+        ]
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+            "taskTypes": [self._types[n].to_json() for n in sorted(self._types)],
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Registry:
+        types = [TaskType.from_json(t) for t in doc.get("taskTypes", [])]
+        return cls({t.name: t for t in types})
+
+
+def load_manifests(directory: Path) -> Registry:
+    types: dict[str, TaskType] = {}
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict) or doc.get("kind") != "TaskType":
+                continue
+            tasktype = TaskType.from_manifest(doc)
+            problems = schema_errors(tasktype.payload_schema) if tasktype.payload_schema else []
+            if problems:
+                tasktype = replace(
+                    tasktype, ready=False, reason="InvalidSchema", message="; ".join(problems)
+                )
+            types[tasktype.name] = tasktype
+    return Registry(types)
+
+
+def load(path: str | Path) -> Registry:
+    """Read a registry from a ``tasktypes.json`` file, a directory holding one (a mounted
+    ConfigMap), or a directory of TaskType YAML manifests."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / REGISTRY_FILE).exists():
+            p = p / REGISTRY_FILE
+        else:
+            return load_manifests(p)
+    if not p.exists():
+        raise FileNotFoundError(f"no TaskType registry at {path}")
+    if p.suffix in (".yaml", ".yml"):
+        return _load_yaml_file(p)
+    return Registry.from_document(json.loads(p.read_text()))
+
+
+def _load_yaml_file(p: Path) -> Registry:
+    types = [
+        TaskType.from_manifest(d)
+        for d in yaml.safe_load_all(p.read_text())
+        if isinstance(d, dict) and d.get("kind") == "TaskType"
+    ]
+    return Registry({t.name: t for t in types})
+
+
+def _signature(path: Path) -> tuple[Any, ...]:
+    """What the registry path resolves to now; changes when kubelet swaps ``..data``."""
+    targets = [path / REGISTRY_FILE] if (path / REGISTRY_FILE).exists() else [path]
+    if path.is_dir() and not (path / REGISTRY_FILE).exists():
+        targets = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+    out: list[Any] = []
+    for t in targets:
+        try:
+            st = os.stat(t)  # follows symlinks: a swapped ..data gives a new inode
+        except FileNotFoundError:
+            continue
+        out.append((str(t), os.path.realpath(t), st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class RegistryWatcher:
+    """Serves the current registry, re-reading the source when it changes.
+
+    Checks are lazy and rate-limited (one ``stat`` per ``interval``), so calling
+    ``current()`` on every request costs nothing. A registry that fails to parse keeps
+    the last good one in service and logs why.
+    """
+
+    def __init__(self, path: str | Path, interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._signature: tuple[Any, ...] | None = None
+        self._registry = Registry()
+        self.reloads = 0
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
+        signature = _signature(self.path)
+        if not force and signature == self._signature:
+            return
+        try:
+            registry = load(self.path)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+            if force and self._signature is None:
+                log.warning("TaskType registry at %s unreadable: %s", self.path, exc)
+            else:
+                log.error("TaskType registry at %s unreadable, keeping the last one: %s", self.path, exc)
+            self._signature = signature
+            return
+        self._registry = registry
+        self._signature = signature
+        self.reloads += 1
+        log.info("TaskType registry loaded from %s: %s", self.path, ", ".join(registry) or "none")
+
+    def current(self) -> Registry:
+        now = time.monotonic()
+        if now - self._checked >= self.interval:
+            with self._lock:
+                if now - self._checked >= self.interval:
+                    self._checked = now
+                    self._refresh()
+        return self._registry

@@ -1,0 +1,1 @@
+"""The Conveyor worker: consumes SQS, claims tasks in DynamoDB, runs their handlers."""
