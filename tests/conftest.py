@@ -1,0 +1,150 @@
+"""Shared fixtures: one real moto server per session (its own process, real HTTP), and
+fresh AWS resources per test so queues stay shallow and tests never see each other."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.testclient import TestClient
+
+from conveyor.aws import AwsBackend
+from conveyor.aws.provision import provision
+from conveyor.bootstrap import Runtime, build
+from conveyor.local import MotoServer
+from conveyor.metrics import WorkerMetrics
+from conveyor.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "k8s" / "examples"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer(log=None).start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+def make_settings(tmp: str | None = None, **overrides: Any) -> Settings:
+    n = next(_names)
+    prefix = f"t{os.getpid()}-{n}"
+    base = Settings(
+        queue=f"{prefix}-tasks",
+        dlq=f"{prefix}-dlq",
+        table=f"{prefix}-tasks",
+        bucket=f"{prefix}-data",
+        tasktypes=str(EXAMPLES),
+        visibility_timeout=6,
+        poll_wait_seconds=1,
+        heartbeat_seconds=1.0,
+        shutdown_grace_seconds=10.0,
+        redispatch_after_seconds=300,
+        stats_cache_seconds=0.0,
+        max_receive_count=20,
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def settings_factory(moto_server: MotoServer) -> Callable[..., Settings]:
+    """Provision a fresh queue/DLQ/table/bucket and return settings naming them."""
+
+    def make(**overrides: Any) -> Settings:
+        settings = make_settings(**overrides)
+        provision(AwsBackend(settings))
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    return build(settings)
+
+
+@pytest.fixture
+def api(runtime: Runtime) -> Iterator[TestClient]:
+    from api.app import create_app
+
+    with TestClient(create_app(runtime.engine, CollectorRegistry()), raise_server_exceptions=False) as client:
+        yield client
+
+
+class WorkerThread:
+    """A real worker loop on its own event loop in a thread, stoppable like SIGTERM."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        from worker.runtime import Worker
+
+        self.metrics_registry = CollectorRegistry()
+        self.worker = Worker(runtime.engine, WorkerMetrics(self.metrics_registry), blob_factory=runtime.blobs, **kwargs)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(self.worker.run())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self.loop.call_soon_threadsafe(self.worker.request_stop)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture
+def start_worker(runtime: Runtime) -> Iterator[Callable[..., WorkerThread]]:
+    started: list[WorkerThread] = []
+
+    def start(rt: Runtime | None = None, **kwargs: Any) -> WorkerThread:
+        w = WorkerThread(rt or runtime, **kwargs).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.thread.is_alive():
+            w.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
