@@ -68,7 +68,11 @@ def _queue_gauges(engine: Engine) -> dict[str, float]:
         "oldest_queued_age_seconds": stats.oldest_queued_age_seconds,
     }
     for name, depth in (("main", stats.queue), ("dlq", stats.dlq)):
-        values |= {f"{name}_visible": depth.visible, f"{name}_in_flight": depth.in_flight, f"{name}_delayed": depth.delayed}
+        values |= {
+            f"{name}_visible": depth.visible,
+            f"{name}_in_flight": depth.in_flight,
+            f"{name}_delayed": depth.delayed,
+        }
     values |= {f"tasks_{s.value}": n for s, n in stats.counts.items()}
     return values
 

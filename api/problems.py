@@ -110,4 +110,6 @@ async def on_conveyor_error(request: Request, exc: Exception) -> Response:
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     # Logged with its traceback for us; the caller gets no internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(request, Problem(500, "an internal error occurred; it has been logged", "internal"))
+    return problem_response(
+        request, Problem(500, "an internal error occurred; it has been logged", "internal")
+    )

@@ -220,9 +220,21 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "operationId": "listTasks",
                     "summary": "List tasks, newest first",
                     "parameters": [
-                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
-                        {"name": "type", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": [s.value for s in Status]},
+                        },
+                        {
+                            "name": "type",
+                            "in": "query",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     ],
                     "responses": {
@@ -233,7 +245,10 @@ def openapi(max_batch: int) -> dict[str, Any]:
                                     "schema": {
                                         "type": "object",
                                         "properties": {
-                                            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Task"},
+                                            },
                                             "next_cursor": {"type": ["string", "null"]},
                                         },
                                     }
@@ -260,7 +275,12 @@ def openapi(max_batch: int) -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}},
+                                        "properties": {
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Task"},
+                                            }
+                                        },
                                     }
                                 }
                             },
@@ -274,7 +294,11 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 "get": {
                     "operationId": "getTask",
                     "parameters": [task_id],
-                    "responses": {"200": _json("The task.", "Task"), "404": _problem("No such task."), **common},
+                    "responses": {
+                        "200": _json("The task.", "Task"),
+                        "404": _problem("No such task."),
+                        **common,
+                    },
                 }
             },
             "/v1/tasks/{id}/cancel": {
@@ -311,7 +335,12 @@ def openapi(max_batch: int) -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/TaskType"}}},
+                                        "properties": {
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/TaskType"},
+                                            }
+                                        },
                                     }
                                 }
                             },
@@ -321,7 +350,10 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 }
             },
             "/v1/stats": {
-                "get": {"operationId": "getStats", "responses": {"200": _json("Totals and depths.", "Stats"), **common}}
+                "get": {
+                    "operationId": "getStats",
+                    "responses": {"200": _json("Totals and depths.", "Stats"), **common},
+                }
             },
             "/v1/workers": {
                 "get": {
@@ -333,7 +365,12 @@ def openapi(max_batch: int) -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}}},
+                                        "properties": {
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Worker"},
+                                            }
+                                        },
                                     }
                                 }
                             },
@@ -343,13 +380,20 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 }
             },
             "/healthz": {
-                "get": {"operationId": "healthz", "security": [], "responses": {"200": {"description": "The process is up."}}}
+                "get": {
+                    "operationId": "healthz",
+                    "security": [],
+                    "responses": {"200": {"description": "The process is up."}},
+                }
             },
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
                     "security": [],
-                    "responses": {"200": {"description": "AWS reachable."}, "503": _problem("AWS unreachable.")},
+                    "responses": {
+                        "200": {"description": "AWS reachable."},
+                        "503": _problem("AWS unreachable."),
+                    },
                 }
             },
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -37,7 +38,9 @@ def run(port: int, moto_port: int, worker_metrics_port: int, workers: int) -> No
     """Run the whole system locally: moto server, API and worker(s)."""
     from conveyor.local import LocalStack
 
-    stack = LocalStack(api_port=port, moto_port=moto_port, worker_metrics_port=worker_metrics_port, workers=workers)
+    stack = LocalStack(
+        api_port=port, moto_port=moto_port, worker_metrics_port=worker_metrics_port, workers=workers
+    )
     try:
         stack.start()
     except Exception as exc:
@@ -46,7 +49,7 @@ def run(port: int, moto_port: int, worker_metrics_port: int, workers: int) -> No
     url = f"http://127.0.0.1:{port}"
     click.echo(
         f"""
-Conveyor is running (AWS on moto at {stack.moto.url if stack.moto else '?'}).
+Conveyor is running (AWS on moto at {stack.moto.url if stack.moto else "?"}).
 
   API and console  {url}/
   OpenAPI          {url}/openapi.json
@@ -90,10 +93,11 @@ def init() -> None:
     _print(provision(AwsBackend(Settings.from_env())))
 
 
-
 def _api_command(fn: Any) -> Any:
     fn = click.option("--url", default=default_url, show_default="$CONVEYOR_URL or http://127.0.0.1:8000")(fn)
-    return click.option("--token", default=None, help="Bearer token (default $CONVEYOR_TOKEN or .conveyor/token).")(fn)
+    return click.option(
+        "--token", default=None, help="Bearer token (default $CONVEYOR_TOKEN or .conveyor/token)."
+    )(fn)
 
 
 def _fail(exc: ConveyorHTTPError) -> None:
@@ -111,7 +115,9 @@ def _fail(exc: ConveyorHTTPError) -> None:
 @click.option("--max-attempts", type=int, default=None)
 @click.option("--idempotency-key", default=None)
 @click.option("--wait", "wait_", is_flag=True, help="Wait until it finishes, showing its progress.")
-@click.option("--timeout", type=float, default=300, show_default=True, help="With --wait: give up after this long.")
+@click.option(
+    "--timeout", type=float, default=300, show_default=True, help="With --wait: give up after this long."
+)
 @_api_command
 def submit(
     task_type: str,
@@ -125,7 +131,7 @@ def submit(
     token: str | None,
 ) -> None:
     """Submit a task: PAYLOAD is JSON (or @file.json)."""
-    text = open(payload[1:]).read() if payload.startswith("@") else payload
+    text = Path(payload[1:]).read_text() if payload.startswith("@") else payload
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -133,7 +139,11 @@ def submit(
     with Client(url, token) as client:
         try:
             task = client.submit(
-                task_type, data, delay_seconds=delay, max_attempts=max_attempts, idempotency_key=idempotency_key
+                task_type,
+                data,
+                delay_seconds=delay,
+                max_attempts=max_attempts,
+                idempotency_key=idempotency_key,
             )
             if not wait_:
                 _print(task)
@@ -176,7 +186,7 @@ def list_(status: str | None, task_type: str | None, limit: int, url: str, token
     """List tasks, newest first."""
     with Client(url, token) as client:
         try:
-            page = client.list(status, task_type, limit)
+            page = client.list_tasks(status, task_type, limit)
         except ConveyorHTTPError as exc:
             _fail(exc)
             return

@@ -98,17 +98,25 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/v1/tasks/{task_id}")
         return result
 
-    def list(
-        self, status: str | None = None, task_type: str | None = None, limit: int = 50, cursor: str | None = None
+    def list_tasks(
+        self,
+        status: str | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        params = {k: v for k, v in {"status": status, "type": task_type, "limit": limit, "cursor": cursor}.items() if v}
+        params = {
+            k: v
+            for k, v in {"status": status, "type": task_type, "limit": limit, "cursor": cursor}.items()
+            if v
+        }
         result: dict[str, Any] = self._call("GET", "/v1/tasks", params=params)
         return result
 
     def iter(self, status: str | None = None, task_type: str | None = None) -> Iterator[dict[str, Any]]:
         cursor = None
         while True:
-            page = self.list(status, task_type, 200, cursor)
+            page = self.list_tasks(status, task_type, 200, cursor)
             yield from page["items"]
             cursor = page.get("next_cursor")
             if not cursor:

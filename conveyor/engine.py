@@ -185,14 +185,14 @@ class Engine:
             raise NotFound(task_id)
         return task
 
-    def list(
+    def query(
         self,
         status: Status | None = None,
         task_type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        return self.store.list(status, task_type, limit, cursor)
+        return self.store.query(status, task_type, limit, cursor)
 
     def live_workers(self) -> list[WorkerInfo]:
         horizon = now() - timedelta(seconds=self.settings.worker_dead_after)
@@ -241,11 +241,14 @@ class Engine:
         old task still has its message. So suspects are sent only when the queue holds
         fewer messages than there are unfinished tasks -- the deficit is the orphans.
         """
-        horizon = now() - timedelta(seconds=self.settings.redispatch_after_seconds if older_than is None else older_than)
+        horizon = now() - timedelta(
+            seconds=self.settings.redispatch_after_seconds if older_than is None else older_than
+        )
         suspects = [
             t
             for t in self.store.queued_before(horizon, limit)
-            if (t.run_at is None or t.run_at <= now()) and t.updated_at <= horizon
+            if (t.run_at is None or t.run_at <= now())
+            and t.updated_at <= horizon
             and not self._paused(t.type)
         ]
         if not suspects:

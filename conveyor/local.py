@@ -91,7 +91,9 @@ def find_examples() -> Path:
         candidate = base / "k8s" / "examples"
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError("k8s/examples not found: run from the Conveyor checkout or set CONVEYOR_TASKTYPES")
+    raise FileNotFoundError(
+        "k8s/examples not found: run from the Conveyor checkout or set CONVEYOR_TASKTYPES"
+    )
 
 
 @dataclass

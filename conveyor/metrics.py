@@ -110,9 +110,7 @@ class QueueCollector(Collector):
                 if key in v:
                     messages.add_metric([queue, state], v[key])
         yield messages
-        tasks = GaugeMetricFamily(
-            f"{PREFIX}_tasks", "Task records by state (DynamoDB).", labels=["status"]
-        )
+        tasks = GaugeMetricFamily(f"{PREFIX}_tasks", "Task records by state (DynamoDB).", labels=["status"])
         for key, value in v.items():
             if key.startswith("tasks_"):
                 tasks.add_metric([key.removeprefix("tasks_")], value)

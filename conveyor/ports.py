@@ -38,7 +38,7 @@ class TaskStore(Protocol):
 
     def delete_queued(self, task_id: str) -> bool: ...
 
-    def list(
+    def query(
         self,
         status: Status | None = None,
         task_type: str | None = None,

@@ -67,9 +67,7 @@ class TaskType:
             backoff_max_seconds=float(backoff.get("maxSeconds", 300.0)),
             timeout_seconds=int(spec.get("timeoutSeconds", 300)),
             concurrency=int(spec["concurrency"]) if spec.get("concurrency") else None,
-            retention_seconds=(
-                int(spec["retentionSeconds"]) if spec.get("retentionSeconds") else None
-            ),
+            retention_seconds=(int(spec["retentionSeconds"]) if spec.get("retentionSeconds") else None),
             payload_schema=spec.get("payloadSchema") or None,
             description=str(spec.get("description", "")),
             options=dict(spec.get("options") or {}),
@@ -157,9 +155,7 @@ class Registry(Mapping[str, TaskType]):
         with self._lock:
             validator = self._validators.get(name)
             if validator is None:
-                validator = Draft202012Validator(
-                    tasktype.payload_schema, format_checker=FormatChecker()
-                )
+                validator = Draft202012Validator(tasktype.payload_schema, format_checker=FormatChecker())
                 self._validators[name] = validator
         errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
         return [
@@ -192,9 +188,7 @@ def load_manifests(directory: Path) -> Registry:
             tasktype = TaskType.from_manifest(doc)
             problems = schema_errors(tasktype.payload_schema) if tasktype.payload_schema else []
             if problems:
-                tasktype = replace(
-                    tasktype, ready=False, reason="InvalidSchema", message="; ".join(problems)
-                )
+                tasktype = replace(tasktype, ready=False, reason="InvalidSchema", message="; ".join(problems))
             types[tasktype.name] = tasktype
     return Registry(types)
 

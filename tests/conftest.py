@@ -99,7 +99,9 @@ class WorkerThread:
         from worker.runtime import Worker
 
         self.metrics_registry = CollectorRegistry()
-        self.worker = Worker(runtime.engine, WorkerMetrics(self.metrics_registry), blob_factory=runtime.blobs, **kwargs)
+        self.worker = Worker(
+            runtime.engine, WorkerMetrics(self.metrics_registry), blob_factory=runtime.blobs, **kwargs
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None

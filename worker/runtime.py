@@ -152,9 +152,7 @@ class Worker:
             want = min(10, free)
             self._held += want
             try:
-                messages = await self._io_call(
-                    self.broker.receive, want, self.settings.poll_wait_seconds
-                )
+                messages = await self._io_call(self.broker.receive, want, self.settings.poll_wait_seconds)
                 backoff = 0.5
             except ConveyorError as exc:
                 self._held -= want
@@ -281,7 +279,10 @@ class Worker:
         # Running: under another worker (or this one, via a duplicate delivery).
         if current.worker != self.id and current.worker:
             owner = await self._io_call(self.store.worker, current.worker)
-            dead = owner is None or (now() - owner.last_heartbeat).total_seconds() > self.settings.worker_dead_after
+            dead = (
+                owner is None
+                or (now() - owner.last_heartbeat).total_seconds() > self.settings.worker_dead_after
+            )
             if dead:
                 if current.attempts >= current.max_attempts:
                     await self._io_call(
@@ -455,8 +456,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 extend = [
-                    (r.message.receipt, self.settings.visibility_timeout)
-                    for r in self._running.values()
+                    (r.message.receipt, self.settings.visibility_timeout) for r in self._running.values()
                 ]
                 if extend:
                     await self._io_call(self.broker.change_visibility_many, extend)

@@ -47,9 +47,7 @@ def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Su
 
 
 def _task_response(task: Any, status_code: int) -> JSONResponse:
-    return JSONResponse(
-        task.to_json(), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"}
-    )
+    return JSONResponse(task.to_json(), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"})
 
 
 async def submit(request: Request) -> Response:
@@ -77,13 +75,10 @@ async def submit(request: Request) -> Response:
 async def submit_batch(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
-    data = await read_json(
-        request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024
-    )
+    data = await read_json(request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024)
     check(state.batch_validator, data)
     subs = [
-        _submission(item, settings.max_payload_bytes, f"/tasks/{i}")
-        for i, item in enumerate(data["tasks"])
+        _submission(item, settings.max_payload_bytes, f"/tasks/{i}") for i, item in enumerate(data["tasks"])
     ]
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
     for task in tasks:
@@ -105,7 +100,10 @@ def _query(request: Request) -> tuple[Status | None, str | None, int, str | None
             status = Status(q["status"])
         except ValueError:
             errors.append(
-                {"pointer": "/query/status", "message": f"must be one of {', '.join(s.value for s in Status)}"}
+                {
+                    "pointer": "/query/status",
+                    "message": f"must be one of {', '.join(s.value for s in Status)}",
+                }
             )
     limit = 50
     if q.get("limit") is not None:
@@ -125,7 +123,7 @@ def _query(request: Request) -> tuple[Status | None, str | None, int, str | None
 
 async def list_tasks(request: Request) -> Response:
     status, task_type, limit, cursor = _query(request)
-    page = await run_in_threadpool(_state(request).engine.list, status, task_type, limit, cursor)
+    page = await run_in_threadpool(_state(request).engine.query, status, task_type, limit, cursor)
     return JSONResponse({"items": [t.to_json() for t in page.items], "next_cursor": page.next_cursor})
 
 

@@ -183,9 +183,7 @@ class DynamoTaskStore:
         if not found:
             raise Conflict("idempotency key is being written by a concurrent request")
         if found["body_hash"]["S"] != (body_hash or ""):
-            raise IdempotencyConflict(
-                "Idempotency-Key was already used with a different request body"
-            )
+            raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
         existing = self.get(found["task_id"]["S"], consistent=True)
         if existing is None:
             raise IdempotencyConflict("Idempotency-Key refers to a task that has expired")
@@ -233,7 +231,7 @@ class DynamoTaskStore:
             ).get("Item")
         return item_to_task(item) if item and item.get("kind", {}).get("S") == "task" else None
 
-    def list(
+    def query(
         self,
         status: Status | None = None,
         task_type: str | None = None,
@@ -316,12 +314,15 @@ class DynamoTaskStore:
         return self._queued(limit, bound[:10] + "0" * 16)
 
     def mark_redispatched(self, task: Task, at: datetime) -> bool:
-        return self._update(
-            task.id,
-            "SET updated_at = :now",
-            "#s = :q AND updated_at = :seen",
-            {":now": _ts(at), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
-        ) is not None
+        return (
+            self._update(
+                task.id,
+                "SET updated_at = :now",
+                "#s = :q AND updated_at = :seen",
+                {":now": _ts(at), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
+            )
+            is not None
+        )
 
     # -- the worker's transitions -------------------------------------------------------
 
@@ -368,8 +369,7 @@ class DynamoTaskStore:
             task_id,
             "SET #s = :r, type_status = :ts, attempts = attempts + :one, "
             "started_at = :now, updated_at = :now, worker = :w, cancel_requested = :f",
-            "kind = :task AND #s = :q AND #t = :type "
-            "AND (attribute_not_exists(run_at) OR run_at <= :now)",
+            "kind = :task AND #s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
                 ":q": _s("queued"),
@@ -498,7 +498,9 @@ class DynamoTaskStore:
             if current is None:
                 raise NotFound(task_id)
             if current.status.terminal:
-                raise Conflict(f"task is {current.status.value}; only queued or running tasks can be cancelled")
+                raise Conflict(
+                    f"task is {current.status.value}; only queued or running tasks can be cancelled"
+                )
             if current.status is Status.QUEUED:
                 out = self._update(
                     task_id,
