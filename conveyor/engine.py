@@ -290,5 +290,5 @@ class Engine:
                 if self.store.fail_unfinished(m.task_id, error, now()) is not None:
                     reaped += 1
         if messages:
-            self.dead_letters.change_visibility_many([(m.receipt, 12 * 3600) for m in messages])
+            self.dead_letters.change_visibility_many([(m.receipt, 11 * 3600) for m in messages])
         return reaped

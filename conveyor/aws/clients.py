@@ -116,12 +116,12 @@ class AwsBackend:
     def broker(self) -> Any:
         from conveyor.aws.sqs import SqsBroker
 
-        return SqsBroker(self.sqs, self.queue_url(self.settings.queue))
+        return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.queue))
 
     def dead_letters(self) -> Any:
         from conveyor.aws.sqs import SqsBroker
 
-        return SqsBroker(self.sqs, self.queue_url(self.settings.dlq))
+        return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.dlq))
 
     def blobs(self, bucket: str | None = None) -> Any:
         from conveyor.aws.s3 import S3BlobStore

@@ -24,6 +24,11 @@ def _queue(backend: AwsBackend, name: str, attributes: dict[str, str]) -> str:
     return str(url)
 
 
+def _name(queue: str) -> str:
+    """A queue setting may be a URL (real AWS); CreateQueue wants the name."""
+    return queue.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _table(backend: AwsBackend, name: str) -> None:
     client = backend.dynamodb
     attributes = [{"AttributeName": "id", "AttributeType": "S"}] + [
@@ -78,14 +83,14 @@ def _bucket(backend: AwsBackend, name: str) -> None:
 def provision(backend: AwsBackend, bucket: bool = True) -> dict[str, str]:
     """Create (or converge) every AWS resource Conveyor uses; returns their names/URLs."""
     s = backend.settings
-    dlq_url = _queue(backend, s.dlq, {"MessageRetentionPeriod": str(14 * 24 * 3600)})
+    dlq_url = _queue(backend, _name(s.dlq), {"MessageRetentionPeriod": str(14 * 24 * 3600)})
     with translated("sqs GetQueueAttributes"):
         dlq_arn = backend.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
     queue_url = _queue(
         backend,
-        s.queue,
+        _name(s.queue),
         {
             "VisibilityTimeout": str(s.visibility_timeout),
             "MessageRetentionPeriod": str(14 * 24 * 3600),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,13 +11,23 @@ from conveyor.errors import Unavailable
 from conveyor.model import Message, QueueDepth, decode_message, encode_message
 
 MAX_DELAY = 900  # SQS DelaySeconds ceiling; longer delays are re-hidden by the worker
-MAX_VISIBILITY = 12 * 3600  # SQS ChangeMessageVisibility ceiling
+# SQS caps the total visibility since receipt at 12 h; keep a margin for the time already spent.
+MAX_VISIBILITY = 12 * 3600 - 300
 
 
 class SqsBroker:
-    def __init__(self, client: Any, url: str) -> None:
+    """``url`` may be a callable: the queue URL is then looked up on first use, so a
+    process can start (and report unready) while SQS is unreachable."""
+
+    def __init__(self, client: Any, url: str | Callable[[], str]) -> None:
         self.client = client
-        self.url = url
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        if callable(self._url):
+            self._url = self._url()
+        return self._url
 
     def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
         with translated("sqs SendMessage"):

@@ -21,6 +21,7 @@ from worker.handlers.context import Context
 Handler = Callable[[Any, Context], Any]
 
 _HANDLERS: dict[str, Handler] = {}
+_loaded = False
 
 BUILTIN_MODULES = ("worker.handlers.basic",)
 
@@ -37,19 +38,21 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 
 def load(extra_modules: str | None = None) -> None:
     """Import the built-in handler modules and those named in CONVEYOR_HANDLER_MODULES."""
+    global _loaded
+    _loaded = True
     spec = os.environ.get("CONVEYOR_HANDLER_MODULES", "") if extra_modules is None else extra_modules
     for module in (*BUILTIN_MODULES, *(m.strip() for m in spec.split(",") if m.strip())):
         importlib.import_module(module)
 
 
 def get(name: str) -> Handler | None:
-    if not _HANDLERS:
+    if not _loaded:
         load()
     return _HANDLERS.get(name)
 
 
 def names() -> list[str]:
-    if not _HANDLERS:
+    if not _loaded:
         load()
     return sorted(_HANDLERS)
 
