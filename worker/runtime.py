@@ -42,7 +42,7 @@ log = logging.getLogger("conveyor.worker")
 
 T = TypeVar("T")
 
-MAX_VISIBILITY = 12 * 3600
+MAX_VISIBILITY = 12 * 3600 - 300  # SQS: at most 12 h since receipt, with a margin
 HOLD_SECONDS = 30  # how long a paused or disabled type's message waits before a re-check
 
 
