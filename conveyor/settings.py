@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -43,14 +43,11 @@ class Settings:
     worker_dead_after_seconds: float = 0.0  # 0 = three heartbeats
     stats_cache_seconds: float = 5.0
     log_level: str = "INFO"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             raw = os.environ.get("CONVEYOR_" + f.name.upper())
             if raw is None or raw == "":
                 continue
