@@ -69,6 +69,9 @@ class MotoServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **LOCAL_AWS},
+            # Its own session: Ctrl-C reaches the services first, which then finish
+            # talking to it before it is stopped last.
+            start_new_session=True,
         )
         wait_http(self.url + "/moto-api/", proc=self.proc)
         return self
