@@ -32,7 +32,10 @@ def new_id() -> str:
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """The current UTC time at millisecond precision: what the store keeps, so a record
+    read back compares equal to the one written."""
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def to_rfc3339(value: datetime | None) -> str | None:

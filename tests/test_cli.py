@@ -22,7 +22,9 @@ def live_url(runtime, start_worker, monkeypatch):
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime.engine, CollectorRegistry()), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(runtime.engine, CollectorRegistry()), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -83,7 +83,9 @@ def test_list_filters_and_paginates_newest_first(api):
     assert [t["id"] for t in everything] == [text, *reversed(echo)]
     seen, cursor = [], None
     while True:
-        page = api.get("/v1/tasks", params={"type": "echo", "limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        page = api.get(
+            "/v1/tasks", params={"type": "echo", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        ).json()
         seen += [t["id"] for t in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -96,7 +98,11 @@ def test_list_filters_and_paginates_newest_first(api):
 
 @pytest.mark.parametrize(
     ("params", "pointer"),
-    [({"status": "done"}, "/query/status"), ({"limit": "0"}, "/query/limit"), ({"limit": "x"}, "/query/limit")],
+    [
+        ({"status": "done"}, "/query/status"),
+        ({"limit": "0"}, "/query/limit"),
+        ({"limit": "x"}, "/query/limit"),
+    ],
 )
 def test_list_rejects_bad_parameters(api, params, pointer):
     assert problem(api.get("/v1/tasks", params=params), 422)["errors"][0]["pointer"] == pointer
@@ -142,7 +148,9 @@ def test_payload_over_the_limit_is_413(settings_factory):
     with TestClient(create_app(rt.engine, CollectorRegistry())) as api:
         body = problem(post(api, {"type": "echo", "payload": {"blob": "x" * 2000}}), 413)
         assert body["errors"][0]["pointer"] == "/payload"
-        huge = api.post("/v1/tasks", content=b"[" + b"1," * 100_000 + b"1]", headers={"content-type": "application/json"})
+        huge = api.post(
+            "/v1/tasks", content=b"[" + b"1," * 100_000 + b"1]", headers={"content-type": "application/json"}
+        )
         problem(huge, 413)
         assert post(api, {"type": "echo", "payload": {"blob": "x" * 900}}).status_code == 202
 
@@ -219,7 +227,11 @@ def test_backend_down_is_503_with_retry_after(settings, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     rt = build(settings)  # starts fine with AWS unreachable
     with TestClient(create_app(rt.engine, CollectorRegistry()), raise_server_exceptions=False) as api:
-        for r in (post(api, {"type": "echo"}), api.get("/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV"), api.get("/readyz")):
+        for r in (
+            post(api, {"type": "echo"}),
+            api.get("/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+            api.get("/readyz"),
+        ):
             body = problem(r, 503)
             assert r.headers["retry-after"].isdigit()
             assert "Traceback" not in body["detail"]

@@ -78,7 +78,7 @@ def test_kill_9_mid_task_is_taken_over_and_nothing_is_lost(runtime, settings, tm
             rescuer.wait(20)
     # Each task succeeded exactly once; those cut off were re-run as a new attempt.
     by_task: dict[str, list[int]] = {}
-    for task_id, attempt, pid in runs(log):
+    for task_id, attempt, _pid in runs(log):
         by_task.setdefault(task_id, []).append(attempt)
     assert set(by_task) == {t.id for t in tasks}
     for t in tasks:

@@ -19,9 +19,7 @@ def submit(runtime, task_type: str, payload, **kw) -> Task:
 
 
 def finished(runtime, task_id: str, timeout: float = 20) -> Task:
-    return wait_for(
-        lambda: (t := runtime.engine.get(task_id)).status.terminal and t, timeout=timeout
-    )
+    return wait_for(lambda: (t := runtime.engine.get(task_id)).status.terminal and t, timeout=timeout)
 
 
 def queue_empty(runtime) -> bool:
@@ -43,7 +41,9 @@ def test_duplicate_delivery_never_runs_the_handler_twice(runtime, start_worker, 
     assert len(runs(log)) == 1
 
 
-def test_lease_heartbeat_keeps_a_long_task_from_redelivery(settings_factory, tasktypes, start_worker, tmp_path):
+def test_lease_heartbeat_keeps_a_long_task_from_redelivery(
+    settings_factory, tasktypes, start_worker, tmp_path
+):
     from conveyor.bootstrap import build
 
     # The queue's visibility timeout is 2 s; the task runs 5 s. Without the heartbeat the

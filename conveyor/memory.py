@@ -1,0 +1,353 @@
+"""In-process adapters: a TaskStore and a Broker in memory.
+
+They follow the same contract as the AWS adapters (tests/contract/ runs one suite against
+both), so they serve for embedding Conveyor in a single process and for fast tests of
+code above the ports. They keep nothing across restarts: never a production backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from conveyor.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
+from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo
+from conveyor.ports import Claim, Page
+
+
+class MemoryTaskStore:
+    def __init__(self, retention_seconds: int = 7 * 24 * 3600) -> None:
+        self.retention = retention_seconds
+        self._tasks: dict[str, Task] = {}
+        self._idem: dict[str, tuple[str, str]] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._cancel: dict[str, set[str]] = {}
+        self._lock = threading.RLock()  # every method is one atomic step, as in DynamoDB
+
+    def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
+        with self._lock:
+            key = task.idempotency_key
+            if key and key in self._idem:
+                task_id, stored_hash = self._idem[key]
+                if stored_hash != (body_hash or ""):
+                    raise IdempotencyConflict(
+                        "Idempotency-Key was already used with a different request body"
+                    )
+                return self._tasks[task_id], False
+            if task.id in self._tasks:
+                raise Conflict(f"task {task.id} exists")
+            self._tasks[task.id] = task
+            if key:
+                self._idem[key] = (task.id, body_hash or "")
+            return task, True
+
+    def create_many(self, tasks: Sequence[Task]) -> None:
+        with self._lock:
+            for task in tasks:
+                self._tasks[task.id] = task
+
+    def get(self, task_id: str, consistent: bool = False) -> Task | None:
+        return self._tasks.get(task_id)
+
+    def delete_queued(self, task_id: str) -> bool:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.status is not Status.QUEUED:
+                return False
+            del self._tasks[task_id]
+            return True
+
+    def query(
+        self,
+        status: Status | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        after = None
+        if cursor:
+            try:
+                after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValidationError(
+                    "cursor is not one this API returned",
+                    [{"pointer": "/cursor", "message": "malformed cursor"}],
+                ) from exc
+        with self._lock:
+            found = sorted(
+                (
+                    t
+                    for t in self._tasks.values()
+                    if (status is None or t.status is status) and (task_type is None or t.type == task_type)
+                ),
+                key=lambda t: t.id,
+                reverse=True,
+            )
+        if after is not None:
+            found = [t for t in found if t.id < after]
+        page = found[:limit]
+        more = len(found) > limit
+        next_cursor = base64.urlsafe_b64encode(page[-1].id.encode()).decode().rstrip("=") if more else None
+        return Page(page, next_cursor)
+
+    def count_by_status(self) -> dict[Status, int]:
+        with self._lock:
+            counts = dict.fromkeys(Status, 0)
+            for t in self._tasks.values():
+                counts[t.status] += 1
+            return counts
+
+    def _queued(self) -> list[Task]:
+        with self._lock:
+            return sorted((t for t in self._tasks.values() if t.status is Status.QUEUED), key=lambda t: t.id)
+
+    def oldest_queued(self) -> Task | None:
+        queued = self._queued()
+        return queued[0] if queued else None
+
+    def queued_before(self, before: datetime, limit: int = 100) -> list[Task]:
+        return [t for t in self._queued() if t.created_at < before][:limit]
+
+    def _swap(self, task_id: str, expect: Any, **changes: Any) -> Task | None:
+        """Apply ``changes`` if ``expect(current)`` holds: the conditional update."""
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None or not expect(current):
+                return None
+            updated = replace(current, **changes)
+            self._tasks[task_id] = updated
+            return updated
+
+    def mark_redispatched(self, task: Task, at: datetime) -> bool:
+        return (
+            self._swap(
+                task.id,
+                lambda t: t.status is Status.QUEUED and t.updated_at == task.updated_at,
+                updated_at=at,
+            )
+            is not None
+        )
+
+    def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            claimed = self._swap(
+                task_id,
+                lambda t: (
+                    t.status is Status.QUEUED and t.type == task_type and (t.run_at is None or t.run_at <= at)
+                ),
+                status=Status.RUNNING,
+                attempts=(current.attempts + 1) if current else 0,
+                started_at=at,
+                updated_at=at,
+                worker=worker_id,
+                cancel_requested=False,
+            )
+            return Claim(claimed, None) if claimed else Claim(None, self._tasks.get(task_id))
+
+    def take_over(self, task: Task, worker_id: str, at: datetime) -> Task | None:
+        return self._swap(
+            task.id,
+            lambda t: t.status is Status.RUNNING and t.worker == task.worker and t.attempts == task.attempts,
+            attempts=task.attempts + 1,
+            started_at=at,
+            updated_at=at,
+            worker=worker_id,
+        )
+
+    def _owned(self, task: Task) -> Any:
+        return lambda t: (
+            t.status is Status.RUNNING and t.worker == task.worker and t.attempts == task.attempts
+        )
+
+    def finish(
+        self,
+        task: Task,
+        status: Status,
+        at: datetime,
+        result: Any = None,
+        error: TaskError | None = None,
+    ) -> Task | None:
+        return self._swap(
+            task.id,
+            self._owned(task),
+            status=status,
+            finished_at=at,
+            updated_at=at,
+            result=result,
+            error=error,
+            expires_at=int(at.timestamp()) + self.retention,
+        )
+
+    def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
+        return (
+            self._swap(
+                task.id, self._owned(task), status=Status.QUEUED, run_at=run_at, updated_at=at, error=error
+            )
+            is not None
+        )
+
+    def cancel(self, task_id: str, at: datetime) -> Task:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None:
+                raise NotFound(task_id)
+            if current.status.terminal:
+                raise Conflict(
+                    f"task is {current.status.value}; only queued or running tasks can be cancelled"
+                )
+            if current.status is Status.QUEUED:
+                done = replace(
+                    current,
+                    status=Status.CANCELLED,
+                    finished_at=at,
+                    updated_at=at,
+                    expires_at=int(at.timestamp()) + self.retention,
+                )
+            else:
+                done = replace(current, cancel_requested=True, updated_at=at)
+                if current.worker:
+                    self._cancel.setdefault(current.worker, set()).add(task_id)
+            self._tasks[task_id] = done
+            return done
+
+    def retry(self, task_id: str, at: datetime) -> Task:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None:
+                raise NotFound(task_id)
+            if current.status not in (Status.FAILED, Status.CANCELLED):
+                raise Conflict(
+                    f"task is {current.status.value}; only failed or cancelled tasks can be retried"
+                )
+            again = replace(
+                current,
+                status=Status.QUEUED,
+                attempts=0,
+                updated_at=at,
+                started_at=None,
+                finished_at=None,
+                run_at=None,
+                error=None,
+                result=None,
+                worker=None,
+                expires_at=None,
+                cancel_requested=False,
+            )
+            self._tasks[task_id] = again
+            return again
+
+    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
+        return self._swap(
+            task_id,
+            lambda t: not t.status.terminal,
+            status=Status.FAILED,
+            error=error,
+            finished_at=at,
+            updated_at=at,
+            expires_at=int(at.timestamp()) + self.retention,
+        )
+
+    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
+        with self._lock:
+            self._workers[info.id] = info
+            return self._cancel.pop(info.id, set())
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        return list(self._workers.values())
+
+    def worker(self, worker_id: str) -> WorkerInfo | None:
+        return self._workers.get(worker_id)
+
+    def ping(self) -> None:
+        return None
+
+
+@dataclass
+class _Entry:
+    task_id: str
+    task_type: str
+    sent_at: float
+    visible_at: float
+    receives: int = 0
+    receipt: str = ""
+
+
+class MemoryBroker:
+    """A queue with SQS's visibility semantics (delay, receive hides, change visibility)."""
+
+    def __init__(self, visibility_timeout: float = 30.0) -> None:
+        self.visibility_timeout = visibility_timeout
+        self._entries: list[_Entry] = []
+        self._receipts = itertools.count()
+        self._cond = threading.Condition()
+
+    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
+        self.send_many([(task_id, task_type, delay_seconds)])
+
+    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
+        now = time.monotonic()
+        with self._cond:
+            for task_id, task_type, delay in items:
+                self._entries.append(_Entry(task_id, task_type, time.time(), now + min(max(delay, 0), 900)))
+            self._cond.notify_all()
+        return []
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+        deadline = time.monotonic() + wait_seconds
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                ready = [e for e in self._entries if e.visible_at <= now][: max(1, min(10, max_messages))]
+                if ready or now >= deadline:
+                    break
+                waits = [e.visible_at - now for e in self._entries if e.visible_at > now]
+                self._cond.wait(min([deadline - now, *waits]))
+            out = []
+            for e in ready:
+                e.receives += 1
+                e.receipt = f"r{next(self._receipts)}"
+                e.visible_at = now + self.visibility_timeout
+                sent = datetime.fromtimestamp(e.sent_at).astimezone()
+                out.append(Message(e.task_id, e.task_type, e.receipt, e.receives, sent))
+            return out
+
+    def _find(self, receipt: str) -> _Entry | None:
+        return next((e for e in self._entries if e.receipt == receipt), None)
+
+    def delete_many(self, receipts: Iterable[str]) -> None:
+        wanted = set(receipts)
+        with self._cond:
+            self._entries = [e for e in self._entries if e.receipt not in wanted]
+
+    def change_visibility(self, receipt: str, seconds: int) -> None:
+        self.change_visibility_many([(receipt, seconds)])
+
+    def change_visibility_many(self, items: Sequence[tuple[str, int]]) -> None:
+        with self._cond:
+            for receipt, seconds in items:
+                entry = self._find(receipt)
+                if entry is not None:
+                    entry.visible_at = time.monotonic() + seconds
+            self._cond.notify_all()
+
+    def depth(self) -> QueueDepth:
+        now = time.monotonic()
+        with self._cond:
+            visible = sum(1 for e in self._entries if e.visible_at <= now)
+            in_flight = sum(1 for e in self._entries if e.visible_at > now and e.receives > 0)
+            delayed = sum(1 for e in self._entries if e.visible_at > now and e.receives == 0)
+        return QueueDepth(visible, in_flight, delayed)
+
+    def ping(self) -> None:
+        return None
