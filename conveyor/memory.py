@@ -173,6 +173,7 @@ class MemoryTaskStore:
         at: datetime,
         result: Any = None,
         error: TaskError | None = None,
+        retention_seconds: int | None = None,
     ) -> Task | None:
         return self._swap(
             task.id,
@@ -182,7 +183,7 @@ class MemoryTaskStore:
             updated_at=at,
             result=result,
             error=error,
-            expires_at=int(at.timestamp()) + self.retention,
+            expires_at=int(at.timestamp()) + (retention_seconds or self.retention),
         )
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:

@@ -65,8 +65,10 @@ class TaskStore(Protocol):
         at: datetime,
         result: Any = None,
         error: TaskError | None = None,
+        retention_seconds: int | None = None,
     ) -> Task | None:
-        """Move the attempt ``task`` (as claimed) to a terminal state; None if it lost it."""
+        """Move the attempt ``task`` (as claimed) to a terminal state; None if it lost it.
+        The record expires ``retention_seconds`` (default: the store's) after ``at``."""
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool: ...
 

@@ -399,7 +399,9 @@ class Worker:
         if status is Status.FAILED:
             assert error is not None
             error = TaskError(error.type, f"{error.message} (attempt {task.attempts} of {task.max_attempts})")
-        finished = await self._io_call(self.store.finish, task, status, now(), result, error)
+        finished = await self._io_call(
+            self.store.finish, task, status, now(), result, error, tasktype.retention_seconds
+        )
         self.metrics.finished.labels(outcome=status.value, **labels).inc()
         if finished is None:
             log.warning("task %s changed owner while it ran; its new owner records it", task.id)

@@ -419,6 +419,7 @@ class DynamoTaskStore:
         at: datetime,
         result: Any = None,
         error: TaskError | None = None,
+        retention_seconds: int | None = None,
     ) -> Task | None:
         condition, values = self._owned(task)
         sets = [
@@ -432,7 +433,7 @@ class DynamoTaskStore:
             ":st": _s(status.value),
             ":ts": _s(f"{task.type}#{status.value}"),
             ":now": _ts(at),
-            ":exp": _n(_epoch(at) + self.retention),
+            ":exp": _n(_epoch(at) + (retention_seconds or self.retention)),
         }
         removes = []
         if result is not None:

@@ -188,3 +188,12 @@ def test_the_whole_engine_runs_on_the_memory_adapters():
         assert wait_for(lambda: (t := engine.get(bad.id)).status.terminal and t).status is Status.FAILED
     finally:
         worker.stop()
+
+
+def test_finish_honours_a_retention_override(store):
+    t = task()
+    store.create(t)
+    mine = store.claim(t.id, t.type, "w1", now()).task
+    at = now()
+    done = store.finish(mine, Status.SUCCEEDED, at, result=1, retention_seconds=60)
+    assert abs(done.expires_at - (at.timestamp() + 60)) <= 1
