@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -232,7 +233,9 @@ class Worker:
             await self._hold(message)
             return
         if tasktype.concurrency and self._running_of(tasktype.name) >= tasktype.concurrency:
-            await self._hide(message, 1 + random.random() * 2)
+            # Re-sent rather than re-hidden: a long saturation must not add up receives
+            # and push the message into the dead-letter queue.
+            await self._resend(message, 1 + int(random.random() * 3))
             return
         claim = await self._io_call(self.store.claim, message.task_id, message.task_type, self.id, now())
         task = claim.task
@@ -246,7 +249,12 @@ class Worker:
         return sum(1 for r in self._running.values() if r.task.type == task_type)
 
     async def _hide(self, message: Message, seconds: float) -> None:
-        await self._io_call(self.broker.change_visibility, message.receipt, int(max(1, seconds)))
+        await self._io_call(self.broker.change_visibility, message.receipt, math.ceil(max(1.0, seconds)))
+
+    async def _resend(self, message: Message, delay: int) -> None:
+        """Replace the message with a fresh copy due in ``delay`` s (receive count 0)."""
+        await self._io_call(self.broker.send, message.task_id, message.task_type, delay)
+        self._delete(message)
 
     async def _hold(self, message: Message) -> None:
         """Park a message of a paused or disabled type without counting an attempt.
@@ -255,8 +263,9 @@ class Worker:
         pushes healthy messages into the dead-letter queue."""
         current = await self._io_call(self.store.get, message.task_id)
         if current is not None and not current.status.terminal:
-            await self._io_call(self.broker.send, message.task_id, message.task_type, HOLD_SECONDS)
-        self._delete(message)
+            await self._resend(message, HOLD_SECONDS)
+        else:
+            self._delete(message)
 
     async def _not_claimed(self, message: Message, current: Task | None) -> Task | None:
         """The claim failed: decide what this delivery means. Returns a task to run when
