@@ -114,8 +114,10 @@ class Broker(Protocol):
 class BlobStore(Protocol):
     """Object storage for handlers that read or write files (S3)."""
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write an object; raises NotFound when the bucket does not exist."""
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str) -> bytes:
+        """Read an object; raises NotFound when it (or its bucket) does not exist."""
 
     def exists(self, key: str) -> bool: ...

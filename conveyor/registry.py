@@ -174,9 +174,22 @@ class Registry(Mapping[str, TaskType]):
         }
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> Registry:
-        types = [TaskType.from_json(t) for t in doc.get("taskTypes", [])]
+    def from_document(cls, doc: Any) -> Registry:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("taskTypes", []), list):
+            raise ValueError("not a TaskType registry: expected an object with a taskTypes list")
+        types = [_checked(TaskType.from_json(t)) for t in doc.get("taskTypes", [])]
         return cls({t.name: t for t in types})
+
+
+def _checked(tasktype: TaskType) -> TaskType:
+    """Mark a type whose payloadSchema is not a valid JSON Schema as not ready: validating
+    payloads against it would fail every submit (the operator does the same check)."""
+    if not tasktype.ready or tasktype.payload_schema is None:
+        return tasktype
+    problems = schema_errors(tasktype.payload_schema)
+    if problems:
+        return replace(tasktype, ready=False, reason="InvalidSchema", message="; ".join(problems))
+    return tasktype
 
 
 def load_manifests(directory: Path) -> Registry:
@@ -185,10 +198,7 @@ def load_manifests(directory: Path) -> Registry:
         for doc in yaml.safe_load_all(path.read_text()):
             if not isinstance(doc, dict) or doc.get("kind") != "TaskType":
                 continue
-            tasktype = TaskType.from_manifest(doc)
-            problems = schema_errors(tasktype.payload_schema) if tasktype.payload_schema else []
-            if problems:
-                tasktype = replace(tasktype, ready=False, reason="InvalidSchema", message="; ".join(problems))
+            tasktype = _checked(TaskType.from_manifest(doc))
             types[tasktype.name] = tasktype
     return Registry(types)
 
@@ -211,7 +221,7 @@ def load(path: str | Path) -> Registry:
 
 def _load_yaml_file(p: Path) -> Registry:
     types = [
-        TaskType.from_manifest(d)
+        _checked(TaskType.from_manifest(d))
         for d in yaml.safe_load_all(p.read_text())
         if isinstance(d, dict) and d.get("kind") == "TaskType"
     ]

@@ -16,8 +16,13 @@ class S3BlobStore:
         self.bucket = bucket
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        with translated("s3 PutObject"):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        try:
+            with translated("s3 PutObject"):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchBucket":
+                raise NotFound(f"s3://{self.bucket}") from exc
+            raise
 
     def get(self, key: str) -> bytes:
         try:

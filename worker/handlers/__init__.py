@@ -23,7 +23,13 @@ Handler = Callable[[Any, Context], Any]
 _HANDLERS: dict[str, Handler] = {}
 _loaded = False
 
-BUILTIN_MODULES = ("worker.handlers.basic",)
+BUILTIN_MODULES = (
+    "worker.handlers.basic",
+    "worker.handlers.mail",
+    "worker.handlers.image",
+    "worker.handlers.export",
+    "worker.handlers.webhook",
+)
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:

@@ -1,0 +1,379 @@
+"""The TaskType operator: TaskType resources in, one registry ConfigMap out.
+
+Run it (the chart does) as::
+
+    kopf run --standalone --namespace NS --liveness=http://0.0.0.0:8080/healthz k8s/controller/tasktypes.py
+
+Two halves:
+
+- Per object (create, update, and resume after a restart): validate the spec -- the handler
+  must be registered in this image (``worker.handlers``), ``payloadSchema`` must be a valid
+  JSON Schema -- then set the ``Ready`` condition and ``observedGeneration`` in its status and
+  post an Event when it is not ready or becomes ready.
+- Aggregation, level-triggered: every watch event only *kicks* a single writer; the writer
+  lists the namespace's TaskTypes, evaluates each the same way and writes the whole registry
+  into ConfigMap ``CONVEYOR_CONFIGMAP`` (key ``tasktypes.json``) when it differs. Listing
+  instead of patching per event makes deletes, missed events and restarts (a full resync at
+  startup, even with zero TaskTypes left) come out right by construction.
+
+Kopf has no client for ConfigMaps, so the writer talks to the API server with httpx, using
+the credentials kopf logged in with (captured by the login handler below).
+
+Settings (environment): ``CONVEYOR_NAMESPACE`` (default: the service account's namespace),
+``CONVEYOR_CONFIGMAP`` (default ``conveyor-tasktypes``), ``CONVEYOR_OPERATOR_RESYNC_SECONDS``
+(default 300: a periodic re-list, a safety net only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import kopf
+
+from conveyor.registry import API_VERSION, REGISTRY_FILE, Registry, TaskType, schema_errors
+from worker import handlers
+
+GROUP, VERSION, PLURAL = "conveyor.dev", "v1alpha1", "tasktypes"
+CONFIGMAP_LIMIT = 1_000_000  # a ConfigMap holds at most 1 MiB
+DEBOUNCE_SECONDS = 0.2  # gathers a burst of watch events (kubectl apply -f dir/) into one write
+log = logging.getLogger("conveyor.operator")
+
+
+# -- validation: pure, shared by the status handlers and the writer --------------------------
+
+
+def evaluate(name: str, spec: dict[str, Any], known: list[str]) -> TaskType:
+    """The registry entry for one TaskType, with its readiness and why."""
+    try:
+        base = TaskType.from_spec(name, spec)
+    except (TypeError, ValueError, AttributeError) as exc:
+        # The CRD schema prevents this on a real API server; the registry must survive it anyway.
+        return TaskType(
+            name=name,
+            handler=str(spec.get("handler", "")),
+            ready=False,
+            reason="InvalidSpec",
+            message=str(exc),
+        )
+    if not spec.get("handler"):
+        return _not_ready(base, "InvalidSpec", "spec.handler is required")
+    if base.handler not in known:
+        return _not_ready(
+            base,
+            "HandlerNotFound",
+            f"handler {base.handler!r} is not registered in the worker image; it has: {', '.join(known)}",
+        )
+    if base.payload_schema is not None or "payloadSchema" in spec:
+        problems = schema_errors(spec.get("payloadSchema"))
+        if problems:
+            return _not_ready(base, "InvalidSchema", "spec.payloadSchema: " + "; ".join(problems))
+    if base.backoff_initial_seconds > base.backoff_max_seconds:
+        return _not_ready(base, "InvalidSpec", "spec.backoff.initialSeconds exceeds spec.backoff.maxSeconds")
+    return base
+
+
+def _not_ready(base: TaskType, reason: str, message: str) -> TaskType:
+    return replace(base, ready=False, reason=reason, message=message)
+
+
+def known_handlers() -> list[str]:
+    return handlers.names()
+
+
+def ready_condition(
+    entry: TaskType, generation: int | None, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    status = "True" if entry.ready else "False"
+    unchanged = previous is not None and previous.get("status") == status
+    condition: dict[str, Any] = {
+        "type": "Ready",
+        "status": status,
+        "reason": entry.reason,
+        "message": entry.message or ("validated" if entry.ready else ""),
+        # Kubernetes convention: the time changes only when the status flips.
+        "lastTransitionTime": ((previous or {}).get("lastTransitionTime") if unchanged else None) or _now(),
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the writer's state, shared through kopf's memo -----------------------------------------
+
+
+@dataclass
+class Writer:
+    namespace: str = ""
+    configmap: str = "conveyor-tasktypes"
+    resync_seconds: float = 300.0
+    kick: asyncio.Event = field(default_factory=asyncio.Event)
+    logged_in: asyncio.Event = field(default_factory=asyncio.Event)
+    connection: kopf.ConnectionInfo | None = None
+    settings: kopf.OperatorSettings | None = None
+    task: asyncio.Task[None] | None = None
+    synced_at: float | None = None
+    written: int = 0
+    types: int = 0
+    last_error: str = ""
+
+
+def _writer(memo: kopf.Memo) -> Writer:
+    # The login and startup activities may run in either order; whichever is first creates it.
+    if "writer" not in memo:
+        memo["writer"] = Writer()
+    writer: Writer = memo["writer"]
+    return writer
+
+
+# -- activities ------------------------------------------------------------------------------
+
+
+def _credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else a kubeconfig (kopf's own rudimentary logins)."""
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """Log kopf in, and keep the same credentials for the writer's own requests."""
+    info = _credentials(settings)
+    writer = _writer(memo)
+    writer.connection, writer.settings = info, settings
+    if info is not None:
+        writer.logged_in.set()
+    return info
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    # Kopf's bookkeeping goes into annotations under our own prefix, so the status schema stays
+    # strict (no x-kubernetes-preserve-unknown-fields for kopf's progress records).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Events are posted explicitly (kopf.event); log lines below WARNING stay in the log.
+    settings.posting.level = logging.WARNING
+    # One namespace, one known CRD: no cluster-wide scanning of namespaces and CRDs, so the
+    # operator's RBAC stays namespaced (the CRD must exist before the operator starts).
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    writer = _writer(memo)
+    writer.namespace = os.environ.get("CONVEYOR_NAMESPACE") or ""
+    writer.configmap = os.environ.get("CONVEYOR_CONFIGMAP") or "conveyor-tasktypes"
+    writer.resync_seconds = float(os.environ.get("CONVEYOR_OPERATOR_RESYNC_SECONDS") or 300)
+    writer.kick.set()  # the first pass is the full resync after a (re)start
+    writer.task = asyncio.create_task(_write_loop(writer), name="conveyor registry writer")
+    logger.info("registry writer started: ConfigMap %s, handlers %s", writer.configmap, known_handlers())
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    writer = _writer(memo)
+    if writer.task is not None:
+        writer.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer.task
+
+
+@kopf.on.probe(id="registry")
+def registry_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    writer = _writer(memo)
+    age = None if writer.synced_at is None else round(time.monotonic() - writer.synced_at, 1)
+    return {
+        "syncedSecondsAgo": age,
+        "taskTypes": writer.types,
+        "writes": writer.written,
+        "error": writer.last_error,
+    }
+
+
+# -- per-object handlers ---------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def validate(
+    name: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    reason: str,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    entry = evaluate(name, dict(spec), known_handlers())
+    generation = meta.get("generation")
+    conditions = list(status.get("conditions") or [])
+    previous = next((c for c in conditions if c.get("type") == "Ready"), None)
+    condition = ready_condition(entry, generation, previous)
+    others = [c for c in conditions if c.get("type") != "Ready"]
+    patch.status["conditions"] = [*others, condition]
+    if generation is not None:
+        patch.status["observedGeneration"] = generation
+    if not entry.ready:
+        # On every create/update/resume: each is a moment an admin may be looking.
+        kopf.event(body, type="Warning", reason=entry.reason, message=entry.message)
+        logger.info("TaskType %s is not ready (%s): %s", name, entry.reason, entry.message)
+    elif previous is None or previous.get("status") != "True":
+        kopf.event(
+            body, type="Normal", reason="Ready", message=f"handler {entry.handler!r} found; schema valid"
+        )
+        logger.info("TaskType %s is ready (%s)", name, reason)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def changed(memo: kopf.Memo, **_: Any) -> None:
+    """Every add, change and delete: the registry needs writing (async: Event is not thread-safe)."""
+    _writer(memo).kick.set()
+
+
+# -- the ConfigMap writer --------------------------------------------------------------------
+
+
+async def _write_loop(writer: Writer) -> None:
+    failures = 0
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(writer.kick.wait(), timeout=writer.resync_seconds)
+        await asyncio.sleep(DEBOUNCE_SECONDS)
+        writer.kick.clear()  # before the pass: a kick during it means another pass
+        await writer.logged_in.wait()
+        try:
+            await sync(writer)
+            failures = 0
+            writer.last_error = ""
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            writer.last_error = f"{type(exc).__name__}: {exc}"
+            delay = min(30.0, 0.5 * 2**failures)
+            log.warning(
+                "writing the TaskType registry failed (%s); retrying in %.1fs", writer.last_error, delay
+            )
+            await asyncio.sleep(delay)
+            writer.kick.set()
+
+
+def _client(writer: Writer) -> httpx.AsyncClient:
+    info = writer.connection
+    if info is None:
+        raise RuntimeError("not logged in to the Kubernetes API yet")
+    verify: Any = info.as_ssl_context() if info.server.startswith("https") else True
+    return httpx.AsyncClient(
+        base_url=info.server,
+        headers={**info.as_http_headers(), "Accept": "application/json"},
+        verify=verify,
+        timeout=30.0,
+        trust_env=info.trust_env,
+    )
+
+
+async def sync(writer: Writer) -> bool:
+    """List the TaskTypes, build the registry, write the ConfigMap if it changed. Returns
+    whether it wrote."""
+    namespace = _namespace(writer)
+    async with _client(writer) as client:
+        try:
+            return await _sync(client, writer, namespace)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 401 and writer.settings is not None:
+                # A rotated service-account token: read the credentials again, once.
+                writer.connection = _credentials(writer.settings) or writer.connection
+            raise
+
+
+def _namespace(writer: Writer) -> str:
+    """CONVEYOR_NAMESPACE, else the service account's (or kubeconfig context's) namespace."""
+    info = writer.connection
+    return writer.namespace or (info.default_namespace if info else None) or "default"
+
+
+async def _sync(client: httpx.AsyncClient, writer: Writer, namespace: str) -> bool:
+    listed = await client.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+    listed.raise_for_status()
+    known = known_handlers()
+    entries = {}
+    for item in listed.json().get("items") or []:
+        meta = item.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue  # going away: no new tasks for it
+        entries[meta["name"]] = evaluate(meta["name"], dict(item.get("spec") or {}), known)
+    document = Registry(entries).document()
+    writer.types = len(entries)
+    text = json.dumps(document, indent=2, sort_keys=True)
+    if len(text.encode()) > CONFIGMAP_LIMIT:
+        raise ValueError(f"the registry is {len(text)} bytes, over the 1 MiB ConfigMap limit")
+
+    path = f"/api/v1/namespaces/{namespace}/configmaps/{writer.configmap}"
+    current = await client.get(path)
+    if current.status_code == 404:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": writer.configmap,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "conveyor-operator"},
+            },
+            "data": {REGISTRY_FILE: text},
+        }
+        created = await client.post(f"/api/v1/namespaces/{namespace}/configmaps", json=body)
+        created.raise_for_status()
+        return _wrote(writer, entries, created=True)
+    current.raise_for_status()
+    if _same(current.json(), document):
+        writer.synced_at = time.monotonic()
+        return False
+    patched = await client.patch(
+        path,
+        content=json.dumps({"data": {REGISTRY_FILE: text}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    patched.raise_for_status()
+    return _wrote(writer, entries, created=False)
+
+
+def _same(configmap: dict[str, Any], document: dict[str, Any]) -> bool:
+    """Equal but for generatedAt: rewriting an unchanged registry would make every pod reload."""
+    try:
+        old = json.loads((configmap.get("data") or {}).get(REGISTRY_FILE) or "null")
+    except ValueError:
+        return False
+    return (
+        isinstance(old, dict)
+        and old.get("apiVersion") == API_VERSION
+        and old.get("taskTypes") == document["taskTypes"]
+    )
+
+
+def _wrote(writer: Writer, entries: dict[str, TaskType], created: bool) -> bool:
+    writer.synced_at = time.monotonic()
+    writer.written += 1
+    ready = sorted(n for n, t in entries.items() if t.runnable)
+    log.info(
+        "%s ConfigMap %s: %d TaskType(s), enabled and ready: %s",
+        "created" if created else "updated",
+        writer.configmap,
+        len(entries),
+        ", ".join(ready) or "none",
+    )
+    return True

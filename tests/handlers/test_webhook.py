@@ -1,0 +1,183 @@
+"""webhook: real requests to a local HTTP server; the SSRF guard refuses before connecting."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+
+import pytest
+
+from conveyor.errors import PermanentError, RetryableError
+from worker.handlers.webhook import address_problem, webhook
+
+INTERNAL = {"allowPrivateNetworks": True}
+
+
+async def test_post_json_with_headers(bare_ctx, http_server, connections):
+    result = await webhook(
+        {"url": http_server.url("/ok?x=1"), "json": {"order": 7}, "headers": {"X-Token": "abc"}},
+        bare_ctx(INTERNAL),
+    )
+    assert result["status_code"] == 200 and result["url"] == http_server.url("/ok?x=1")
+    echo = result["json"]
+    assert echo["method"] == "POST" and echo["body"] == '{"order": 7}'
+    assert echo["headers"]["X-Token"] == "abc"
+    assert echo["headers"]["Content-Type"] == "application/json"
+    assert echo["headers"]["Host"] == f"127.0.0.1:{http_server.port}"
+    assert [a[0] for a in connections] == ["127.0.0.1"]
+
+
+async def test_get_by_name_keeps_the_host_header_and_returns_text(bare_ctx, http_server):
+    result = await webhook(
+        {"url": http_server.url("/text", "localhost"), "method": "GET"}, bare_ctx(INTERNAL)
+    )
+    assert result["body"] == "plain words" and "json" not in result
+    assert http_server.hits[0].method == "GET"
+    assert http_server.hits[0].headers["Host"] == f"localhost:{http_server.port}"
+
+
+async def test_large_answers_are_truncated(bare_ctx, http_server):
+    result = await webhook({"url": http_server.url("/big"), "method": "GET"}, bare_ctx(INTERNAL))
+    assert result["truncated"] and len(result["body"]) == 64 * 1024
+
+
+@pytest.mark.parametrize("code", [500, 503, 408, 429])
+async def test_server_errors_are_retryable(bare_ctx, http_server, code):
+    with pytest.raises(RetryableError, match=f"answered {code}"):
+        await webhook({"url": http_server.url(f"/status/{code}")}, bare_ctx(INTERNAL))
+
+
+@pytest.mark.parametrize("code", [400, 404, 410])
+async def test_client_errors_are_final(bare_ctx, http_server, code):
+    with pytest.raises(PermanentError, match=f"answered {code}") as caught:
+        await webhook({"url": http_server.url(f"/status/{code}")}, bare_ctx(INTERNAL))
+    assert not isinstance(caught.value, RetryableError)
+
+
+async def test_redirects_are_not_followed(bare_ctx, http_server):
+    with pytest.raises(PermanentError, match="redirects are not followed"):
+        await webhook({"url": http_server.url("/redirect")}, bare_ctx(INTERNAL))
+    assert http_server.paths() == ["/redirect"]  # the Location (/ok) was never requested
+
+
+async def test_timeout_is_retryable(bare_ctx, http_server):
+    with pytest.raises(RetryableError, match="timed out"):
+        await webhook({"url": http_server.url("/slow"), "timeout": 0.3}, bare_ctx(INTERNAL))
+
+
+async def test_timeout_bounds_the_whole_request(bare_ctx, http_server):
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match=r"timed out after 0\.5s"):
+        await webhook({"url": http_server.url("/drip"), "timeout": 0.5}, bare_ctx(INTERNAL))
+    assert time.monotonic() - started < 1.5  # not the 3 s the answer takes
+
+
+async def test_connection_refused_is_retryable(bare_ctx):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RetryableError, match="cannot connect"):
+        await webhook({"url": f"http://127.0.0.1:{port}/"}, bare_ctx(INTERNAL))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/ok",
+        "http://localhost:{port}/ok",
+        "http://[::1]:{port}/ok",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://[fe80::1]/hook",
+        "http://100.64.0.1/hook",
+        "http://0.0.0.0:{port}/ok",
+    ],
+)
+async def test_private_addresses_are_refused_before_connecting(bare_ctx, http_server, connections, url):
+    with pytest.raises(PermanentError, match="refused"):
+        await webhook({"url": url.format(port=http_server.port)}, bare_ctx())
+    assert connections == [] and http_server.hits == []
+
+
+async def test_refused_if_any_resolved_address_is_private(bare_ctx, connections, monkeypatch):
+    """A name with one public and one private address (or DNS rebinding) is refused."""
+
+    def resolver(host, port, *args, **kwargs):
+        assert host == "hooks.example.test"
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with pytest.raises(PermanentError, match=r"10\.0\.0\.7, a private address"):
+        await webhook({"url": "https://hooks.example.test/x"}, bare_ctx())
+    assert connections == []
+
+
+async def test_connects_to_the_address_it_checked(bare_ctx, http_server, connections, monkeypatch):
+    """The checked address is the one dialled: the name is not resolved a second time."""
+    answers = iter(["127.0.0.1", "10.0.0.9"])  # a rebinding resolver: second answer private
+
+    def resolver(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    result = await webhook({"url": f"http://rebind.test:{http_server.port}/ok"}, bare_ctx(INTERNAL))
+    assert result["status_code"] == 200
+    assert [a[0] for a in connections] == ["127.0.0.1"]
+    assert http_server.hits[0].headers["Host"] == f"rebind.test:{http_server.port}"
+
+
+def test_address_classification():
+    public = ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"]
+    assert [address_problem(ipaddress.ip_address(a)) for a in public] == [None, None, None]
+    kinds = {
+        "127.0.0.1": "loopback",
+        "::1": "loopback",
+        "10.0.0.1": "private",
+        "172.16.5.4": "private",
+        "fd00::1": "private",
+        "169.254.169.254": "link-local",
+        "fe80::1": "link-local",
+        "::ffff:127.0.0.1": "loopback",
+        "224.0.0.1": "multicast",
+        "0.0.0.0": "private",
+        "100.64.0.1": "non-global",
+    }
+    assert {a: address_problem(ipaddress.ip_address(a)) for a in kinds} == kinds
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"url": "ftp://example.com/x"}, "http:// or https://"),
+        ({"url": "/relative"}, "http:// or https://"),
+        ({"url": "https://example.com", "json": {}, "body": "x"}, "not both"),
+    ],
+)
+async def test_bad_payloads_fail_permanently(bare_ctx, connections, payload, message):
+    with pytest.raises(PermanentError, match=message):
+        await webhook(payload, bare_ctx())
+    assert connections == []
+
+
+async def test_payload_cannot_override_framing_headers(bare_ctx, http_server):
+    headers = {"Host": "metadata.internal", "Content-Length": "999", "X-Ok": "yes"}
+    result = await webhook(
+        {"url": http_server.url("/ok"), "body": "hi", "headers": headers}, bare_ctx(INTERNAL)
+    )
+    echo = result["json"]
+    assert echo["headers"]["Host"] == f"127.0.0.1:{http_server.port}"
+    assert (
+        echo["headers"]["Content-Length"] == "2" and echo["body"] == "hi" and echo["headers"]["X-Ok"] == "yes"
+    )
+
+
+async def test_only_a_real_true_opens_private_networks(bare_ctx, http_server, connections):
+    with pytest.raises(PermanentError, match="loopback"):
+        await webhook({"url": http_server.url("/ok")}, bare_ctx({"allowPrivateNetworks": "false"}))
+    assert connections == []

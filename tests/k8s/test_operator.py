@@ -1,0 +1,140 @@
+"""The operator end to end: kopf's CLI running k8s/controller/tasktypes.py against kmock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from conveyor.registry import Registry, TaskType
+from tests.k8s.conftest import Cluster, eventually
+
+
+def _enabled(cluster: Cluster) -> list[str]:
+    """What the API would accept, read back through conveyor.registry like the pods do."""
+    entries = cluster.registry() or {}
+    return Registry({n: TaskType.from_json(t) for n, t in entries.items()}).enabled()
+
+
+async def test_create_writes_the_configmap_sets_ready_and_serves_liveness(cluster: Cluster):
+    async with cluster.operator() as op:
+        await cluster.apply(
+            "resize",
+            {
+                "handler": "echo",
+                "maxAttempts": 5,
+                "backoff": {"initialSeconds": 2, "maxSeconds": 20},
+                "timeoutSeconds": 90,
+                "concurrency": 2,
+                "paused": True,
+                "payloadSchema": {"type": "object", "required": ["src"]},
+                "options": {"allowPrivateNetworks": True},
+            },
+        )
+        entry = await eventually(lambda: (cluster.registry() or {}).get("resize"))
+        assert entry["handler"] == "echo" and entry["ready"] is True
+        assert entry["maxAttempts"] == 5 and entry["timeoutSeconds"] == 90 and entry["concurrency"] == 2
+        assert entry["backoff"] == {"initialSeconds": 2.0, "maxSeconds": 20.0}
+        assert entry["paused"] is True and entry["options"] == {"allowPrivateNetworks": True}
+        assert entry["payloadSchema"] == {"type": "object", "required": ["src"]}
+
+        condition = await eventually(lambda: cluster.ready("resize"))
+        assert condition["status"] == "True" and condition["observedGeneration"] == 1
+        assert cluster.get("resize")["status"]["observedGeneration"] == 1
+        events = await eventually(lambda: cluster.events("resize"))
+        assert events[0]["type"] == "Normal" and events[0]["reason"] == "Ready"
+
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"http://127.0.0.1:{op.port}/healthz")
+        assert health.status_code == 200
+        probe = health.json()["registry"]
+        assert probe["taskTypes"] == 1 and probe["writes"] >= 1 and probe["error"] == ""
+
+
+async def test_bad_handler_or_schema_is_not_ready_with_an_event_and_not_enabled(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.apply("good", {"handler": "echo"})
+        await cluster.apply("ghost", {"handler": "no-such-handler"})
+        await cluster.apply("badschema", {"handler": "echo", "payloadSchema": {"type": "nonsense"}})
+        registry = await eventually(lambda: len(cluster.registry() or {}) == 3 and cluster.registry())
+
+        ghost = await eventually(lambda: cluster.ready("ghost"))
+        assert ghost["status"] == "False" and ghost["reason"] == "HandlerNotFound"
+        assert "no-such-handler" in ghost["message"] and "echo" in ghost["message"]  # names what exists
+        warning = await eventually(lambda: cluster.events("ghost"))
+        assert warning[0]["type"] == "Warning" and warning[0]["reason"] == "HandlerNotFound"
+
+        bad = await eventually(lambda: cluster.ready("badschema"))
+        assert bad["status"] == "False" and bad["reason"] == "InvalidSchema"
+        assert "payloadSchema" in bad["message"]
+
+        # Every TaskType is in the ConfigMap with its readiness; only the good one is enabled.
+        assert registry["ghost"]["ready"] is False and registry["ghost"]["reason"] == "HandlerNotFound"
+        assert registry["badschema"]["reason"] == "InvalidSchema"
+        assert _enabled(cluster) == ["good"]
+
+
+async def test_update_is_followed_and_delete_removes_the_type(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.apply("job", {"handler": "no-such-handler", "maxAttempts": 2})
+        await eventually(lambda: (cluster.ready("job") or {}).get("status") == "False")
+        assert _enabled(cluster) == []
+
+        # Fix the handler and tune it: status, condition and ConfigMap follow.
+        await cluster.apply("job", {"handler": "echo", "maxAttempts": 7, "enabled": True, "paused": True})
+        entry = await eventually(
+            lambda: (e := (cluster.registry() or {}).get("job")) and e["maxAttempts"] == 7 and e
+        )
+        assert entry["ready"] is True and entry["paused"] is True
+        condition = await eventually(lambda: (c := cluster.ready("job")) and c["status"] == "True" and c)
+        assert condition["observedGeneration"] == 2
+        assert _enabled(cluster) == ["job"]
+
+        await cluster.apply("job", {"handler": "echo", "maxAttempts": 7, "enabled": False})
+        await eventually(lambda: cluster.registry()["job"]["enabled"] is False)
+        assert _enabled(cluster) == []
+
+        await cluster.delete("job")
+        await eventually(lambda: cluster.registry() == {})
+
+
+async def test_restart_resyncs_everything_changed_while_down(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.apply("keep", {"handler": "echo", "maxAttempts": 1})
+        await cluster.apply("drop", {"handler": "echo"})
+        await eventually(lambda: set(cluster.registry() or {}) == {"keep", "drop"})
+    # Operator down: these changes are not seen until it restarts.
+    await cluster.delete("drop")
+    await cluster.apply("keep", {"handler": "echo", "maxAttempts": 4})
+    await cluster.apply("new", {"handler": "echo"})
+    await asyncio.sleep(0.3)
+    assert set(cluster.registry()) == {"keep", "drop"}
+
+    async with cluster.operator():
+        await eventually(lambda: set(cluster.registry()) == {"keep", "new"})
+        assert cluster.registry()["keep"]["maxAttempts"] == 4
+        await eventually(lambda: (cluster.ready("new") or {}).get("status") == "True")
+
+    # Even with nothing left to watch, a restart clears the registry.
+    await cluster.delete("keep")
+    await cluster.delete("new")
+    async with cluster.operator():
+        await eventually(lambda: cluster.registry() == {})
+
+
+async def test_unchanged_registry_is_not_rewritten(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.apply("a", {"handler": "echo"})
+        await eventually(lambda: "a" in (cluster.registry() or {}))
+        await eventually(lambda: cluster.ready("a"))
+        await asyncio.sleep(0.8)  # status patches and their watch events come and go
+        writes, reads = cluster.configmap_requests("POST", "PATCH"), cluster.configmap_requests("GET")
+        # A change outside the spec's registry fields (a label) triggers a pass, not a write.
+        resp = await cluster.emulator.patch(
+            "/apis/conveyor.dev/v1alpha1/namespaces/conveyor/tasktypes/a",
+            json={"metadata": {"labels": {"team": "x"}}},
+        )
+        assert resp.status == 200
+        await eventually(lambda: cluster.configmap_requests("GET") > reads)  # the writer looked
+        await asyncio.sleep(0.3)
+        assert cluster.configmap_requests("POST", "PATCH") == writes == 1
