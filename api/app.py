@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import Authenticator, AuthMiddleware
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
 from api.routes import system, tasks
 from api.state import State
@@ -81,8 +82,10 @@ def create_app(
     engine: Engine,
     registry: CollectorRegistry | None = None,
     extra_middleware: list[Middleware] | None = None,
+    auth: Authenticator | None = None,
 ) -> Starlette:
     registry = registry if registry is not None else REGISTRY
+    auth = auth or Authenticator.from_settings(engine.settings)
     metrics = ApiMetrics(registry)
     registry.register(QueueCollector(lambda: _queue_gauges(engine), ttl=engine.settings.stats_cache_seconds))
     routes: list[BaseRoute] = [*tasks.routes, *system.routes]
@@ -92,6 +95,8 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestMetrics, metrics=metrics, routes=routes),
+            # Inside the metrics, so refusals (401/403/429) are counted too.
+            Middleware(AuthMiddleware, auth=auth),
             *(extra_middleware or []),
         ],
         exception_handlers={
@@ -102,4 +107,5 @@ def create_app(
         },
     )
     app.state.conveyor = State(engine, metrics)
+    app.state.auth = auth
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from api.app import create_app
+from conveyor import redact
 from conveyor.bootstrap import build, configure_logging
 from conveyor.settings import Settings
 
@@ -12,6 +13,7 @@ from conveyor.settings import Settings
 def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    redact.install()  # no credential reaches a log line, whoever logs it
     runtime = build(settings, max_pool=64)
     app = create_app(runtime.engine)
     uvicorn.run(
@@ -20,6 +22,7 @@ def main(settings: Settings | None = None) -> None:
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=False,  # request metrics cover it; access logs would carry task ids
+        log_config=None,  # uvicorn's records go through our handler and its SecretFilter
         proxy_headers=True,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +14,10 @@ from api import schemas
 from api.body import validator
 from conveyor.engine import Engine
 from conveyor.metrics import ApiMetrics
+from conveyor.redact import redact, redact_keys
 from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.api")
 
 
 @dataclass
@@ -22,15 +27,23 @@ class State:
     settings: Settings = field(init=False)
     batch_validator: Draft202012Validator = field(init=False)
     openapi: dict[str, Any] = field(init=False)
+    redact_keys: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = self.engine.settings
+        self.redact_keys = redact_keys(self.settings.log_redact_keys)
         self.batch_validator = validator(schemas.batch_schema(self.settings.max_batch_size))
         self.openapi = schemas.openapi(self.settings.max_batch_size)
 
     def ping(self) -> None:
         self.engine.store.ping()
         self.engine.broker.ping()
+
+    def log_payload(self, request: Request, task_type: str, payload: Any) -> None:
+        """Payloads are logged only at DEBUG, with sensitive keys' values redacted."""
+        if log.isEnabledFor(logging.DEBUG):
+            text = json.dumps(redact(payload, self.redact_keys), separators=(",", ":"))[:2000]
+            log.debug("submit by %s: type=%s payload=%s", self.principal(request), task_type, text)
 
     @staticmethod
     def principal(request: Request) -> str:

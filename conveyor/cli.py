@@ -47,6 +47,7 @@ def run(port: int, moto_port: int, worker_metrics_port: int, workers: int) -> No
         stack.stop()
         raise click.ClickException(f"could not start the local stack: {exc}") from exc
     url = f"http://127.0.0.1:{port}"
+    token = stack.token or "$CONVEYOR_TOKEN"
     click.echo(
         f"""
 Conveyor is running (AWS on moto at {stack.moto.url if stack.moto else "?"}).
@@ -55,9 +56,12 @@ Conveyor is running (AWS on moto at {stack.moto.url if stack.moto else "?"}).
   OpenAPI          {url}/openapi.json
   API metrics      {url}/metrics
   Worker metrics   http://127.0.0.1:{worker_metrics_port}/metrics
+  API token        {stack.token or "(auth off or tokens from CONVEYOR_AUTH_TOKENS_FILE)"}
+                   (all scopes; saved in .conveyor/token, where the CLI finds it)
 
 Try:
   curl -s -X POST {url}/v1/tasks -H 'Content-Type: application/json' \\
+       -H 'Authorization: Bearer {token}' \\
        -d '{{"type": "text-transform", "payload": {{"text": "hello conveyor"}}}}'
   conveyor submit text-transform '{{"text": "hello conveyor"}}' --wait
 

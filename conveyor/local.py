@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+STATE_DIR = Path(".conveyor")  # gitignored; the CLI and Client read .conveyor/token
+
 LOCAL_AWS = {
     "AWS_ACCESS_KEY_ID": "conveyor-local",
     "AWS_SECRET_ACCESS_KEY": "conveyor-local",
@@ -88,6 +90,27 @@ class MotoServer:
         return {**LOCAL_AWS, "AWS_ENDPOINT_URL": self.url}
 
 
+def local_token(state_dir: Path = STATE_DIR) -> tuple[str, Path]:
+    """The local stack's all-scopes token: reuse ``state_dir/token`` when the tokens file
+    still accepts it, else make a new one. Both files are written with mode 0600; the
+    tokens file holds only the hash. Returns (token, tokens file)."""
+    from conveyor import tokens
+
+    token_path, tokens_path = state_dir / "token", state_dir / "tokens.json"
+    token = token_path.read_text().strip() if token_path.exists() else ""
+    if token and tokens_path.exists():
+        try:
+            if tokens.load(tokens_path).find(token) is not None:
+                return token, tokens_path.resolve()
+        except (OSError, ValueError):
+            pass  # unreadable: replaced below
+    token = tokens.generate_token()
+    entry = tokens.TokenEntry("local", tokens.hash_token(token), frozenset(tokens.SCOPES))
+    tokens.write_tokens_file(tokens_path, tokens.TokenSet([entry]))
+    tokens.write_private(token_path, token + "\n")
+    return token, tokens_path.resolve()
+
+
 def find_examples() -> Path:
     """k8s/examples of the checkout (or CONVEYOR_TASKTYPES when set)."""
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
@@ -108,11 +131,18 @@ class LocalStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     moto: MotoServer | None = None
+    state_dir: Path = STATE_DIR
+    token: str | None = None  # the API token, unless auth is off or tokens come from elsewhere
 
     def env(self) -> dict[str, str]:
         assert self.moto is not None
         env = {**os.environ, **self.moto.env()}
         env.setdefault("CONVEYOR_TASKTYPES", str(find_examples()))
+        auth_off = env.get("CONVEYOR_AUTH_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
+        if not auth_off and not env.get("CONVEYOR_AUTH_TOKENS_FILE"):
+            # Zero-config but never open: a token of our own, printed by `conveyor run`.
+            self.token, tokens_file = local_token(self.state_dir)
+            env["CONVEYOR_AUTH_TOKENS_FILE"] = str(tokens_file)
         env |= {"CONVEYOR_API_PORT": str(self.api_port), "CONVEYOR_API_HOST": "127.0.0.1"}
         env |= self.extra_env
         return env

@@ -12,6 +12,16 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    # A typo must not silently turn a security switch off (or on).
+    raise ValueError(f"CONVEYOR_{name.upper()} must be true or false, not {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob Conveyor reads. Field ``foo_bar`` comes from ``CONVEYOR_FOO_BAR``.
@@ -33,16 +43,25 @@ class Settings:
     visibility_timeout: int = 30
     max_receive_count: int = 50
     redispatch_after_seconds: int = 300
+    hold_seconds: int = 30  # a paused or disabled type's message waits this long between checks
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_concurrency: int = 8
     worker_metrics_port: int = 9100
     poll_wait_seconds: int = 20
     shutdown_grace_seconds: float = 25.0
+    worker_max_tasks: int = 0  # >0: one-shot worker (KEDA ScaledJob): this many, or an empty poll, then exit
     heartbeat_seconds: float = 0.0  # 0 = a third of the visibility timeout
     worker_dead_after_seconds: float = 0.0  # 0 = three heartbeats
     stats_cache_seconds: float = 5.0
     log_level: str = "INFO"
+    # Auth and limits (docs/SECURITY.md). Auth is on unless turned off explicitly.
+    auth_enabled: bool = True
+    auth_tokens_file: str = "/etc/conveyor/auth/tokens.json"
+    metrics_require_token: bool = False  # /metrics stays open for the ServiceMonitor by default
+    rate_limit: str = "100/second;3000/minute"  # per token, `limits` notation; "off" disables
+    # Payload keys whose values debug logs replace (case-insensitive substring match).
+    log_redact_keys: str = "password,secret,token,authorization,api_key,apikey,private_key,credential,cookie"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -51,8 +70,13 @@ class Settings:
             raw = os.environ.get("CONVEYOR_" + f.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = type(f.default)
-            values[f.name] = kind(raw) if kind in (int, float) else raw
+            default = f.default
+            if isinstance(default, bool):  # before int: bool is an int
+                values[f.name] = _bool(f.name, raw)
+            elif isinstance(default, int | float):
+                values[f.name] = type(default)(raw)
+            else:
+                values[f.name] = raw
         if "region" not in values:
             values["region"] = _env("AWS_REGION", _env("AWS_DEFAULT_REGION", cls.region))
         values.update(overrides)

@@ -4,8 +4,11 @@ fresh AWS resources per test so queues stay shallow and tests never see each oth
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -16,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
+from conveyor import tokens
 from conveyor.aws import AwsBackend
 from conveyor.aws.provision import provision
 from conveyor.bootstrap import Runtime, build
@@ -26,6 +30,31 @@ from conveyor.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "k8s" / "examples"
 _names = itertools.count()
+
+# Auth is on by default, in tests too: every test's settings name a tokens file holding
+# one all-scopes token, which the `api` fixture, the CLI and the Client send.
+TEST_TOKEN = tokens.generate_token()
+_AUTH_DIR = Path(tempfile.mkdtemp(prefix="conveyor-test-auth-"))
+atexit.register(shutil.rmtree, _AUTH_DIR, True)
+TEST_TOKENS_FILE = _AUTH_DIR / "tokens.json"
+tokens.write_tokens_file(
+    TEST_TOKENS_FILE,
+    tokens.TokenSet([tokens.TokenEntry("test", tokens.hash_token(TEST_TOKEN), frozenset(tokens.SCOPES))]),
+)
+tokens.write_private(_AUTH_DIR / "token", TEST_TOKEN + "\n")
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _client_token() -> Iterator[None]:
+    """The CLI and Client find the test token as they find `conveyor run`'s."""
+    saved = os.environ.get("CONVEYOR_TOKEN_FILE")
+    os.environ["CONVEYOR_TOKEN_FILE"] = str(_AUTH_DIR / "token")
+    yield
+    if saved is None:
+        os.environ.pop("CONVEYOR_TOKEN_FILE", None)
+    else:
+        os.environ["CONVEYOR_TOKEN_FILE"] = saved
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +87,7 @@ def make_settings(tmp: str | None = None, **overrides: Any) -> Settings:
         redispatch_after_seconds=300,
         stats_cache_seconds=0.0,
         max_receive_count=20,
+        auth_tokens_file=str(TEST_TOKENS_FILE),
     )
     return replace(base, **overrides)
 
@@ -88,7 +118,9 @@ def runtime(settings: Settings) -> Runtime:
 def api(runtime: Runtime) -> Iterator[TestClient]:
     from api.app import create_app
 
-    with TestClient(create_app(runtime.engine, CollectorRegistry()), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(runtime.engine, CollectorRegistry()), raise_server_exceptions=False, headers=AUTH_HEADERS
+    ) as client:
         yield client
 
 

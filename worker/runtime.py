@@ -23,6 +23,7 @@ import os
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 
 from conveyor import __version__
 from conveyor.engine import Engine, backoff_seconds
-from conveyor.errors import ConveyorError, PermanentError, TaskCancelled
+from conveyor.errors import ConveyorError, PermanentError, TaskCancelled, Unavailable
 from conveyor.metrics import WorkerMetrics
 from conveyor.model import Message, Status, Task, TaskError, WorkerInfo, now
 from conveyor.ports import BlobStore
@@ -44,7 +45,6 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
 MAX_VISIBILITY = 12 * 3600 - 300  # SQS: at most 12 h since receipt, with a margin
-HOLD_SECONDS = 30  # how long a paused or disabled type's message waits before a re-check
 
 
 @dataclass
@@ -78,7 +78,10 @@ class Worker:
         self._io = ThreadPoolExecutor(self.concurrency + 8, thread_name_prefix="conveyor-io")
         self._handlers = ThreadPoolExecutor(self.concurrency, thread_name_prefix="conveyor-task")
         self._held = 0  # messages received and not yet done with: never above concurrency
+        self._received = 0  # in all; bounded by settings.worker_max_tasks in one-shot mode
         self._running: dict[str, Running] = {}
+        self._claiming: Counter[str] = Counter()  # task ids with a claim call in flight
+        self._type_slots: dict[str, int] = {}  # per TaskType: claimed or about to be
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slot_free: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
@@ -151,6 +154,8 @@ class Worker:
                 continue
             # Reserve the slots before asking, so prefetch never exceeds free capacity.
             want = min(10, free)
+            if self.settings.worker_max_tasks:
+                want = min(want, self.settings.worker_max_tasks - self._received)
             self._held += want
             try:
                 messages = await self._io_call(self.broker.receive, want, self.settings.poll_wait_seconds)
@@ -172,6 +177,13 @@ class Worker:
                 break
             for message in messages:
                 self._spawn(self._process(message))
+            self._received += len(messages)
+            limit = self.settings.worker_max_tasks
+            if limit and (not messages or self._received >= limit):
+                # One-shot (a KEDA ScaledJob's pod): stop receiving, run what was received
+                # (the drain waits for it), then exit. Not a stop: that would hand it back.
+                log.info("one-shot worker: %d message(s) received, exiting when done", self._received)
+                break
 
     async def _release(self, messages: list[Message]) -> None:
         """Hand messages back at once (visibility 0), for another worker to take."""
@@ -216,7 +228,7 @@ class Worker:
             if len(registry) == 0:
                 # No registry yet (ConfigMap not mounted?): failing every task would be
                 # wrong; wait for it.
-                await self._hide(message, HOLD_SECONDS)
+                await self._hide(message, self.settings.hold_seconds)
                 return
             await self._io_call(
                 self.store.fail_unfinished,
@@ -232,21 +244,32 @@ class Worker:
         if tasktype.paused or not tasktype.runnable:
             await self._hold(message)
             return
-        if tasktype.concurrency and self._running_of(tasktype.name) >= tasktype.concurrency:
+        if tasktype.concurrency and self._type_slots.get(tasktype.name, 0) >= tasktype.concurrency:
             # Re-sent rather than re-hidden: a long saturation must not add up receives
             # and push the message into the dead-letter queue.
             await self._resend(message, 1 + int(random.random() * 3))
             return
-        claim = await self._io_call(self.store.claim, message.task_id, message.task_type, self.id, now())
-        task = claim.task
-        if task is None:
-            task = await self._not_claimed(message, claim.current)
+        # Taken before the claim's await: messages of one batch run this concurrently, and
+        # counting only running tasks would let them all past the check.
+        self._type_slots[tasktype.name] = self._type_slots.get(tasktype.name, 0) + 1
+        try:
+            self._claiming[message.task_id] += 1
+            try:
+                claim = await self._io_call(
+                    self.store.claim, message.task_id, message.task_type, self.id, now()
+                )
+            finally:
+                self._claiming[message.task_id] -= 1
+                if not self._claiming[message.task_id]:
+                    del self._claiming[message.task_id]
+            task = claim.task
             if task is None:
-                return
-        await self._run(task, message, tasktype)
-
-    def _running_of(self, task_type: str) -> int:
-        return sum(1 for r in self._running.values() if r.task.type == task_type)
+                task = await self._not_claimed(message, claim.current)
+                if task is None:
+                    return
+            await self._run(task, message, tasktype)
+        finally:
+            self._type_slots[tasktype.name] -= 1
 
     async def _hide(self, message: Message, seconds: float) -> None:
         await self._io_call(self.broker.change_visibility, message.receipt, math.ceil(max(1.0, seconds)))
@@ -263,7 +286,7 @@ class Worker:
         pushes healthy messages into the dead-letter queue."""
         current = await self._io_call(self.store.get, message.task_id)
         if current is not None and not current.status.terminal:
-            await self._resend(message, HOLD_SECONDS)
+            await self._resend(message, self.settings.hold_seconds)
         else:
             self._delete(message)
 
@@ -286,6 +309,11 @@ class Worker:
             await self._hide(message, 1)
             return None
         # Running: under another worker (or this one, via a duplicate delivery).
+        if current.worker == self.id and current.id not in self._running and not self._claiming[current.id]:
+            # Ours, yet not running here: our claim (or take-over) took effect but its answer
+            # was lost and botocore's retry then failed the condition. Run it, or nobody will.
+            log.warning("task %s was claimed by this worker without an answer; running it", current.id)
+            return current
         if current.worker != self.id and current.worker:
             owner = await self._io_call(self.store.worker, current.worker)
             dead = (
@@ -397,7 +425,7 @@ class Worker:
             assert error is not None
             if task.attempts < task.max_attempts:
                 delay = backoff_seconds(tasktype, task.attempts)
-                requeued = await self._io_call(
+                requeued = await self._write_outcome(
                     self.store.requeue, task, now() + timedelta(seconds=delay), error, now()
                 )
                 self.metrics.finished.labels(outcome="retried", **labels).inc()
@@ -408,7 +436,7 @@ class Worker:
         if status is Status.FAILED:
             assert error is not None
             error = TaskError(error.type, f"{error.message} (attempt {task.attempts} of {task.max_attempts})")
-        finished = await self._io_call(
+        finished = await self._write_outcome(
             self.store.finish, task, status, now(), result, error, tasktype.retention_seconds
         )
         self.metrics.finished.labels(outcome=status.value, **labels).inc()
@@ -416,6 +444,20 @@ class Worker:
             log.warning("task %s changed owner while it ran; its new owner records it", task.id)
             return
         self._delete(message)
+
+    async def _write_outcome(self, fn: Callable[..., T], *args: Any) -> T:
+        """Record a known outcome, retrying through throttling and outages. Giving up would
+        leave the task ``running`` under a live worker (never taken over), and running the
+        handler again would repeat its side effects. Meanwhile the heartbeat keeps the
+        message hidden (the task is still in ``_running``)."""
+        delay = 0.5
+        while True:
+            try:
+                return await self._io_call(fn, *args)
+            except Unavailable as exc:
+                log.warning("recording an outcome failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     # -- deletes, batched ---------------------------------------------------------------
 

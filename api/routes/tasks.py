@@ -42,7 +42,8 @@ def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Su
         payload=payload,
         delay_seconds=data.get("delay_seconds"),
         run_at=from_rfc3339(data["run_at"]) if data.get("run_at") else None,
-        max_attempts=data.get("max_attempts"),
+        # JSON Schema's "integer" admits 97.0; store an int (found by the schemathesis run).
+        max_attempts=int(data["max_attempts"]) if data.get("max_attempts") is not None else None,
     )
 
 
@@ -56,6 +57,7 @@ async def submit(request: Request) -> Response:
     data = await read_json(request, limit + 64 * 1024)
     check(_submit, data)
     sub = _submission(data, limit)
+    state.log_payload(request, sub.type, sub.payload)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_KEY:
         raise Problem(
@@ -80,6 +82,8 @@ async def submit_batch(request: Request) -> Response:
     subs = [
         _submission(item, settings.max_payload_bytes, f"/tasks/{i}") for i, item in enumerate(data["tasks"])
     ]
+    for sub in subs:
+        state.log_payload(request, sub.type, sub.payload)
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
     for task in tasks:
         state.metrics.submitted.labels(type=task.type).inc()

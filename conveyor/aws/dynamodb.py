@@ -153,8 +153,14 @@ class DynamoTaskStore:
             "ConditionExpression": "attribute_not_exists(id)",
         }
         if not task.idempotency_key:
-            with translated("dynamodb PutItem"):
-                self.client.put_item(**put)
+            try:
+                with translated("dynamodb PutItem"):
+                    self.client.put_item(**put)
+            except ClientError as exc:
+                # The id is a fresh ULID: if it exists, it is this write, which took effect
+                # although its answer was lost, and botocore's retry then failed the condition.
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
             return task, True
         # The task and its idempotency item are written together, or not at all.
         idem = {

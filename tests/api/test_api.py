@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.conftest import AUTH_HEADERS
+
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -145,7 +147,7 @@ def test_payload_over_the_limit_is_413(settings_factory):
     from conveyor.bootstrap import build
 
     rt = build(settings_factory(max_payload_bytes=1024))
-    with TestClient(create_app(rt.engine, CollectorRegistry())) as api:
+    with TestClient(create_app(rt.engine, CollectorRegistry()), headers=AUTH_HEADERS) as api:
         body = problem(post(api, {"type": "echo", "payload": {"blob": "x" * 2000}}), 413)
         assert body["errors"][0]["pointer"] == "/payload"
         huge = api.post(
@@ -226,7 +228,8 @@ def test_backend_down_is_503_with_retry_after(settings, monkeypatch):
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     rt = build(settings)  # starts fine with AWS unreachable
-    with TestClient(create_app(rt.engine, CollectorRegistry()), raise_server_exceptions=False) as api:
+    app = create_app(rt.engine, CollectorRegistry())
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH_HEADERS) as api:
         for r in (
             post(api, {"type": "echo"}),
             api.get("/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
