@@ -1,0 +1,22 @@
+{{/*
+Every scrape sets `job` to <fullname>-api or <fullname>-worker, the same for ServiceMonitors
+and PodMonitors, so alerts and the dashboard can select one release by job and namespace.
+*/}}
+{{- define "conveyor.apiJob" -}}
+{{- include "conveyor.componentName" (dict "root" . "component" "api") }}
+{{- end }}
+
+{{- define "conveyor.workerJob" -}}
+{{- include "conveyor.componentName" (dict "root" . "component" "worker") }}
+{{- end }}
+
+{{/* Scrape endpoint fields shared by ServiceMonitor and PodMonitor: (dict "monitor" ... "job" ...). */}}
+{{- define "conveyor.scrapeEndpoint" -}}
+path: /metrics
+interval: {{ .monitor.interval }}
+scrapeTimeout: {{ .monitor.scrapeTimeout }}
+relabelings:
+  - action: replace
+    targetLabel: job
+    replacement: {{ .job }}
+{{- end }}
