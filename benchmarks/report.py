@@ -1,0 +1,659 @@
+"""The report: docs/BENCHMARKS.md and its chart, from one run's results.
+
+Every line carries its ratio to Celery and to the floor. A ratio is "n/a" when the
+reference was not measured in this run (``--only``, or a smoke run).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.costs import PRICE_NOTE, Cost, Layout, cost_per_task
+from benchmarks.latency import LatencyRun
+from benchmarks.stats import Spread, ratio
+from benchmarks.submit import SubmitRun
+from benchmarks.throughput import Run
+
+LABELS = {
+    "conveyor": "Conveyor",
+    "conveyor-batch": "Conveyor, batch submit",
+    "celery": "Celery (results off)",
+    "celery-dynamodb": "Celery + DynamoDB results",
+    "floor": "floor (boto3)",
+    "floor-batch": "floor, batch submit",
+}
+SHORT = {
+    "conveyor": "Conveyor",
+    "conveyor-batch": "Conveyor\nbatch submit",
+    "celery": "Celery",
+    "celery-dynamodb": "Celery +\nDynamoDB",
+    "floor": "floor",
+    "floor-batch": "floor\nbatch submit",
+}
+# The floor a system is held against: batch submitters against the batching floor.
+FLOOR_OF = {"conveyor-batch": "floor-batch", "floor-batch": "floor-batch"}
+SECTIONS = [
+    "## Targets",
+    "## 1. End-to-end throughput",
+    "## 2. End-to-end throughput with 15 ms per AWS call",
+    "## 3. AWS requests and cost per task",
+    "## 4. Latency from submit to handler start",
+    "## 5. API submit throughput and latency",
+    "## 6. Peak RSS of a worker process",
+    "## What bounds it",
+]
+
+
+METHOD = [
+    "- **One AWS for all**: one moto server process (`conveyor.local.MotoServer`) for the whole "
+    "run; every system reaches it through one reverse proxy (`benchmarks/proxy.py`) that counts "
+    "requests by API action and, in section 2, holds each one 15 ms. The harness's own checks "
+    "(queue depth twice a second, the final record counts) go straight to moto, uncounted.",
+    "- **Conveyor**: the real API process (`python -m api.main`, bearer-token auth on) and one "
+    "real worker process (`python -m worker.main`), default settings (8 slots, 20 s long polls). "
+    "The handler `bench-noop` is a sync no-op that sends one UDP datagram to the harness.",
+    "- **Celery 5** on kombu's SQS transport (`benchmarks/celery_app.py`): one worker process, "
+    "thread pool with 8 slots for the end-to-end runs, its default prefork pool for the latency "
+    "runs; results off, or on Celery's own DynamoDB backend. Celery acknowledges (deletes) a "
+    "message when it starts the task (`acks_late=False`, its default): a worker killed mid-task "
+    "loses it, which Conveyor's guarantees exclude.",
+    "- **The floor** (`benchmarks/floor.py`): plain boto3 making only the calls Conveyor's "
+    "guarantees need: PutItem + SendMessage to submit, then ReceiveMessage (only for free "
+    "slots), a conditional UpdateItem claim, the handler, a conditional UpdateItem finish, and "
+    "a DeleteMessageBatch; no indexes, heartbeats, metrics, retries or validation.",
+    "- **Runs**: each system's processes start once; each run submits N tasks from 8 concurrent "
+    "clients while the worker consumes, and waits for the queue to be empty before the next. "
+    "The same N, the same one worker process and the same 8 slots for every system.",
+    "- **Reproduce**: `make bench` (this report), `make bench-quick` (a smoke run), "
+    "`python -m benchmarks --help` (subsets, N, runs), "
+    "`python -m benchmarks --from-results benchmarks/results/latest.json` (re-render).",
+]
+
+
+@dataclass
+class Results:
+    meta: dict[str, Any]
+    throughput: list[Run] = field(default_factory=list)
+    latency: list[LatencyRun] = field(default_factory=list)
+    submit: list[SubmitRun] = field(default_factory=list)
+    calls: dict[str, dict[str, float]] = field(default_factory=dict)  # moto CPU ms per call
+    profile: list[str] = field(default_factory=list)  # lines of the worker profile's summary
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        def keep(row: dict[str, Any], *names: str) -> dict[str, Any]:
+            return {k: row[k] for k in names}
+
+        run_fields = [f for f in Run.__dataclass_fields__]
+        return cls(
+            meta=data["meta"],
+            throughput=[Run(**keep(r, *run_fields)) for r in data["throughput"]],
+            latency=[
+                LatencyRun(r["system"], r["samples"], r.get("submit_samples", [])) for r in data["latency"]
+            ],
+            submit=[SubmitRun(**keep(r, "system", "clients", "seconds", "samples")) for r in data["submit"]],
+            calls=data.get("calls", {}),
+            profile=data.get("profile", []),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "throughput": [r.to_json() for r in self.throughput],
+            "latency": [r.to_json() for r in self.latency],
+            "submit": [r.to_json() for r in self.submit],
+            "calls": self.calls,
+            "profile": self.profile,
+        }
+
+
+# -- formatting ------------------------------------------------------------------------
+
+
+def x(value: float) -> str:
+    """A ratio."""
+    return "n/a" if value != value or math.isinf(value) else f"{value:.2f}x"
+
+
+def ms(value: float) -> str:
+    return "n/a" if value != value else f"{value * 1000:.0f}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def median_of(values: Iterable[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+# -- the measurements, summarised -------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    results: Results
+
+    def runs(self, system: str, latency: float) -> list[Run]:
+        return [r for r in self.results.throughput if r.system == system and r.latency_ms == latency]
+
+    def throughput(self, system: str, latency: float) -> Spread:
+        return Spread.of([r.throughput for r in self.runs(system, latency)])
+
+    def cost(self, system: str, latency: float) -> Cost | None:
+        runs = self.runs(system, latency)
+        if not runs:
+            return None
+        costs = [cost_per_task(system, r.requests, r.items, r.n) for r in runs]
+        return Cost(
+            median_of(c.sqs_requests for c in costs),
+            median_of(c.dynamodb_requests for c in costs),
+            median_of(c.wru for c in costs),
+            median_of(c.rru for c in costs),
+        )
+
+    def per_action(self, system: str, latency: float) -> dict[str, float]:
+        runs = self.runs(system, latency)
+        actions = sorted({a for r in runs for a in r.requests})
+        return {a: median_of(r.requests.get(a, 0) / r.n for r in runs) for a in actions}
+
+    def per_receive(self, system: str, latency: float) -> float:
+        return median_of(
+            r.items.get("sqs.ReceiveMessage.messages", 0) / r.requests["sqs.ReceiveMessage"]
+            for r in self.runs(system, latency)
+            if r.requests.get("sqs.ReceiveMessage")
+        )
+
+    def latency(self, system: str) -> tuple[Spread, Spread]:
+        runs = [r for r in self.results.latency if r.system == system]
+        return Spread.of([r.p50 for r in runs]), Spread.of([r.p99 for r in runs])
+
+    def submit(self, system: str, clients: int) -> tuple[Spread, Spread, Spread]:
+        runs = [r for r in self.results.submit if r.system == system and r.clients == clients]
+        return (
+            Spread.of([r.throughput for r in runs]),
+            Spread.of([r.p50 for r in runs]),
+            Spread.of([r.p99 for r in runs]),
+        )
+
+    def rss(self, system: str) -> float:
+        # One worker process serves every run of its system: its peak after the last one.
+        return max((r.rss_mb for r in self.runs_of(system)), default=float("nan"))
+
+    def runs_of(self, system: str) -> list[Run]:
+        return [r for r in self.results.throughput if r.system == system]
+
+    def cpu_per_task(self, system: str, latency: float, process: str) -> float:
+        return median_of(r.cpu.get(process, float("nan")) / r.n for r in self.runs(system, latency))
+
+    def busy(self, system: str, latency: float, process: str = "moto") -> float:
+        return median_of(r.cpu.get(process, 0.0) / r.cpu["wall"] for r in self.runs(system, latency))
+
+    def depth(self, system: str, latency: float) -> int:
+        return max((r.max_depth for r in self.runs(system, latency)), default=0)
+
+    @property
+    def systems(self) -> list[str]:
+        seen = [r.system for r in self.results.throughput]
+        return [s for s in LABELS if s in seen]
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def _throughput_section(s: Summary, latency: float) -> list[str]:
+    rows = []
+    for system in s.systems:
+        t = s.throughput(system, latency)
+        if not t.runs:
+            continue
+        floor = s.throughput(FLOOR_OF.get(system, "floor"), latency).median
+        rows.append(
+            [
+                LABELS[system],
+                t.fmt(1),
+                x(ratio(t.median, s.throughput("celery", latency).median)),
+                x(ratio(t.median, s.throughput("celery-dynamodb", latency).median)),
+                x(ratio(t.median, floor)) + f" of {LABELS[FLOOR_OF.get(system, 'floor')]}",
+                str(s.depth(system, latency)),
+                f"{s.busy(system, latency):.0%}",
+                f"{s.cpu_per_task(system, latency, 'moto') * 1000:.1f}",
+                f"{s.cpu_per_task(system, latency, 'worker') * 1000:.1f}",
+            ]
+        )
+    return table(
+        [
+            "system",
+            "tasks/s, median (min-max)",
+            "vs Celery",
+            "vs Celery + DynamoDB",
+            "vs floor",
+            "max queue depth",
+            "moto busy",
+            "moto CPU ms/task",
+            "worker CPU ms/task",
+        ],
+        rows,
+    )
+
+
+def _cost_section(s: Summary, latencies: list[float]) -> list[str]:
+    out: list[str] = []
+    base = latencies[0]
+    celery = s.cost("celery", base)
+    rows = []
+    for system in s.systems:
+        c = s.cost(system, base)
+        if c is None:
+            continue
+        floor = s.cost(FLOOR_OF.get(system, "floor"), base)
+        per_latency = " / ".join(
+            f"{cc.requests:.2f}" for cc in (s.cost(system, lat) for lat in latencies) if cc is not None
+        )
+        rows.append(
+            [
+                LABELS[system],
+                per_latency,
+                x(ratio(c.requests, celery.requests if celery else float("nan"))),
+                x(ratio(c.requests, floor.requests if floor else float("nan"))),
+                f"{c.wru:.1f}",
+                f"${c.sqs_usd:.2f} + ${c.dynamodb_usd:.2f} = **${c.usd:.2f}**",
+                x(ratio(c.usd, celery.usd if celery else float("nan"))),
+                x(ratio(c.usd, floor.usd if floor else float("nan"))),
+            ]
+        )
+    lat_names = " / ".join(f"+{lat:g} ms" for lat in latencies)
+    out += table(
+        [
+            "system",
+            f"AWS requests/task ({lat_names})",
+            "vs Celery",
+            "vs floor",
+            "DynamoDB write units/task",
+            "$ per million tasks (SQS + DynamoDB)",
+            "cost vs Celery",
+            "cost vs floor",
+        ],
+        rows,
+    )
+    out += ["", f"By API action, requests per task (+{base:g} ms runs, medians):", ""]
+    actions = sorted({a for system in s.systems for a in s.per_action(system, base)})
+    out += table(
+        ["action", *(LABELS[system] for system in s.systems)],
+        [[a, *(f"{s.per_action(system, base).get(a, 0.0):.3f}" for system in s.systems)] for a in actions]
+        + [["messages per ReceiveMessage", *(f"{s.per_receive(system, base):.1f}" for system in s.systems)]],
+    )
+    conveyor = Layout.conveyor()
+    out += [
+        "",
+        f"Prices: {PRICE_NOTE}",
+        "",
+        f"Write units: a Conveyor task record costs {conveyor.insert:g} units to create and "
+        f"{conveyor.update:g} per status change (the table's four GSIs project every attribute, "
+        "and two of them are keyed on the status), against 1 for an unindexed table: see "
+        "`benchmarks/costs.py`. Counts include every call the processes made during the run "
+        "(idle long polls, heartbeats, queue-URL look-ups), not only the per-task ones.",
+    ]
+    return out
+
+
+def _latency_section(s: Summary) -> list[str]:
+    rows = []
+    celery50, _ = s.latency("celery")
+    floor50, _ = s.latency("floor")
+    for system in ("conveyor", "celery", "floor"):
+        p50, p99 = s.latency(system)
+        if not p50.runs:
+            continue
+        submit50 = Spread.of([r.submit_p50 for r in s.results.latency if r.system == system])
+        rows.append(
+            [
+                LABELS[system],
+                p50.fmt(0, 1000),
+                p99.fmt(0, 1000),
+                submit50.fmt(0, 1000),
+                x(ratio(p50.median, celery50.median)),
+                x(ratio(p50.median, floor50.median)),
+            ]
+        )
+    count = max((len(r.samples) for r in s.results.latency), default=0)
+    return [
+        f"{count} tasks per run, one at a time on an idle system; the clock starts before the "
+        "submit call and stops when the handler reports its start. Default settings: Conveyor's "
+        "worker as shipped (8 slots, 20 s long polls, submit through the API), Celery's default "
+        "prefork pool (`send_task`), the floor's worker.",
+        "",
+        *table(
+            [
+                "system",
+                "p50 ms, median (min-max)",
+                "p99 ms",
+                "of which the submit call, p50 ms",
+                "p50 vs Celery",
+                "p50 vs floor",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _submit_section(s: Summary) -> list[str]:
+    rows = []
+    for clients in sorted({r.clients for r in s.results.submit}):
+        celery = s.submit("celery", clients)[0].median
+        floor = s.submit("floor", clients)[0].median
+        for system in ("conveyor", "celery", "floor"):
+            rate, p50, p99 = s.submit(system, clients)
+            if not rate.runs:
+                continue
+            rows.append(
+                [
+                    str(clients),
+                    LABELS[system],
+                    rate.fmt(1),
+                    p50.fmt(0, 1000),
+                    p99.fmt(0, 1000),
+                    x(ratio(rate.median, celery)),
+                    x(ratio(rate.median, floor)),
+                ]
+            )
+    count = max((len(r.samples) for r in s.results.submit), default=0)
+    return [
+        f"{count} submits per run, no worker running, the queue purged between runs. Conveyor: "
+        "`POST /v1/tasks` to the API process (bearer-token auth on, the per-token rate limit "
+        "off); Celery: `send_task` (one SendMessage, nothing recorded); floor: boto3 "
+        "`PutItem` + `SendMessage`. Clients are threads in the harness process.",
+        "",
+        *table(
+            ["clients", "system", "submits/s", "p50 ms", "p99 ms", "vs Celery", "vs floor"],
+            rows,
+        ),
+    ]
+
+
+def _rss_section(s: Summary) -> list[str]:
+    celery, floor = s.rss("celery"), s.rss("floor")
+    rows = []
+    for system in s.systems:
+        rss = s.rss(system)
+        runs = len(s.runs_of(system))
+        rows.append([LABELS[system], f"{rss:.0f}", str(runs), x(ratio(rss, celery)), x(ratio(rss, floor))])
+    return [
+        "VmHWM (peak resident set) of each system's one worker process, with its pool children "
+        "if any, read after the last of its end-to-end runs.",
+        "",
+        *table(["system", "peak RSS MiB", "after runs", "vs Celery", "vs floor"], rows),
+    ]
+
+
+def _targets(s: Summary, latencies: list[float]) -> list[str]:
+    base = latencies[0]
+    slow = latencies[-1] if len(latencies) > 1 else float("nan")
+    conv = s.throughput("conveyor", base).median
+    conv_batch = s.throughput("conveyor-batch", base).median
+    celery = s.throughput("celery", base).median
+    rows: list[list[str]] = []
+
+    def check(name: str, value: float, goal: float, text: str, higher: bool = True) -> None:
+        met = (
+            "n/a" if value != value else ("yes" if (value >= goal if higher else value <= goal) else "**no**")
+        )
+        rows.append([name, text, met])
+
+    r = ratio(conv, celery)
+    check("end-to-end ≥ 2x Celery", r, 2.0, f"{x(r)} (Conveyor {conv:.1f}/s, Celery {celery:.1f}/s)")
+    r = ratio(conv, s.throughput("floor", base).median)
+    check("end-to-end ≥ 70% of the floor", r, 0.7, f"{r:.0%} single submit")
+    r = ratio(conv_batch, s.throughput("floor-batch", base).median)
+    check("  (batch submit)", r, 0.7, f"{r:.0%} batch submit")
+    if slow == slow:
+        r = ratio(s.throughput("conveyor", slow).median, s.throughput("celery", slow).median)
+        check(f"≥ 5x Celery with {slow:g} ms per call", r, 5.0, x(r))
+    c = s.cost("conveyor-batch", base)
+    value = c.requests if c else float("nan")
+    check("≤ 2.5 AWS requests per task with batching", value, 2.5, f"{value:.2f}", higher=False)
+    p50, _ = s.latency("conveyor")
+    check("p50 submit-to-start ≤ 50 ms", p50.median, 0.050, f"{ms(p50.median)} ms", higher=False)
+    return table(["target", "measured", "met"], rows)
+
+
+def _bounds(s: Summary, results: Results, latencies: list[float]) -> list[str]:
+    base = latencies[0]
+    out: list[str] = [
+        "Measured in this run (the +0 ms end-to-end runs, medians; CPU from /proc, so it "
+        "counts only the named process):",
+        "",
+    ]
+    for system in ("conveyor", "floor", "celery"):
+        if not s.runs(system, base):
+            continue
+        reqs = median_of(sum(r.requests.values()) / r.n for r in s.runs(system, base))
+        ms_per = {p: s.cpu_per_task(system, base, p) * 1000 for p in ("moto", "worker", "api", "proxy")}
+        stack_cpu = sum(v for v in ms_per.values() if v == v)
+        wall = median_of(r.cpu["wall"] / r.n for r in s.runs(system, base)) * 1000
+        api = f", API {ms_per['api']:.1f} ms" if ms_per["api"] == ms_per["api"] else ""
+        out.append(
+            f"- **{LABELS[system]}**: moto busy {s.busy(system, base):.0%} of the wall time, "
+            f"{ms_per['moto']:.1f} ms of moto CPU per task over {reqs:.2f} requests; worker "
+            f"{ms_per['worker']:.1f} ms{api}, proxy {ms_per['proxy']:.1f} ms: {stack_cpu:.0f} ms of "
+            f"CPU per task across the stack (the harness's clients not counted), against {wall:.0f} ms "
+            "of wall time per task."
+        )
+    calls = results.calls
+    pairs = [
+        ("Conveyor UpdateItem (claim)", "floor UpdateItem (claim)"),
+        ("Conveyor UpdateItem (finish)", "floor UpdateItem (finish)"),
+    ]
+    if all(a in calls and b in calls for a, b in pairs):
+        ours = sum(calls[a]["cpu_ms"] for a, _ in pairs)
+        theirs = sum(calls[b]["cpu_ms"] for _, b in pairs)
+        out += [
+            "",
+            f"- A task's two state writes (claim and finish) cost moto {ours:.0f} ms of CPU for Conveyor "
+            f"against {theirs:.0f} ms for the floor ({x(ratio(ours, theirs))}): same number of calls, "
+            "longer expressions (table below).",
+        ]
+    for system in ("conveyor-batch", "floor-batch"):
+        runs = s.runs(system, base)
+        if runs:
+            deletes = median_of(
+                r.items.get("sqs.DeleteMessageBatch", 0) / r.requests["sqs.DeleteMessageBatch"]
+                for r in runs
+                if r.requests.get("sqs.DeleteMessageBatch")
+            )
+            out.append(
+                f"- {LABELS[system]}: {s.per_receive(system, base):.1f} messages per ReceiveMessage, "
+                f"{deletes:.1f} per DeleteMessageBatch."
+            )
+    if calls:
+        out += [
+            "",
+            f"moto's CPU per call, measured in this run ({results.meta.get('calls_count', '?')} calls "
+            "each, one at a time, straight to moto; CPU time is counted in 10 ms ticks):",
+            "",
+            *table(
+                ["call", "moto CPU ms", "wall ms"],
+                [[name, f"{v['cpu_ms']:.1f}", f"{v['wall_ms']:.1f}"] for name, v in results.calls.items()],
+            ),
+        ]
+    if results.profile:
+        out += [
+            "",
+            f"The Conveyor worker under py-spy during one extra run of {results.meta.get('profile_n', '?')} "
+            "tasks (not part of any figure; raw stacks in `benchmarks/results/conveyor-worker-py-spy.txt`):",
+            "",
+            "```",
+        ]
+        out += results.profile
+        out += ["```"]
+    return out
+
+
+def render(results: Results, chart: str | None) -> str:
+    s = Summary(results)
+    m = results.meta
+    latencies = m["latencies_ms"]
+    lines = [
+        "# Benchmarks: Conveyor against Celery and against the floor",
+        "",
+        f"Generated by `make bench` (`python -m benchmarks`) on {m['date']}. Do not edit by hand: "
+        "re-run it. Every figure is the median of the runs with (min-max) beside it, all taken "
+        "on this machine in this one run; ratios are between medians.",
+        "",
+    ]
+    if m.get("quick"):
+        lines += [
+            "> **Smoke run (`--quick`)**: tiny N and one run each. It proves the harness works; "
+            "its numbers are not measurements.",
+            "",
+        ]
+    lines += table(
+        ["", ""],
+        [
+            ["machine", m["machine"]],
+            [
+                "load average (1 min): start / highest / end",
+                f"{m['load_start']:.2f} / {m.get('load_max', float('nan')):.2f} / "
+                f"{m.get('load_end', float('nan')):.2f}",
+            ],
+            ["versions", m["versions"]],
+            [
+                "end-to-end runs",
+                f"N = {m['n']} no-op tasks per run, {m['runs']} runs per figure, "
+                f"{m['submitters']} concurrent submitting clients, 1 worker process per system "
+                f"({m['worker_concurrency']} slots), added latency "
+                + ", ".join(f"{v:g}" for v in latencies)
+                + " ms",
+            ],
+            ["latency runs", f"{m['latency_count']} tasks per run, {m['runs']} runs"],
+            ["submit runs", f"{m['submit_count']} submits per run, {m['runs']} runs per client count"],
+            ["AWS", "one moto server process for the whole run, every call through one counting proxy"],
+            [
+                "long polls",
+                "each system's default (Conveyor 20 s, Celery 10 s, floor 20 s)"
+                if m.get("poll_wait") is None
+                else f"{m['poll_wait']} s for every worker (smoke run)",
+            ],
+            ["took", f"{m.get('seconds', 0):.0f} s"],
+        ],
+    )
+    if chart:
+        lines += ["", f"![throughput and latency]({chart})"]
+    notes = m.get("notes", [])
+    if notes:
+        lines += ["", *[f"> {n}" for n in notes]]
+    lines += ["", "## How it is measured", "", *METHOD]
+    lines += ["", SECTIONS[0], "", *_targets(s, latencies)]
+    lines += [
+        "",
+        SECTIONS[1],
+        "",
+        "Submit N no-op tasks while one worker process consumes them; the clock runs from the "
+        "first submit until the N-th task is terminal (Conveyor and the floor: the success is "
+        "recorded in DynamoDB; Celery: its `task_postrun`, after the result is stored when a "
+        "backend is on). Celery runs its thread pool with the same 8 slots in one process; it "
+        "acknowledges (deletes) a message *before* running it, Conveyor and the floor after "
+        "recording the outcome.",
+        "",
+        *_throughput_section(s, latencies[0]),
+    ]
+    lines += ["", SECTIONS[2], ""]
+    if len(latencies) > 1:
+        lines += [
+            f"The proxy holds every AWS request {latencies[-1]:g} ms before forwarding it, closer to "
+            "real SQS and DynamoDB round trips. Here the concurrency inside one worker matters.",
+            "",
+            *_throughput_section(s, latencies[-1]),
+        ]
+    else:
+        lines += ["Not run (`--latencies` had one value)."]
+    lines += ["", SECTIONS[3], "", *_cost_section(s, latencies)]
+    lines += ["", SECTIONS[4], "", *_latency_section(s)]
+    lines += ["", SECTIONS[5], "", *_submit_section(s)]
+    lines += ["", SECTIONS[6], "", *_rss_section(s)]
+    lines += ["", SECTIONS[7], "", *_bounds(s, results, latencies), *m.get("analysis", [])]
+    return "\n".join(lines) + "\n"
+
+
+# -- the chart ---------------------------------------------------------------------------
+
+
+def chart(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = Summary(results)
+    latencies = results.meta["latencies_ms"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+
+    ax = axes[0]
+    systems = s.systems
+    width = 0.8 / max(1, len(latencies))
+    for i, lat in enumerate(latencies):
+        spreads = [s.throughput(system, lat) for system in systems]
+        med = [sp.median for sp in spreads]
+        err = [[sp.median - sp.low for sp in spreads], [sp.high - sp.median for sp in spreads]]
+        pos = [j + i * width for j in range(len(systems))]
+        ax.bar(pos, med, width, yerr=err, capsize=3, label=f"+{lat:g} ms per AWS call")
+    ax.set_xticks([j + width * (len(latencies) - 1) / 2 for j in range(len(systems))])
+    ax.set_xticklabels([SHORT[k] for k in systems], fontsize=8)
+    ax.set_ylabel("tasks/s (median, min-max)")
+    ax.set_title("End-to-end throughput, 1 worker process")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    names = [k for k in ("conveyor", "celery", "floor") if s.latency(k)[0].runs]
+    for i, (label, pick) in enumerate((("p50", 0), ("p99", 1))):
+        spreads = [s.latency(k)[pick] for k in names]
+        ax.bar(
+            [j + i * 0.4 for j in range(len(names))],
+            [sp.median * 1000 for sp in spreads],
+            0.4,
+            yerr=[
+                [(sp.median - sp.low) * 1000 for sp in spreads],
+                [(sp.high - sp.median) * 1000 for sp in spreads],
+            ],
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks([j + 0.2 for j in range(len(names))])
+    ax.set_xticklabels([SHORT[k] for k in names], fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_title("Submit to handler start, idle system")
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    client_counts = sorted({r.clients for r in results.submit})
+    for k in ("conveyor", "celery", "floor"):
+        meds = [s.submit(k, c)[0].median for c in client_counts]
+        if any(v == v for v in meds):
+            ax.plot(client_counts, meds, marker="o", label=LABELS[k])
+    ax.set_xscale("log")
+    ax.set_xticks(client_counts)
+    ax.set_xticklabels([str(c) for c in client_counts])
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("submits/s")
+    ax.set_title("Submit throughput")
+    ax.legend(fontsize=8)
+
+    fig.suptitle(
+        f"Conveyor benchmarks, {results.meta['date']}" + (" (smoke run)" if results.meta.get("quick") else "")
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def check_sections(text: str) -> list[str]:
+    """The section headings missing from a report (the smoke test's check)."""
+    return [h for h in SECTIONS if h not in text]

@@ -1,0 +1,132 @@
+"""The benchmark harness works end to end (speeds are not asserted: that is `make bench`).
+
+One smoke run of ``python -m benchmarks --quick`` on tiny N with Conveyor and the floor
+(Celery is left to ``make bench-quick``: its worker alone takes seconds to start), in a
+subprocess so its environment never leaks into the other tests; then checks of the report
+and of the pieces whose arithmetic the report rests on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.costs import Layout, cost_per_task
+from benchmarks.proxy import classify, entries
+from benchmarks.report import SECTIONS, check_sections
+from benchmarks.stats import Spread, percentile
+from conveyor.aws.dynamodb import INDEXES
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    # The harness's own tools come with the `bench` extra, which `make test` installs: a
+    # missing one fails here rather than skipping the only check that the harness runs.
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONVEYOR_"))}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--n=3",
+            "--systems=conveyor,floor",
+            "--latency-count=3",
+            "--submit-count=4",
+            "--clients=2",
+            f"--results-dir={out}",
+            f"--out={out / 'BENCHMARKS.md'}",
+        ],
+        cwd=ROOT,
+        env=env | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "latest-quick.json").read_text())
+
+
+@pytest.mark.timeout(120)
+def test_the_report_has_every_section_and_its_chart(smoke):
+    out, _ = smoke
+    report = (out / "BENCHMARKS.md").read_text()
+    assert check_sections(report) == []
+    assert "Smoke run" in report
+    png = out / "benchmarks-quick.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "(benchmarks-quick.png)" in report
+    # Every throughput line carries its ratios; Celery was not run, so those say n/a.
+    line = next(row for row in report.splitlines() if row.startswith("| Conveyor |"))
+    assert "x of floor (boto3)" in line and "n/a" in line
+
+
+@pytest.mark.timeout(120)
+def test_every_measurement_was_taken_and_counted_at_the_proxy(smoke):
+    _, data = smoke
+    runs = {(r["system"], r["latency_ms"]) for r in data["throughput"]}
+    assert runs == {("conveyor", 0), ("conveyor", 15), ("floor", 0), ("floor", 15)}
+    for run in data["throughput"]:
+        assert run["n"] == 3 and run["seconds"] > 0
+        # Each task was claimed and finished with a conditional UpdateItem, seen by the proxy.
+        assert run["requests"]["dynamodb.UpdateItem"] >= 2 * run["n"]
+        assert run["items"]["sqs.ReceiveMessage.messages"] >= run["n"]
+        assert run["rss_mb"] > 10
+    conveyor = [r for r in data["throughput"] if r["system"] == "conveyor"]
+    assert all(r["requests"]["dynamodb.PutItem"] >= r["n"] for r in conveyor)
+    # 15 ms added to every AWS call: a task needs several sequential calls.
+    slow = [r for r in data["throughput"] if r["latency_ms"] == 15]
+    assert all(r["seconds"] > 0.015 * 4 for r in slow)
+    assert {r["system"] for r in data["latency"]} == {"conveyor", "floor"}
+    assert all(len(r["samples"]) == 3 and min(r["samples"]) > 0 for r in data["latency"])
+    assert {(r["system"], r["clients"]) for r in data["submit"]} == {
+        (s, c) for s in ("conveyor", "floor") for c in (2,)
+    }
+    assert "Conveyor UpdateItem (claim)" in data["calls"]
+
+
+def test_the_proxy_names_the_action_of_each_protocol():
+    assert classify({"X-Amz-Target": "AmazonSQS.SendMessage"}, b"{}") == ("sqs", "SendMessage")
+    assert classify({"X-Amz-Target": "DynamoDB_20120810.UpdateItem"}, b"{}") == ("dynamodb", "UpdateItem")
+    auth = "AWS4-HMAC-SHA256 Credential=k/20261122/us-east-1/sqs/aws4_request, SignedHeaders=host"
+    assert classify({"Authorization": auth}, b"Action=DeleteMessage&Version=2012-11-05") == (
+        "sqs",
+        "DeleteMessage",
+    )
+    assert entries("SendMessageBatch", json.dumps({"Entries": [{}, {}, {}]}).encode()) == 3
+    body = {"RequestItems": {"a": [{}] * 25, "b": [{}] * 2}}
+    assert entries("BatchWriteItem", json.dumps(body).encode()) == 27
+    assert entries("PutItem", b"{}") == 1
+
+
+def test_write_units_follow_the_table_layout():
+    layout = Layout.conveyor()
+    assert layout.insert == 1 + len(INDEXES)
+    keyed_on_status = sum(1 for key in INDEXES.values() if key in ("status", "type_status"))
+    assert layout.update == 1 + len(INDEXES) + keyed_on_status
+    cost = cost_per_task(
+        "conveyor",
+        {"dynamodb.PutItem": 10, "dynamodb.UpdateItem": 20, "sqs.SendMessage": 10, "dynamodb.GetItem": 5},
+        {"dynamodb.PutItem": 10, "dynamodb.UpdateItem": 20, "sqs.SendMessage": 10, "dynamodb.GetItem": 5},
+        10,
+    )
+    assert cost.wru == layout.insert + 2 * layout.update and cost.rru == 0.5
+    assert cost.sqs_requests == 1 and cost.requests == 4.5
+    floor = cost_per_task("floor", {"dynamodb.BatchWriteItem": 1}, {"dynamodb.BatchWriteItem": 25}, 25)
+    assert floor.wru == 1 and floor.dynamodb_requests == 1 / 25
+
+
+def test_percentiles_are_observed_values_and_spreads_report_the_median():
+    values = [float(v) for v in range(1, 201)]
+    assert percentile(values, 50) == 100 and percentile(values, 99) == 198
+    spread = Spread.of([3.0, 1.0, 2.0])
+    assert (spread.median, spread.low, spread.high) == (2.0, 1.0, 3.0)
+    assert spread.fmt(1) == "2.0 (1.0-3.0)"
+    assert len(SECTIONS) == 8
