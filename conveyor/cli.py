@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from conveyor.client import Client, ConveyorHTTPError, default_url
 
@@ -98,10 +100,20 @@ def init() -> None:
 
 
 def _api_command(fn: Any) -> Any:
-    fn = click.option("--url", default=default_url, show_default="$CONVEYOR_URL or http://127.0.0.1:8000")(fn)
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except httpx.TransportError as exc:
+            # A refused or timed-out connection is the user's to fix: say where, not a traceback.
+            raise click.ClickException(f"cannot reach the API at {kwargs.get('url')}: {exc}") from exc
+
+    wrapped = click.option(
+        "--url", default=default_url, show_default="$CONVEYOR_URL or http://127.0.0.1:8000"
+    )(call)
     return click.option(
         "--token", default=None, help="Bearer token (default $CONVEYOR_TOKEN or .conveyor/token)."
-    )(fn)
+    )(wrapped)
 
 
 def _fail(exc: ConveyorHTTPError) -> None:

@@ -62,6 +62,13 @@ def test_failures_exit_nonzero_with_the_problem(live_url):
     assert bad.exit_code == 2 and "not JSON" in bad.output
 
 
+def test_an_unreachable_api_is_a_clear_error_not_a_traceback(unused_tcp_port):
+    out = run("get", "01M8V8W0QX0T40T1H5SBJA0T14", "--url", f"http://127.0.0.1:{unused_tcp_port}")
+    assert out.exit_code == 1
+    assert f"cannot reach the API at http://127.0.0.1:{unused_tcp_port}" in out.output
+    assert "Traceback" not in out.output
+
+
 def test_cancel_retry_stats(live_url):
     task = json.loads(run("submit", "echo", "{}", "--delay", "600", "--url", live_url).stdout)
     assert json.loads(run("cancel", task["id"], "--url", live_url).stdout)["status"] == "cancelled"
