@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,6 +22,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
+
+from conveyor.throttle import Throttle
 
 log = logging.getLogger("conveyor.registry")
 
@@ -253,13 +254,11 @@ class RegistryWatcher:
 
     def __init__(self, path: str | Path, interval: float = 1.0) -> None:
         self.path = Path(path)
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._checked = 0.0
         self._signature: tuple[Any, ...] | None = None
         self._registry = Registry()
         self.reloads = 0
         self._refresh(force=True)
+        self._check = Throttle(interval, self._refresh)
 
     def _refresh(self, force: bool = False) -> None:
         signature = _signature(self.path)
@@ -280,10 +279,5 @@ class RegistryWatcher:
         log.info("TaskType registry loaded from %s: %s", self.path, ", ".join(registry) or "none")
 
     def current(self) -> Registry:
-        now = time.monotonic()
-        if now - self._checked >= self.interval:
-            with self._lock:
-                if now - self._checked >= self.interval:
-                    self._checked = now
-                    self._refresh()
+        self._check()
         return self._registry

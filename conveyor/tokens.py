@@ -18,12 +18,12 @@ import os
 import re
 import secrets
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conveyor.throttle import Throttle
 
 log = logging.getLogger("conveyor.auth")
 
@@ -143,15 +143,11 @@ class TokensWatcher:
 
     def __init__(self, path: str | Path, interval: float = 1.0) -> None:
         self.path = Path(path)
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._checked = 0.0
         self._signature: tuple[Any, ...] | None = ("unread",)
         self._tokens = TokenSet()
         self.reloads = 0
-        with self._lock:
-            self._checked = time.monotonic()
-            self._refresh()
+        self._refresh()
+        self._check = Throttle(interval, self._refresh)
 
     def _refresh(self) -> None:
         signature = _signature(self.path)
@@ -177,10 +173,5 @@ class TokensWatcher:
         )
 
     def current(self) -> TokenSet:
-        now = time.monotonic()
-        if now - self._checked >= self.interval:
-            with self._lock:
-                if now - self._checked >= self.interval:
-                    self._checked = now
-                    self._refresh()
+        self._check()
         return self._tokens

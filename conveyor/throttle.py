@@ -1,0 +1,29 @@
+"""A call made at most once per interval, however many threads ask for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class Throttle:
+    """Runs ``fn`` when ``interval`` seconds have passed since the last run.
+
+    The file watchers (TaskType registry, API tokens) call this on every request, so the
+    common path is one clock read and no lock; the lock only decides who runs the check.
+    """
+
+    def __init__(self, interval: float, fn: Callable[[], None]) -> None:
+        self.interval = interval
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            with self._lock:
+                if now - self._last >= self.interval:
+                    self._last = now
+                    self._fn()
