@@ -197,12 +197,9 @@ class ProxyProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        from conveyor.local import stop_process
+
+        stop_process(self.proc)
 
     def _call(self, what: str, method: str = "GET") -> dict[str, Any]:
         data = b"" if method == "POST" else None
