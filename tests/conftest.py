@@ -182,3 +182,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def service_env(settings: Settings, handler_modules: str, **extra: str) -> dict[str, str]:
+    """The environment of an api or worker process started by a test, from ``settings``."""
+    env = {
+        **os.environ,
+        "CONVEYOR_QUEUE": settings.queue,
+        "CONVEYOR_DLQ": settings.dlq,
+        "CONVEYOR_TABLE": settings.table,
+        "CONVEYOR_BUCKET": settings.bucket,
+        "CONVEYOR_TASKTYPES": settings.tasktypes,
+        "CONVEYOR_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
+        "CONVEYOR_POLL_WAIT_SECONDS": str(settings.poll_wait_seconds),
+        "CONVEYOR_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        "CONVEYOR_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
+        "CONVEYOR_REDISPATCH_AFTER_SECONDS": str(settings.redispatch_after_seconds),
+        "CONVEYOR_STATS_CACHE_SECONDS": str(settings.stats_cache_seconds),
+        "CONVEYOR_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+        "CONVEYOR_AUTH_TOKENS_FILE": settings.auth_tokens_file,
+        "CONVEYOR_RATE_LIMIT": settings.rate_limit,
+        "CONVEYOR_WORKER_METRICS_PORT": "0",
+        "CONVEYOR_HANDLER_MODULES": handler_modules,
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(extra)
+    return env

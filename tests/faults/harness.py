@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from conveyor.bootstrap import Runtime
 from conveyor.local import free_port, wait_http
 from conveyor.settings import Settings
+from tests import conftest
 from tests.conftest import ROOT
 
 # Figures of each run, for docs/RELIABILITY.md.
@@ -34,28 +34,7 @@ CHAOS = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "CONVEYOR_QUEUE": settings.queue,
-        "CONVEYOR_DLQ": settings.dlq,
-        "CONVEYOR_TABLE": settings.table,
-        "CONVEYOR_BUCKET": settings.bucket,
-        "CONVEYOR_TASKTYPES": settings.tasktypes,
-        "CONVEYOR_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
-        "CONVEYOR_POLL_WAIT_SECONDS": str(settings.poll_wait_seconds),
-        "CONVEYOR_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-        "CONVEYOR_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
-        "CONVEYOR_REDISPATCH_AFTER_SECONDS": str(settings.redispatch_after_seconds),
-        "CONVEYOR_STATS_CACHE_SECONDS": str(settings.stats_cache_seconds),
-        "CONVEYOR_AUTH_ENABLED": str(settings.auth_enabled).lower(),
-        "CONVEYOR_AUTH_TOKENS_FILE": settings.auth_tokens_file,
-        "CONVEYOR_RATE_LIMIT": settings.rate_limit,
-        "CONVEYOR_WORKER_METRICS_PORT": "0",
-        "CONVEYOR_HANDLER_MODULES": "tests.faults.handlers",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.update(extra)
-    return env
+    return conftest.service_env(settings, "tests.faults.handlers", **extra)
 
 
 class Api:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,27 +9,14 @@ import time
 from pathlib import Path
 
 from conveyor.model import Status
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, service_env, wait_for
 from tests.worker.test_semantics import finished, submit
 from tests.worker.testhandlers import runs
 
 
 def spawn_worker(settings, **env: str) -> subprocess.Popen[bytes]:
-    variables = {
-        **os.environ,
-        "CONVEYOR_QUEUE": settings.queue,
-        "CONVEYOR_DLQ": settings.dlq,
-        "CONVEYOR_TABLE": settings.table,
-        "CONVEYOR_BUCKET": settings.bucket,
-        "CONVEYOR_TASKTYPES": settings.tasktypes,
-        "CONVEYOR_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
-        "CONVEYOR_POLL_WAIT_SECONDS": "1",
-        "CONVEYOR_HEARTBEAT_SECONDS": "1",
-        "CONVEYOR_WORKER_METRICS_PORT": "0",
-        "CONVEYOR_HANDLER_MODULES": "tests.worker.testhandlers",
-        "PYTHONPATH": str(ROOT),
-        **env,
-    }
+    fast = {"CONVEYOR_POLL_WAIT_SECONDS": "1", "CONVEYOR_HEARTBEAT_SECONDS": "1"}
+    variables = service_env(settings, "tests.worker.testhandlers", **fast | env)
     return subprocess.Popen([sys.executable, "-m", "worker.main"], env=variables, cwd=ROOT)
 
 
