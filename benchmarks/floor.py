@@ -30,6 +30,10 @@ from botocore.config import Config
 from benchmarks.events import emit
 
 TABLE_ATTRIBUTES = [{"AttributeName": "id", "AttributeType": "S"}]
+# The batching rules of Conveyor's worker (worker/runtime.py), so the floor's requests
+# per task are the least those rules allow.
+RECEIVE_GATHER_SECONDS = 0.05
+DELETE_GATHER_SECONDS = 1.0
 
 
 def clients(endpoint: str, pool: int = 32) -> tuple[Any, Any]:
@@ -104,14 +108,23 @@ class FloorWorker:
     def run(self) -> None:
         threading.Thread(target=self._delete_loop, daemon=True).start()
         emit("ready", os.environ.get("BENCH_READY", "-"), str(os.getpid()))
+        backlog = False
+        gather = min(10, -(-self.concurrency // 2))
         while True:
             self.free.acquire()
             slots = 1
-            while slots < 10 and self.free.acquire(blocking=False):
-                slots += 1
+            deadline = time.monotonic() + (RECEIVE_GATHER_SECONDS if backlog else 0.0)
+            while slots < 10:
+                if self.free.acquire(blocking=False):
+                    slots += 1
+                elif slots >= gather or (left := deadline - time.monotonic()) <= 0:
+                    break
+                elif self.free.acquire(timeout=left):
+                    slots += 1
             messages = self.sqs.receive_message(
                 QueueUrl=self.queue_url, MaxNumberOfMessages=slots, WaitTimeSeconds=self.wait
             ).get("Messages", [])
+            backlog = len(messages) == slots
             for _ in range(slots - len(messages)):
                 self.free.release()
             for message in messages:
@@ -153,7 +166,7 @@ class FloorWorker:
     def _delete_loop(self) -> None:
         while True:
             batch = [self.deletes.get()]
-            deadline = time.monotonic() + 0.02  # gather a batch, as Conveyor does
+            deadline = time.monotonic() + DELETE_GATHER_SECONDS
             while len(batch) < 10 and (left := deadline - time.monotonic()) > 0:
                 try:
                     batch.append(self.deletes.get(timeout=left))

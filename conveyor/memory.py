@@ -189,7 +189,13 @@ class MemoryTaskStore:
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         return (
             self._swap(
-                task.id, self._owned(task), status=Status.QUEUED, run_at=run_at, updated_at=at, error=error
+                task.id,
+                self._owned(task),
+                status=Status.QUEUED,
+                run_at=run_at,
+                updated_at=at,
+                error=error,
+                cancel_requested=False,
             )
             is not None
         )

@@ -45,6 +45,14 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 
 MAX_VISIBILITY = 12 * 3600 - 300  # SQS: at most 12 h since receipt, with a margin
+# Batching, which sets SQS requests per task. Under a backlog, a receive waits up to
+# RECEIVE_GATHER_SECONDS for half the slots to be free, so it brings a fuller batch; an
+# idle worker's long poll is never delayed. A finished task's message is deleted within
+# DELETE_GATHER_SECONDS, ten at a time: it stays hidden meanwhile (the visibility
+# timeout is minutes), and one that comes back anyway finds its task terminal and is
+# deleted on sight.
+RECEIVE_GATHER_SECONDS = 0.05
+DELETE_GATHER_SECONDS = 1.0
 
 
 @dataclass
@@ -146,12 +154,18 @@ class Worker:
     async def _receive_loop(self) -> None:
         assert self._stop is not None and self._slot_free is not None
         backoff = 0.5
+        backlog = False  # the last receive brought all it asked for: more are waiting
+        gather = min(10, math.ceil(self.concurrency / 2))
         while not self._stop.is_set():
             free = self.concurrency - self._held
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            if backlog and free < gather:
+                free = await self._more_free_slots(gather)
+                if self._stop.is_set():
+                    break
             # Reserve the slots before asking, so prefetch never exceeds free capacity.
             want = min(10, free)
             if self.settings.worker_max_tasks:
@@ -168,6 +182,7 @@ class Worker:
                 backoff = min(backoff * 2, 15.0)
                 continue
             self._held -= want - len(messages)
+            backlog = len(messages) == want
             self.metrics.busy.set(self._held)
             if self._stop.is_set():
                 try:
@@ -184,6 +199,19 @@ class Worker:
                 # (the drain waits for it), then exit. Not a stop: that would hand it back.
                 log.info("one-shot worker: %d message(s) received, exiting when done", self._received)
                 break
+
+    async def _more_free_slots(self, gather: int) -> int:
+        """Wait up to RECEIVE_GATHER_SECONDS for ``gather`` free slots; returns those free."""
+        assert self._stop is not None and self._slot_free is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECEIVE_GATHER_SECONDS
+        free = self.concurrency - self._held
+        while free < gather and not self._stop.is_set() and (left := deadline - loop.time()) > 0:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), left)
+            free = self.concurrency - self._held
+        return free
 
     async def _release(self, messages: list[Message]) -> None:
         """Hand messages back at once (visibility 0), for another worker to take."""
@@ -477,11 +505,15 @@ class Worker:
 
     async def _delete_loop(self) -> None:
         assert self._delete_wakeup is not None
+        loop = asyncio.get_running_loop()
         while True:
             await self._delete_wakeup.wait()
+            deadline = loop.time() + DELETE_GATHER_SECONDS
+            while len(self._deletes) < 10 and not self.stopping and (left := deadline - loop.time()) > 0:
+                self._delete_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._delete_wakeup.wait(), left)
             self._delete_wakeup.clear()
-            if len(self._deletes) < 10:
-                await asyncio.sleep(0.02)  # gather a batch; 20 ms is cheap next to a task
             await self._flush_deletes()
 
     # -- heartbeat and housekeeping -------------------------------------------------------

@@ -326,6 +326,7 @@ class DynamoTaskStore:
                 "SET updated_at = :now",
                 "#s = :q AND updated_at = :seen",
                 {":now": _ts(at), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
+                returns="NONE",
             )
             is not None
         )
@@ -340,27 +341,33 @@ class DynamoTaskStore:
         values: dict[str, Any],
         names: dict[str, str] | None = None,
         return_old_on_failure: bool = False,
+        returns: str = "ALL_NEW",
     ) -> dict[str, Any] | None:
-        """A conditional UpdateItem; returns the new item, or None if the condition failed
-        (with ``return_old_on_failure``: {"__old__": item} when the item exists)."""
+        """A conditional UpdateItem; returns the new item ({} with ``returns="NONE"``), or
+        None if the condition failed (with ``return_old_on_failure``: {"__old__": item}
+        when the item exists).
+
+        Every condition compares an attribute only task items carry (``status``,
+        ``type_status``), so it fails on a missing item without an ``attribute_exists``:
+        moto's cost per call grows with each clause, and so the local figures."""
         args: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"id": _s(task_id)},
             "UpdateExpression": update,
-            "ConditionExpression": "attribute_exists(id) AND (" + condition + ")",
-            "ExpressionAttributeNames": {"#s": "status", **(names or {})},
+            "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
-            "ReturnValues": "ALL_NEW",
+            "ReturnValues": returns,
         }
+        names = dict(names or {})
+        if "#s" in update or "#s" in condition:
+            names["#s"] = "status"
+        if names:
+            args["ExpressionAttributeNames"] = names
         if return_old_on_failure:
             args["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        if "#s" not in update and "#s" not in condition:
-            del args["ExpressionAttributeNames"]["#s"]
-        if not args["ExpressionAttributeNames"]:
-            del args["ExpressionAttributeNames"]
         try:
             with translated("dynamodb UpdateItem"):
-                return dict(self.client.update_item(**args)["Attributes"])
+                return dict(self.client.update_item(**args).get("Attributes", {}))
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
@@ -371,29 +378,28 @@ class DynamoTaskStore:
     def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim:
         if task_id.startswith(("worker#", "idem#")):
             return Claim(None, None)
+        # type_status = "<type>#queued" checks the status and the type in one comparison.
+        # cancel_requested is not reset here: every way back to queued resets it.
         out = self._update(
             task_id,
             "SET #s = :r, type_status = :ts, attempts = attempts + :one, "
-            "started_at = :now, updated_at = :now, worker = :w, cancel_requested = :f",
-            "kind = :task AND #s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
+            "started_at = :now, updated_at = :now, worker = :w",
+            "type_status = :tq AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
-                ":q": _s("queued"),
-                ":task": _s("task"),
-                ":type": _s(task_type),
+                ":tq": _s(f"{task_type}#queued"),
                 ":ts": _s(f"{task_type}#running"),
                 ":one": _n(1),
                 ":now": _ts(at),
                 ":w": _s(worker_id),
-                ":f": {"BOOL": False},
             },
-            names={"#t": "type"},
             return_old_on_failure=True,
         )
         if out is None:
             return Claim(None, self.get(task_id, consistent=True))
         if "__old__" in out:
-            return Claim(None, item_to_task(out["__old__"]))
+            old = out["__old__"]
+            return Claim(None, item_to_task(old) if old.get("kind", {}).get("S") == "task" else None)
         return Claim(item_to_task(out), None)
 
     def take_over(self, task: Task, worker_id: str, at: datetime) -> Task | None:
@@ -428,6 +434,7 @@ class DynamoTaskStore:
         retention_seconds: int | None = None,
     ) -> Task | None:
         condition, values = self._owned(task)
+        expires = _epoch(at) + (retention_seconds or self.retention)
         sets = [
             "#s = :st",
             "type_status = :ts",
@@ -439,22 +446,31 @@ class DynamoTaskStore:
             ":st": _s(status.value),
             ":ts": _s(f"{task.type}#{status.value}"),
             ":now": _ts(at),
-            ":exp": _n(_epoch(at) + (retention_seconds or self.retention)),
+            ":exp": _n(expires),
         }
-        removes = []
+        names = None
         if result is not None:
             sets.append("#res = :res")
             values[":res"] = _s(json.dumps(result, separators=(",", ":")))
+            names = {"#res": "result"}
         if error is not None:
             sets += ["error_type = :et", "error_message = :em"]
             values |= {":et": _s(error.type), ":em": _s(error.message)}
-        else:
-            removes += ["error_type", "error_message"]
-        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        out = self._update(
-            task.id, update, condition, values, names={"#res": "result"} if result is not None else None
+        update = "SET " + ", ".join(sets)
+        if error is None and task.error is not None:
+            # An earlier attempt's error; the claimed task carries it when there is one.
+            update += " REMOVE error_type, error_message"
+        # Nothing read back: the new record is the claimed one with these changes.
+        if self._update(task.id, update, condition, values, names, returns="NONE") is None:
+            return None
+        return task.with_(
+            status=status,
+            finished_at=at,
+            updated_at=at,
+            result=result,
+            error=error,
+            expires_at=expires,
         )
-        return item_to_task(out) if out else None
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         condition, values = self._owned(task)
@@ -469,9 +485,10 @@ class DynamoTaskStore:
         out = self._update(
             task.id,
             "SET #s = :q, type_status = :ts, run_at = :run, updated_at = :now, "
-            "error_type = :et, error_message = :em",
+            "error_type = :et, error_message = :em, cancel_requested = :f",
             condition,
-            values,
+            values | {":f": {"BOOL": False}},
+            returns="NONE",
         )
         return out is not None
 

@@ -85,6 +85,23 @@ def test_only_the_owner_finishes_and_only_once(store):
     assert store.finish(mine, Status.FAILED, now(), error=TaskError("E", "m")) is None
 
 
+def test_a_success_after_a_retried_attempt_clears_its_error_and_cancel_flag(store):
+    t = task()
+    store.create(t)
+    first = store.claim(t.id, t.type, "w1", now()).task
+    store.cancel(t.id, now())  # asked while running: the flag is set
+    assert store.get(t.id, consistent=True).cancel_requested
+    assert store.requeue(first, now() - timedelta(seconds=1), TaskError("E", "boom"), now())
+    again = store.claim(t.id, t.type, "w1", now()).task
+    assert again.error == TaskError("E", "boom") and not again.cancel_requested
+    done = store.finish(again, Status.SUCCEEDED, now(), result={"n": 2})
+    stored = store.get(t.id, consistent=True)
+    assert done.status is stored.status is Status.SUCCEEDED
+    assert stored.error is None and done.error is None
+    assert stored.result == done.result == {"n": 2}
+    assert stored.expires_at == done.expires_at and stored.attempts == done.attempts == 2
+
+
 def test_requeue_take_over_and_fail(store):
     t = task()
     store.create(t)
