@@ -109,7 +109,7 @@ class FloorWorker:
         threading.Thread(target=self._delete_loop, daemon=True).start()
         emit("ready", os.environ.get("BENCH_READY", "-"), str(os.getpid()))
         backlog = False
-        gather = min(10, -(-self.concurrency // 2))
+        gather = min(10, -(-self.concurrency * 3 // 4))
         while True:
             self.free.acquire()
             slots = 1

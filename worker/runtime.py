@@ -46,8 +46,8 @@ T = TypeVar("T")
 
 MAX_VISIBILITY = 12 * 3600 - 300  # SQS: at most 12 h since receipt, with a margin
 # Batching, which sets SQS requests per task. Under a backlog, a receive waits up to
-# RECEIVE_GATHER_SECONDS for half the slots to be free, so it brings a fuller batch; an
-# idle worker's long poll is never delayed. A finished task's message is deleted within
+# RECEIVE_GATHER_SECONDS for three quarters of the slots to be free, so it brings a
+# fuller batch; an idle worker's long poll is never delayed. A finished task's message is deleted within
 # DELETE_GATHER_SECONDS, ten at a time: it stays hidden meanwhile (the visibility
 # timeout is minutes), and one that comes back anyway finds its task terminal and is
 # deleted on sight.
@@ -155,7 +155,7 @@ class Worker:
         assert self._stop is not None and self._slot_free is not None
         backoff = 0.5
         backlog = False  # the last receive brought all it asked for: more are waiting
-        gather = min(10, math.ceil(self.concurrency / 2))
+        gather = min(10, math.ceil(self.concurrency * 3 / 4))
         while not self._stop.is_set():
             free = self.concurrency - self._held
             if free <= 0:
@@ -494,27 +494,34 @@ class Worker:
         if self._delete_wakeup is not None:
             self._delete_wakeup.set()
 
+    async def _delete_batch(self, batch: list[str]) -> None:
+        try:
+            await self._io_call(self.broker.delete_many, batch)
+        except ConveyorError as exc:
+            # The task is terminal already; its message coming back is a no-op.
+            log.warning("delete of %d message(s) failed: %s", len(batch), exc)
+
     async def _flush_deletes(self) -> None:
         while self._deletes:
             batch, self._deletes = self._deletes[:10], self._deletes[10:]
-            try:
-                await self._io_call(self.broker.delete_many, batch)
-            except ConveyorError as exc:
-                # The task is terminal already; its message coming back is a no-op.
-                log.warning("delete of %d message(s) failed: %s", len(batch), exc)
+            await self._delete_batch(batch)
 
     async def _delete_loop(self) -> None:
+        """Delete in batches of ten, each pending delete waiting at most about
+        DELETE_GATHER_SECONDS for its batch to fill."""
         assert self._delete_wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
             await self._delete_wakeup.wait()
-            deadline = loop.time() + DELETE_GATHER_SECONDS
-            while len(self._deletes) < 10 and not self.stopping and (left := deadline - loop.time()) > 0:
-                self._delete_wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._delete_wakeup.wait(), left)
+            while self._deletes:
+                deadline = loop.time() + DELETE_GATHER_SECONDS
+                while len(self._deletes) < 10 and not self.stopping and (left := deadline - loop.time()) > 0:
+                    self._delete_wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._delete_wakeup.wait(), left)
+                batch, self._deletes = self._deletes[:10], self._deletes[10:]
+                await self._delete_batch(batch)
             self._delete_wakeup.clear()
-            await self._flush_deletes()
 
     # -- heartbeat and housekeeping -------------------------------------------------------
 
