@@ -7,9 +7,10 @@ two for an index whose key attribute changes (a delete and a put), one for an in
 whose projected attributes change. Transactions cost double. So the unit counts come
 from the table layout, not only from the request counts:
 
-- Conveyor's table has the four GSIs of ``conveyor.aws.dynamodb.INDEXES``, all projecting
-  ALL: creating a task writes 1 + 4 units; a status transition rewrites every index and
-  moves the keys of ``status-index`` and ``type-status-index``: 1 + 2 + 2 + 1 + 1 units.
+- Conveyor's table has the three GSIs of ``conveyor.aws.dynamodb.INDEXES``; ``kind-index``
+  and ``type-index`` project keys only (``KEYS_ONLY``): creating a task writes 1 + 3 units;
+  a status transition moves the key of ``status-index`` and leaves the keys-only indexes
+  alone: 1 + 2 units.
   Worker heartbeats (a few per run) are priced as task transitions: an upper bound.
 - Celery's result table and the floor's table have no index: one unit per item written.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conveyor.aws.dynamodb import INDEXES
+from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY
 
 PRICES_AS_OF = "2026-11"  # us-east-1 list prices
 SQS_PER_MILLION_REQUESTS = 0.40  # standard queue, beyond the free tier
@@ -37,7 +38,7 @@ PRICE_NOTE = (
 
 READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 # Columns whose value a Conveyor status transition changes, i.e. the GSIs whose key moves.
-TRANSITION_KEYS = {"status", "type_status"}
+TRANSITION_KEYS = {"status"}
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,14 @@ class Layout:
 
     @classmethod
     def conveyor(cls) -> Layout:
-        gsis = list(INDEXES.values())
+        def touched(index: str, key: str) -> int:
+            if key in TRANSITION_KEYS:
+                return 2  # the entry moves: a delete and a put
+            return 0 if index in KEYS_ONLY else 1  # a projected attribute changed
+
         return cls(
-            insert=1 + len(gsis),
-            update=1 + sum(2 if key in TRANSITION_KEYS else 1 for key in gsis),
+            insert=1 + len(INDEXES),
+            update=1 + sum(touched(index, key) for index, key in INDEXES.items()),
         )
 
 

@@ -26,6 +26,7 @@ import httpx
 
 from benchmarks import floor
 from benchmarks.stack import Child, Stack, unique
+from conveyor.aws.dynamodb import DynamoTaskStore
 from conveyor.local import free_port, wait_http
 
 SUBMITTERS = 8  # concurrent submitting clients, the same for every system
@@ -216,16 +217,10 @@ class ConveyorSystem(System):
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
         wait_http(self.metrics_url, timeout=60, proc=self.worker.proc)
         # Ready once it has registered (its first heartbeat comes just before it receives).
-        table = self.stack.direct("dynamodb")
+        store = DynamoTaskStore(self.stack.direct("dynamodb"), self.settings.table, 0)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            items = table.query(
-                TableName=self.settings.table,
-                IndexName="kind-index",
-                KeyConditionExpression="kind = :k",
-                ExpressionAttributeValues={":k": {"S": "worker"}},
-            )["Items"]
-            if any(int(i["pid"]["N"]) == self.worker.pid for i in items):
+            if any(w.pid == self.worker.pid for w in store.workers()):
                 self._baseline = {}
                 return self.worker
             time.sleep(0.1)

@@ -28,9 +28,8 @@ def test_init_is_idempotent_and_complete(moto_server, monkeypatch):
     assert redrive["deadLetterTargetArn"].endswith(s.dlq) and int(redrive["maxReceiveCount"]) == 7
     assert attrs["VisibilityTimeout"] == "45"
     table = backend.dynamodb.describe_table(TableName=s.table)["Table"]
-    assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
-        "kind-index", "status-index", "type-index", "type-status-index",
-    }  # fmt: skip
+    projections = {i["IndexName"]: i["Projection"]["ProjectionType"] for i in table["GlobalSecondaryIndexes"]}
+    assert projections == {"kind-index": "KEYS_ONLY", "status-index": "ALL", "type-index": "KEYS_ONLY"}
     ttl = backend.dynamodb.describe_time_to_live(TableName=s.table)["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "expires_at" and ttl["TimeToLiveStatus"] == "ENABLED"
     backend.s3.head_bucket(Bucket=s.bucket)

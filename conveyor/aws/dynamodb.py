@@ -4,8 +4,13 @@ Keys and indexes (created by ``conveyor init``):
 - ``id`` is the hash key. Task ids are ULIDs, so every index sorted on ``id`` is sorted by
   creation time and "newest first" is a backwards query.
 - ``kind-index`` (kind, id): every task newest first; ``kind = worker`` lists workers.
-- ``status-index`` (status, id), ``type-index`` (type, id),
-  ``type-status-index`` (type_status, id): the list filters, without a scan.
+- ``status-index`` (status, id): by status, and by status and type (filtered on type).
+- ``type-index`` (type, id): by type.
+A write costs one unit for the table plus one per index it touches (two where the index
+key moves), so the layout sets the bill: ``kind-index`` and ``type-index`` project keys
+only (no task attribute they hold ever changes, so status changes skip them; their
+queries fetch the page with one BatchGetItem), and status changes move only
+``status-index``: 4 units to create a task and 3 per status change.
 Worker items (``worker#<id>``) and idempotency items (``idem#<hash>``) carry a TTL
 attribute ``expires_at``, as do finished tasks.
 """
@@ -33,12 +38,11 @@ from conveyor.model import (
 )
 from conveyor.ports import Claim, Page
 
-INDEXES = {
-    "kind-index": "kind",
-    "status-index": "status",
-    "type-index": "type",
-    "type-status-index": "type_status",
-}
+INDEXES = {"kind-index": "kind", "status-index": "status", "type-index": "type"}
+KEYS_ONLY = {"kind-index", "type-index"}
+# A status-and-type list reads status-index pages and keeps the type's tasks: at most
+# this many pages per request, then it answers with what it found and a cursor.
+FILTERED_PAGES = 10
 
 
 def _s(value: str) -> dict[str, str]:
@@ -63,7 +67,6 @@ def task_to_item(task: Task) -> dict[str, Any]:
         "kind": _s("task"),
         "type": _s(task.type),
         "status": _s(task.status.value),
-        "type_status": _s(f"{task.type}#{task.status.value}"),
         "payload": _s(json.dumps(task.payload, separators=(",", ":"))),
         "attempts": _n(task.attempts),
         "max_attempts": _n(task.max_attempts),
@@ -244,30 +247,75 @@ class DynamoTaskStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        if status and task_type:
-            index, value = "type-status-index", f"{task_type}#{status.value}"
-        elif status:
+        if status:
             index, value = "status-index", status.value
         elif task_type:
             index, value = "type-index", task_type
         else:
             index, value = "kind-index", "task"
+        key = INDEXES[index]
         args: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": index,
             "KeyConditionExpression": "#k = :v",
-            "ExpressionAttributeNames": {"#k": INDEXES[index]},
+            "ExpressionAttributeNames": {"#k": key},
             "ExpressionAttributeValues": {":v": _s(value)},
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        if cursor:
-            args["ExclusiveStartKey"] = _decode_cursor(cursor)
-        with translated("dynamodb Query"):
-            out = self.client.query(**args)
-        items = [item_to_task(i) for i in out.get("Items", [])]
-        last = out.get("LastEvaluatedKey")
-        return Page(items, _encode_cursor(last) if last and len(items) == limit else None)
+        filtered = bool(status and task_type)
+        if filtered:
+            args["FilterExpression"] = "#t = :t"
+            args["ExpressionAttributeNames"]["#t"] = "type"
+            args["ExpressionAttributeValues"][":t"] = _s(task_type or "")
+            args["Limit"] = max(limit, 100)  # evaluated per page, before the filter
+        start = _decode_cursor(cursor) if cursor else None
+        items: list[dict[str, Any]] = []
+        last = None
+        for _ in range(FILTERED_PAGES if filtered else 1):
+            if start:
+                args["ExclusiveStartKey"] = start
+            with translated("dynamodb Query"):
+                out = self.client.query(**args)
+            page = out.get("Items", [])
+            last = out.get("LastEvaluatedKey")
+            need = limit - len(items)
+            if len(page) > need:
+                page = page[:need]
+                # Resume after the last item kept, not after the last one evaluated.
+                last = {"id": page[-1]["id"], key: page[-1][key]}
+            items += page
+            if len(items) >= limit or not last:
+                break
+            start = last
+        tasks = self._fetch(items) if index in KEYS_ONLY else [item_to_task(i) for i in items]
+        more = last is not None and (len(items) == limit or filtered)
+        return Page(tasks, _encode_cursor(last) if more and last else None)
+
+    def _fetch(self, keys: Sequence[dict[str, Any]]) -> list[Task]:
+        """The task records behind a keys-only page, in the page's order (a record that
+        expired in between is left out)."""
+        found = {i["id"]["S"]: i for i in self._batch_get([k["id"]["S"] for k in keys])}
+        return [item_to_task(found[k["id"]["S"]]) for k in keys if k["id"]["S"] in found]
+
+    def _batch_get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 100):
+            pending: dict[str, Any] = {
+                self.table: {"Keys": [{"id": _s(i)} for i in dict.fromkeys(ids[start : start + 100])]}
+            }
+            for _ in range(8):
+                with translated("dynamodb BatchGetItem"):
+                    out = self.client.batch_get_item(RequestItems=pending)
+                items += out.get("Responses", {}).get(self.table, [])
+                pending = out.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            else:
+                from conveyor.errors import Unavailable
+
+                raise Unavailable("dynamodb BatchGetItem: keys left unprocessed", 2)
+        return items
 
     def count_by_status(self) -> dict[Status, int]:
         counts: dict[Status, int] = {}
@@ -347,8 +395,8 @@ class DynamoTaskStore:
         None if the condition failed (with ``return_old_on_failure``: {"__old__": item}
         when the item exists).
 
-        Every condition compares an attribute only task items carry (``status``,
-        ``type_status``), so it fails on a missing item without an ``attribute_exists``:
+        Every condition compares an attribute only task items carry (``status``), so it
+        fails on a missing item without an ``attribute_exists``:
         moto's cost per call grows with each clause, and so the local figures."""
         args: dict[str, Any] = {
             "TableName": self.table,
@@ -379,22 +427,21 @@ class DynamoTaskStore:
         if task_id.startswith(("worker#", "idem#")):
             return Claim(None, None)
         # moto's CPU per UpdateItem grows with each clause (about 0.5 ms per SET clause,
-        # measured): type_status = "<type>#queued" checks the status and the type in one
-        # comparison, ADD is cheaper than SET x = x + 1, and cancel_requested is reset on
+        # measured): ADD is cheaper than SET x = x + 1, and cancel_requested is reset on
         # every way back to queued rather than here.
         out = self._update(
             task_id,
-            "SET #s = :r, type_status = :ts, started_at = :now, updated_at = :now, worker = :w "
-            "ADD attempts :one",
-            "type_status = :tq AND (attribute_not_exists(run_at) OR run_at <= :now)",
+            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one",
+            "#s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
-                ":tq": _s(f"{task_type}#queued"),
-                ":ts": _s(f"{task_type}#running"),
+                ":q": _s("queued"),
+                ":type": _s(task_type),
                 ":one": _n(1),
                 ":now": _ts(at),
                 ":w": _s(worker_id),
             },
+            names={"#t": "type"},
             return_old_on_failure=True,
         )
         if out is None:
@@ -439,14 +486,12 @@ class DynamoTaskStore:
         expires = _epoch(at) + (retention_seconds or self.retention)
         sets = [
             "#s = :st",
-            "type_status = :ts",
             "finished_at = :now",
             "updated_at = :now",
             "expires_at = :exp",
         ]
         values |= {
             ":st": _s(status.value),
-            ":ts": _s(f"{task.type}#{status.value}"),
             ":now": _ts(at),
             ":exp": _n(expires),
         }
@@ -478,7 +523,6 @@ class DynamoTaskStore:
         condition, values = self._owned(task)
         values |= {
             ":q": _s("queued"),
-            ":ts": _s(f"{task.type}#queued"),
             ":run": _ts(run_at),
             ":now": _ts(at),
             ":et": _s(error.type),
@@ -486,7 +530,7 @@ class DynamoTaskStore:
         }
         out = self._update(
             task.id,
-            "SET #s = :q, type_status = :ts, run_at = :run, updated_at = :now, "
+            "SET #s = :q, run_at = :run, updated_at = :now, "
             "error_type = :et, error_message = :em, cancel_requested = :f",
             condition,
             values | {":f": {"BOOL": False}},
@@ -500,12 +544,11 @@ class DynamoTaskStore:
             return None
         out = self._update(
             task_id,
-            "SET #s = :f, type_status = :ts, finished_at = :now, updated_at = :now, "
+            "SET #s = :f, finished_at = :now, updated_at = :now, "
             "error_type = :et, error_message = :em, expires_at = :exp",
             "#s = :cur AND updated_at = :seen",
             {
                 ":f": _s("failed"),
-                ":ts": _s(f"{current.type}#failed"),
                 ":now": _ts(at),
                 ":et": _s(error.type),
                 ":em": _s(error.message),
@@ -530,12 +573,10 @@ class DynamoTaskStore:
             if current.status is Status.QUEUED:
                 out = self._update(
                     task_id,
-                    "SET #s = :c, type_status = :ts, finished_at = :now, updated_at = :now, "
-                    "expires_at = :exp",
+                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp",
                     "#s = :q",
                     {
                         ":c": _s("cancelled"),
-                        ":ts": _s(f"{current.type}#cancelled"),
                         ":now": _ts(at),
                         ":exp": _n(_epoch(at) + self.retention),
                         ":q": _s("queued"),
@@ -583,14 +624,13 @@ class DynamoTaskStore:
             raise Conflict(f"task is {current.status.value}; only failed or cancelled tasks can be retried")
         out = self._update(
             task_id,
-            "SET #s = :q, type_status = :ts, attempts = :zero, updated_at = :now, "
+            "SET #s = :q, attempts = :zero, updated_at = :now, "
             "cancel_requested = :f "
             "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
             "expires_at, worker",
             "#s = :cur",
             {
                 ":q": _s("queued"),
-                ":ts": _s(f"{current.type}#queued"),
                 ":zero": _n(0),
                 ":now": _ts(at),
                 ":f": {"BOOL": False},
@@ -655,7 +695,7 @@ class DynamoTaskStore:
         )
 
     def workers(self) -> list[WorkerInfo]:
-        found: list[WorkerInfo] = []
+        ids: list[str] = []
         args: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "kind-index",
@@ -665,10 +705,12 @@ class DynamoTaskStore:
         while True:
             with translated("dynamodb Query"):
                 out = self.client.query(**args)
-            found += [self._worker(i) for i in out.get("Items", [])]
+            ids += [i["id"]["S"] for i in out.get("Items", [])]
             if "LastEvaluatedKey" not in out:
-                return found
+                break
             args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+        # Keys only in the index: the items, from the table (one that expired is gone).
+        return [self._worker(i) for i in self._batch_get(ids) if "host" in i]
 
     def worker(self, worker_id: str) -> WorkerInfo | None:
         with translated("dynamodb GetItem"):

@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from conveyor.aws.clients import AwsBackend, error_code, translated
-from conveyor.aws.dynamodb import INDEXES
+from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY
 
 
 def _queue(backend: AwsBackend, name: str, attributes: dict[str, str]) -> str:
@@ -41,7 +41,7 @@ def _table(backend: AwsBackend, name: str) -> None:
                 {"AttributeName": key, "KeyType": "HASH"},
                 {"AttributeName": "id", "KeyType": "RANGE"},
             ],
-            "Projection": {"ProjectionType": "ALL"},
+            "Projection": {"ProjectionType": "KEYS_ONLY" if index in KEYS_ONLY else "ALL"},
         }
         for index, key in INDEXES.items()
     ]

@@ -157,6 +157,34 @@ def test_query_filters_and_pages_newest_first(store):
     assert store.oldest_queued().id == made[1].id
 
 
+def test_status_and_type_pages_through_other_types_without_losing_any(store):
+    # 3 tasks of "rare" among 250 of "common", all queued: a filtered list must page past
+    # the others (over several index pages) and return each rare one exactly once.
+    rare = []
+    for n in range(253):
+        t = task("rare" if n in (5, 130, 251) else "common")
+        rare += [t.id] if t.type == "rare" else []
+        store.create(t) if n % 50 else store.create_many([t])
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = store.query(Status.QUEUED, "rare", limit=2, cursor=cursor)
+        seen += [t.id for t in page.items]
+        assert all(t.type == "rare" and t.status is Status.QUEUED for t in page.items)
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+        assert pages < 20
+    assert seen == list(reversed(rare))
+    assert [t.id for t in store.query(task_type="rare", limit=5).items] == list(reversed(rare))
+    # A page cut short inside one index page resumes right after its last item.
+    first = store.query(Status.QUEUED, "common", limit=3)
+    second = store.query(Status.QUEUED, "common", limit=3, cursor=first.next_cursor)
+    newest = [t.id for t in store.query(task_type="common", limit=6).items]
+    assert [t.id for t in first.items + second.items] == newest
+    assert len(store.query(limit=200).items) == 200
+
+
 def test_workers(store):
     info = WorkerInfo("w9", "host", 7, now(), now(), 2, 8, "0.1")
     store.heartbeat(info, 60)
