@@ -9,8 +9,13 @@ Counting: the JSON protocols name the action in ``X-Amz-Target`` (``AmazonSQS.Se
 (``Action=SendMessage``). For batch actions it also counts entries, and for ReceiveMessage
 the messages returned, so "messages per receive" can be reported.
 
-Control endpoints (never forwarded): ``GET /__bench__/counts``, ``POST /__bench__/reset``,
-``POST /__bench__/delay?ms=15``.
+Attribution: the systems run side by side, so each request is counted under the first
+resource name its body carries (a queue or table made by ``benchmarks.stack.unique``, e.g.
+``cv-123-4``); ``GET /__bench__/counts?tags=cv-123-4`` sums the named ones. Requests that
+name no resource (ListQueues) are counted under "".
+
+Control endpoints (never forwarded): ``GET /__bench__/counts[?tags=a,b]``,
+``POST /__bench__/reset``, ``POST /__bench__/delay?ms=15``.
 
 Run: ``python -m benchmarks.proxy --upstream http://127.0.0.1:5055 --port 5056``.
 """
@@ -21,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.parse
@@ -59,6 +65,16 @@ def classify(headers: Any, body: bytes, path: str = "/") -> tuple[str, str]:
     return "other", path.strip("/").split("/", 1)[0] or "/"
 
 
+# The resource names benchmarks.stack.unique makes: <prefix>-<pid>-<n>.
+RESOURCE = re.compile(rb"(?:cv|celery-results|celery|floor|calls)-\d+-\d+")
+
+
+def tag(body: bytes) -> str:
+    """The system a request belongs to: the first resource name in its body."""
+    found = RESOURCE.search(body)
+    return found.group().decode() if found else ""
+
+
 def entries(action: str, body: bytes) -> int:
     """How many items a batch request carries (1 for everything else)."""
     if action == "BatchWriteItem":
@@ -83,12 +99,25 @@ class Counts:
     def to_json(self) -> dict[str, dict[str, int]]:
         return {"requests": dict(self.requests), "items": dict(self.items)}
 
+    def __iadd__(self, other: Counts) -> Counts:
+        self.requests += other.requests
+        self.items += other.items
+        return self
+
+
+def total(by_tag: dict[str, Counts], tags: list[str] | None) -> Counts:
+    out = Counts()
+    for name, counts in by_tag.items():
+        if tags is None or name in tags:
+            out += counts
+    return out
+
 
 class Proxy:
     def __init__(self, upstream: str, delay_ms: float = 0.0) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay = delay_ms / 1000.0
-        self.counts = Counts()
+        self.counts: dict[str, Counts] = {}
         self.session: ClientSession | None = None
 
     async def startup(self, app: web.Application) -> None:
@@ -107,9 +136,10 @@ class Proxy:
     async def control(self, request: web.Request) -> web.Response:
         what = request.path[len(CONTROL) :]
         if what == "counts":
-            return web.json_response(self.counts.to_json())
+            tags = request.query.get("tags")
+            return web.json_response(total(self.counts, tags.split(",") if tags else None).to_json())
         if what == "reset" and request.method == "POST":
-            self.counts = Counts()
+            self.counts = {}
             return web.json_response({"ok": True})
         if what == "delay" and request.method == "POST":
             self.delay = float(request.query.get("ms", "0")) / 1000.0
@@ -132,7 +162,7 @@ class Proxy:
             data = await upstream.read()
             # Counted when answered: a long poll that spans a reset belongs to the new window,
             # where its messages are processed.
-            counts = self.counts
+            counts = self.counts.setdefault(tag(body), Counts())
             counts.requests[key] += 1
             counts.items[key] += entries(action, body)
             if action == "ReceiveMessage" and upstream.status == 200:
@@ -207,8 +237,8 @@ class ProxyProcess:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return dict(json.loads(resp.read()))
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        return self._call("counts")
+    def counts(self, tags: list[str] | None = None) -> dict[str, dict[str, int]]:
+        return self._call("counts" + (f"?tags={','.join(tags)}" if tags else ""))
 
     def reset(self) -> None:
         self._call("reset", "POST")

@@ -61,6 +61,11 @@ class System:
     def setup(self) -> None:
         raise NotImplementedError
 
+    @property
+    def tags(self) -> list[str]:
+        """The names of this system's queues and tables: the proxy counts by them."""
+        raise NotImplementedError
+
     def start_worker(self, **options: Any) -> Child:
         raise NotImplementedError
 
@@ -195,6 +200,10 @@ class ConveyorSystem(System):
             limits=httpx.Limits(max_connections=64),
             timeout=60,
         )
+
+    @property
+    def tags(self) -> list[str]:
+        return [self.settings.table]  # the queue, its DLQ and the table share the name
 
     def teardown(self) -> None:
         super().teardown()
@@ -338,6 +347,10 @@ class CelerySystem(System):
             floor.create_table(self.stack.direct("dynamodb"), self.table)
         self.app = make_app(self.broker_url, self.queue, self.backend_url, self.stack.poll_wait)
 
+    @property
+    def tags(self) -> list[str]:
+        return [self.queue] + ([self.table] if self.backend else [])
+
     def start_worker(self, **options: Any) -> Child:
         self.quiesce()
         self._ready_tag = uuid.uuid4().hex[:8]  # fresh per start: an earlier ready event must not count
@@ -405,6 +418,10 @@ class FloorSystem(System):
         self.table = name
         floor.create_table(self.stack.direct("dynamodb"), self.table)
         self.clients = floor.clients(self.stack.endpoint, 64)
+
+    @property
+    def tags(self) -> list[str]:
+        return [self.table]
 
     def start_worker(self, **options: Any) -> Child:
         self.quiesce()

@@ -1,9 +1,10 @@
 """Sections 1-3 and 6: end-to-end throughput, AWS requests per task, worker peak RSS.
 
-One block per system: its processes start once, then for each added latency each run
-submits N no-op tasks (``SUBMITTERS`` concurrent clients) while the one worker process
-consumes, and the clock stops when the N-th task is terminal. Before the next run the
-harness waits for the queue to be empty, so the counts include every delete.
+Every system's processes start once and stay up; for each added latency the systems take
+turns, run by run. A run submits N no-op tasks (``SUBMITTERS`` concurrent clients) while
+the system's one worker process consumes, and the clock stops when the N-th task is
+terminal. Before the next run the harness waits for the queue to be empty, so the counts
+(the proxy's, for this system's queue and table only) include every delete.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def one_run(stack: Stack, system: System, run: str, n: int, latency_ms: float, t
         wall = time.time() - start
         # Deletes trail the finish by a few ms; wait for them so they are counted.
         stack.wait_empty(system.queue_url)
-    counts = stack.proxy.counts()
+    counts = stack.proxy.counts(system.tags)
     cpu1 = {"moto": stack.moto_cpu(), "proxy": stack.proxy_cpu()} | {k: tree_cpu(p) for k, p in pids.items()}
     return Run(
         system=system.key,
@@ -78,22 +79,28 @@ def measure(
     runs: int,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[Run]:
+    """Every system's worker runs for the whole measurement, and the runs take turns (run 1
+    of each system, then run 2 of each, ...), so a drift in the machine's speed falls on all
+    systems alike rather than on whichever ran then. Idle workers long-poll meanwhile."""
     assert stack.proxy is not None
     results: list[Run] = []
-    for key in keys:
-        system = get(stack, key)
-        try:
+    systems = [get(stack, key) for key in keys]
+    try:
+        for system in systems:
             system.start_worker()
-            for latency in latencies:
-                stack.proxy.set_delay(latency)
-                for r in range(runs):
-                    tag = f"{key}-{latency:g}ms-{r}"
+        for latency in latencies:
+            stack.proxy.set_delay(latency)
+            for r in range(runs):
+                for system in systems:
+                    tag = f"{system.key}-{latency:g}ms-{r}"
                     run = one_run(stack, system, tag, n, latency, timeout=max(120.0, n * 1.0))
                     system.expected += n
                     results.append(run)
-                    progress(f"{key} +{latency:g} ms run {r + 1}: {run.throughput:.1f} tasks/s")
+                    progress(f"{system.key} +{latency:g} ms run {r + 1}: {run.throughput:.1f} tasks/s")
+        for system in systems:
             system.verify()
-        finally:
-            stack.proxy.set_delay(0)
+    finally:
+        stack.proxy.set_delay(0)
+        for system in systems:
             system.stop_worker()
     return results

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.costs import Layout, cost_per_task
-from benchmarks.proxy import classify, entries
+from benchmarks.proxy import classify, entries, tag
 from benchmarks.report import SECTIONS, check_sections
 from benchmarks.stats import Spread, percentile
 from conveyor.aws.dynamodb import INDEXES
@@ -104,6 +104,15 @@ def test_the_proxy_names_the_action_of_each_protocol():
     body = {"RequestItems": {"a": [{}] * 25, "b": [{}] * 2}}
     assert entries("BatchWriteItem", json.dumps(body).encode()) == 27
     assert entries("PutItem", b"{}") == 1
+
+
+def test_requests_are_attributed_to_the_system_whose_queue_or_table_they_name():
+    url = "http%3A%2F%2F127.0.0.1%3A5000%2F123456789012%2Fcelery-41-3"
+    assert tag(f"Action=DeleteMessage&QueueUrl={url}".encode()) == "celery-41-3"
+    assert tag(b'{"TableName": "celery-results-41-4", "Key": {}}') == "celery-results-41-4"
+    assert tag(b'{"QueueUrl": "http://x/123/cv-41-0-dlq"}') == "cv-41-0"  # the DLQ is its system's
+    assert tag(b'{"RequestItems": {"floor-41-7": []}}') == "floor-41-7"
+    assert tag(b'{"QueueNamePrefix": ""}') == ""
 
 
 def test_write_units_follow_the_table_layout():
