@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test chaos lint unit system-deps bench bench-quick chart-check image clean
+.PHONY: run test chaos lint system-deps bench bench-quick chart-check image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
