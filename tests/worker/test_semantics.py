@@ -238,3 +238,30 @@ def test_finished_tasks_carry_a_ttl(runtime, start_worker):
     assert done.finished_at is not None
     expected = done.finished_at.timestamp() + runtime.settings.retention_seconds
     assert abs(stored.expires_at - expected) <= 2
+
+
+def test_deletes_go_in_full_batches_and_none_waits_long(runtime, start_worker, tmp_path):
+    from worker.runtime import DELETE_GATHER_SECONDS
+
+    batches: list[int] = []
+    broker = runtime.engine.broker
+    original = broker.delete_many
+
+    def spy(receipts):
+        receipts = list(receipts)
+        batches.append(len(receipts))
+        return original(receipts)
+
+    broker.delete_many = spy
+    log = tmp_path / "runs"
+    tasks = [submit(runtime, "count", {"log": str(log), "seconds": 0}) for _ in range(25)]
+    start_worker(runtime)
+    for t in tasks:
+        finished(runtime, t.id)
+    last_finish = time.monotonic()
+    wait_for(lambda: queue_empty(runtime), timeout=DELETE_GATHER_SECONDS + 5)
+    # Every message went in a batch of at most ten, and the last waited at most about
+    # DELETE_GATHER_SECONDS for its batch to fill.
+    assert sum(batches) == 25 and max(batches) <= 10
+    assert len(batches) <= 5, batches  # not one request per message
+    assert time.monotonic() - last_finish < DELETE_GATHER_SECONDS + 2
