@@ -265,3 +265,29 @@ def test_deletes_go_in_full_batches_and_none_waits_long(runtime, start_worker, t
     assert sum(batches) == 25 and max(batches) <= 10
     assert len(batches) <= 5, batches  # not one request per message
     assert time.monotonic() - last_finish < DELETE_GATHER_SECONDS + 2
+
+
+def test_under_a_backlog_a_receive_waits_briefly_for_a_fuller_batch(
+    settings_factory, tasktypes, start_worker, tmp_path
+):
+    from conveyor.bootstrap import build
+
+    rt = build(settings_factory(tasktypes=str(tasktypes), worker_concurrency=8))
+    got: list[int] = []
+    broker = rt.engine.broker
+    original = broker.receive
+
+    def spy(max_messages: int, wait_seconds: int):
+        messages = original(max_messages, wait_seconds)
+        if messages:
+            got.append(len(messages))
+        return messages
+
+    broker.receive = spy
+    log = tmp_path / "runs"
+    tasks = [submit(rt, "count", {"log": str(log), "seconds": 0.05}) for _ in range(40)]
+    start_worker(rt)
+    for t in tasks:
+        assert finished(rt, t.id).status is Status.SUCCEEDED
+    # Slots free one at a time; without the wait most receives would bring one or two.
+    assert sum(got) == 40 and sum(got) / len(got) >= 3, got
