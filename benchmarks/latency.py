@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.stack import Stack
-from benchmarks.stats import percentile
+from benchmarks.stats import Percentiles, percentile
 from benchmarks.systems import CelerySystem, System, get
 
 SYSTEMS = ["conveyor", "celery", "floor"]
@@ -23,18 +23,10 @@ WARMUP = 3  # first calls open connections and look up queue URLs: not measured
 
 
 @dataclass
-class LatencyRun:
+class LatencyRun(Percentiles):
     system: str
     samples: list[float]  # submit call made -> handler started
     submit_samples: list[float] = field(default_factory=list)  # of which: the submit call itself
-
-    @property
-    def p50(self) -> float:
-        return percentile(self.samples, 50)
-
-    @property
-    def p99(self) -> float:
-        return percentile(self.samples, 99)
 
     @property
     def submit_p50(self) -> float:

@@ -29,6 +29,20 @@ class Spread:
         return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
+class Percentiles:
+    """p50 and p99 of a run's ``samples``, for the run dataclasses that carry them."""
+
+    samples: list[float]
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.samples, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.samples, 99)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100), nearest-rank: an observed value, never interpolated."""
     if not values:

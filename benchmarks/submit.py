@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks.stack import Stack
-from benchmarks.stats import percentile
+from benchmarks.stats import Percentiles
 from benchmarks.systems import System, get
 
 SYSTEMS = ["conveyor", "celery", "floor"]
@@ -25,7 +25,7 @@ CLIENTS = [1, 10, 50]
 
 
 @dataclass
-class SubmitRun:
+class SubmitRun(Percentiles):
     system: str
     clients: int
     seconds: float
@@ -34,14 +34,6 @@ class SubmitRun:
     @property
     def throughput(self) -> float:
         return len(self.samples) / self.seconds
-
-    @property
-    def p50(self) -> float:
-        return percentile(self.samples, 50)
-
-    @property
-    def p99(self) -> float:
-        return percentile(self.samples, 99)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"throughput": self.throughput, "p50": self.p50, "p99": self.p99}

@@ -50,6 +50,18 @@ def test_promtool_check_rules(tmp_path: Path, promtool: str) -> None:
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
+def promtool_test(promtool: str, rules_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``promtool test rules`` of alerts.test.yaml against the rules.yaml in ``rules_dir``."""
+    shutil.copy(HERE / "alerts.test.yaml", rules_dir / "alerts.test.yaml")
+    return subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yaml"],
+        cwd=rules_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_promtool_unit_tests_fire_every_alert(tmp_path: Path, promtool: str) -> None:
     _write_rules(tmp_path)
     cases = yaml.safe_load((HERE / "alerts.test.yaml").read_text())
@@ -60,14 +72,7 @@ def test_promtool_unit_tests_fire_every_alert(tmp_path: Path, promtool: str) -> 
         if check["exp_alerts"]
     }
     assert fired == ALERTS, "every alert needs a test case in which it fires"
-    shutil.copy(HERE / "alerts.test.yaml", tmp_path / "alerts.test.yaml")
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts.test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = promtool_test(promtool, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -81,12 +86,5 @@ def test_promtool_unit_tests_fail_on_a_wrong_threshold(tmp_path: Path, promtool:
         }
     ).one("PrometheusRule")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
-    shutil.copy(HERE / "alerts.test.yaml", tmp_path / "alerts.test.yaml")
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts.test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = promtool_test(promtool, tmp_path)
     assert result.returncode != 0 and "ConveyorTaskFailureRatioHigh" in result.stdout + result.stderr
