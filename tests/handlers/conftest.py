@@ -278,21 +278,22 @@ def _authenticator(server: SmtpServer) -> Callable[..., AuthResult]:
     return check
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A plain SMTP server on 127.0.0.1 that accepts AUTH over cleartext (mailer/s3cret)."""
+def _serve_smtp(**options: Any) -> Iterator[SmtpServer]:
+    """An aiosmtpd server on 127.0.0.1 (AUTH as mailer/s3cret) for one test."""
     state = SmtpServer()
     controller = Controller(
-        state,
-        hostname="127.0.0.1",
-        port=free_port(),
-        authenticator=_authenticator(state),
-        auth_require_tls=False,
+        state, hostname="127.0.0.1", port=free_port(), authenticator=_authenticator(state), **options
     )
     controller.start()
     state.port = controller.port
     yield state
     controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A plain SMTP server that accepts AUTH over cleartext."""
+    yield from _serve_smtp(auth_require_tls=False)
 
 
 @pytest.fixture
@@ -340,19 +341,7 @@ def starttls_server(tls_files: tuple[Path, Path]) -> Iterator[SmtpServer]:
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(*tls_files)
-    state = SmtpServer()
-    controller = Controller(
-        state,
-        hostname="127.0.0.1",
-        port=free_port(),
-        authenticator=_authenticator(state),
-        tls_context=tls,
-        require_starttls=True,
-    )
-    controller.start()
-    state.port = controller.port
-    yield state
-    controller.stop()
+    yield from _serve_smtp(tls_context=tls, require_starttls=True)
 
 
 @pytest.fixture
