@@ -47,10 +47,10 @@ T = TypeVar("T")
 MAX_VISIBILITY = 12 * 3600 - 300  # SQS: at most 12 h since receipt, with a margin
 # Batching, which sets SQS requests per task. Under a backlog, a receive waits up to
 # RECEIVE_GATHER_SECONDS for three quarters of the slots to be free, so it brings a
-# fuller batch; an idle worker's long poll is never delayed. A finished task's message is deleted within
-# DELETE_GATHER_SECONDS, ten at a time: it stays hidden meanwhile (the visibility
-# timeout is minutes), and one that comes back anyway finds its task terminal and is
-# deleted on sight.
+# fuller batch; an idle worker's long poll is never delayed. A finished task's message
+# is deleted within DELETE_GATHER_SECONDS, ten at a time: it stays hidden meanwhile (the
+# visibility timeout is far longer), and one that comes back anyway finds its task
+# terminal and is deleted on sight.
 RECEIVE_GATHER_SECONDS = 0.05
 DELETE_GATHER_SECONDS = 1.0
 
@@ -163,9 +163,14 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             if backlog and free < gather:
-                free = await self._more_free_slots(gather)
+                await self._wait_until(
+                    self._slot_free,
+                    lambda: self.concurrency - self._held >= gather or self.stopping,
+                    RECEIVE_GATHER_SECONDS,
+                )
                 if self._stop.is_set():
                     break
+                free = self.concurrency - self._held
             # Reserve the slots before asking, so prefetch never exceeds free capacity.
             want = min(10, free)
             if self.settings.worker_max_tasks:
@@ -200,18 +205,15 @@ class Worker:
                 log.info("one-shot worker: %d message(s) received, exiting when done", self._received)
                 break
 
-    async def _more_free_slots(self, gather: int) -> int:
-        """Wait up to RECEIVE_GATHER_SECONDS for ``gather`` free slots; returns those free."""
-        assert self._stop is not None and self._slot_free is not None
+    @staticmethod
+    async def _wait_until(event: asyncio.Event, done: Callable[[], bool], seconds: float) -> None:
+        """Wait until ``done()`` (checked again each time ``event`` is set), at most ``seconds``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + RECEIVE_GATHER_SECONDS
-        free = self.concurrency - self._held
-        while free < gather and not self._stop.is_set() and (left := deadline - loop.time()) > 0:
-            self._slot_free.clear()
+        deadline = loop.time() + seconds
+        while not done() and (left := deadline - loop.time()) > 0:
+            event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_free.wait(), left)
-            free = self.concurrency - self._held
-        return free
+                await asyncio.wait_for(event.wait(), left)
 
     async def _release(self, messages: list[Message]) -> None:
         """Hand messages back at once (visibility 0), for another worker to take."""
@@ -510,15 +512,14 @@ class Worker:
         """Delete in batches of ten, each pending delete waiting at most about
         DELETE_GATHER_SECONDS for its batch to fill."""
         assert self._delete_wakeup is not None
-        loop = asyncio.get_running_loop()
         while True:
             await self._delete_wakeup.wait()
             while self._deletes:
-                deadline = loop.time() + DELETE_GATHER_SECONDS
-                while len(self._deletes) < 10 and not self.stopping and (left := deadline - loop.time()) > 0:
-                    self._delete_wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._delete_wakeup.wait(), left)
+                await self._wait_until(
+                    self._delete_wakeup,
+                    lambda: len(self._deletes) >= 10 or self.stopping,
+                    DELETE_GATHER_SECONDS,
+                )
                 batch, self._deletes = self._deletes[:10], self._deletes[10:]
                 await self._delete_batch(batch)
             self._delete_wakeup.clear()
