@@ -138,3 +138,12 @@ def test_percentiles_are_observed_values_and_spreads_report_the_median():
     assert (spread.median, spread.low, spread.high) == (2.0, 1.0, 3.0)
     assert spread.fmt(1) == "2.0 (1.0-3.0)"
     assert len(SECTIONS) == 8
+
+
+def test_the_floor_batches_by_the_workers_rules():
+    # Copied, not imported: the floor stays plain boto3 (its RSS is measured).
+    from benchmarks import floor
+    from worker import runtime
+
+    assert floor.RECEIVE_GATHER_SECONDS == runtime.RECEIVE_GATHER_SECONDS
+    assert floor.DELETE_GATHER_SECONDS == runtime.DELETE_GATHER_SECONDS
