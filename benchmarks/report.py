@@ -445,10 +445,11 @@ def _ceilings(s: Summary, results: Results, latencies: list[float]) -> list[str]
     for latency, goal in goals:
         runs = s.runs("conveyor", latency)
         celery = s.throughput("celery", latency).median
-        if not runs or not cores or celery != celery:
-            continue
         moto = s.cpu_per_task("conveyor", latency, "moto")
         stack = _stack_cpu(s, "conveyor", latency)
+        # CPU is read in 10 ms ticks: a smoke run's few tasks may show none.
+        if not runs or not cores or celery != celery or not moto > 0 or not stack > 0:
+            continue
         need = goal * celery
         out.append(
             f"- **{goal:g}x Celery at +{latency:g} ms** needs Conveyor at {need:.0f} tasks/s. Measured, "
@@ -473,7 +474,7 @@ def _bounds(s: Summary, results: Results, latencies: list[float]) -> list[str]:
             continue
         reqs = median_of(sum(r.requests.values()) / r.n for r in s.runs(system, base))
         ms_per = {p: s.cpu_per_task(system, base, p) * 1000 for p in ("moto", "worker", "api", "proxy")}
-        stack_cpu = sum(v for v in ms_per.values() if v == v)
+        stack_cpu = _stack_cpu(s, system, base) * 1000
         wall = median_of(r.cpu["wall"] / r.n for r in s.runs(system, base)) * 1000
         api = f", API {ms_per['api']:.1f} ms" if ms_per["api"] == ms_per["api"] else ""
         out.append(
