@@ -21,7 +21,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -122,10 +122,21 @@ def item_to_task(item: dict[str, Any]) -> Task:
     )
 
 
-def _back_off(attempt: int) -> None:
-    """Between retries of a batch's unprocessed part (throttling): AWS's advice is
-    exponential back-off, here 50 ms doubling to 3.2 s."""
-    time.sleep(min(3.2, 0.05 * 2**attempt))
+UNPROCESSED = {"BatchWriteItem": "UnprocessedItems", "BatchGetItem": "UnprocessedKeys"}
+
+
+def _until_processed(action: str, call: Callable[..., Any], request: dict[str, Any]) -> list[Any]:
+    """A batch request, re-sent with its unprocessed part (throttling) until none is left,
+    backing off between tries as AWS advises (50 ms doubling to 3.2 s); the answers."""
+    answers = []
+    for attempt in range(8):
+        with translated(f"dynamodb {action}"):
+            answers.append(call(RequestItems=request))
+        request = answers[-1].get(UNPROCESSED[action]) or {}
+        if not request:
+            return answers
+        time.sleep(min(3.2, 0.05 * 2**attempt))
+    raise Unavailable(f"dynamodb {action}: part of the batch was left unprocessed", 2)
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:
@@ -208,16 +219,7 @@ class DynamoTaskStore:
     def create_many(self, tasks: Sequence[Task]) -> None:
         for start in range(0, len(tasks), 25):
             requests = [{"PutRequest": {"Item": task_to_item(t)}} for t in tasks[start : start + 25]]
-            pending: dict[str, Any] = {self.table: requests}
-            for attempt in range(8):
-                with translated("dynamodb BatchWriteItem"):
-                    out = self.client.batch_write_item(RequestItems=pending)
-                pending = out.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                _back_off(attempt)
-            else:
-                raise Unavailable("dynamodb BatchWriteItem: items left unprocessed", 2)
+            _until_processed("BatchWriteItem", self.client.batch_write_item, {self.table: requests})
 
     def delete_queued(self, task_id: str) -> bool:
         try:
@@ -308,19 +310,9 @@ class DynamoTaskStore:
     def _batch_get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for start in range(0, len(ids), 100):
-            pending: dict[str, Any] = {
-                self.table: {"Keys": [{"id": _s(i)} for i in dict.fromkeys(ids[start : start + 100])]}
-            }
-            for attempt in range(8):
-                with translated("dynamodb BatchGetItem"):
-                    out = self.client.batch_get_item(RequestItems=pending)
+            request = {self.table: {"Keys": [{"id": _s(i)} for i in dict.fromkeys(ids[start : start + 100])]}}
+            for out in _until_processed("BatchGetItem", self.client.batch_get_item, request):
                 items += out.get("Responses", {}).get(self.table, [])
-                pending = out.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                _back_off(attempt)
-            else:
-                raise Unavailable("dynamodb BatchGetItem: keys left unprocessed", 2)
         return items
 
     def count_by_status(self) -> dict[Status, int]:
