@@ -65,8 +65,9 @@ def classify(headers: Any, body: bytes, path: str = "/") -> tuple[str, str]:
     return "other", path.strip("/").split("/", 1)[0] or "/"
 
 
-# The resource names benchmarks.stack.unique makes: <prefix>-<pid>-<n>.
-RESOURCE = re.compile(rb"(?:cv|celery-results|celery|floor|calls)-\d+-\d+")
+# The names benchmarks.stack.unique makes for the systems' queues and tables:
+# <prefix>-<pid>-<n>.
+RESOURCE = re.compile(rb"(?:cv|celery-results|celery|floor)-\d+-\d+")
 
 
 def tag(body: bytes) -> str:

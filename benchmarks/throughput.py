@@ -53,7 +53,8 @@ def one_run(stack: Stack, system: System, run: str, n: int, latency_ms: float, t
         submitted = time.time()
         end = system.wait_done(run, n, timeout)
         wall = time.time() - start
-        # Deletes trail the finish by a few ms; wait for them so they are counted.
+        # Deletes trail the finish by up to a second (they go ten at a time): wait for them
+        # so they are counted.
         stack.wait_empty(system.queue_url)
     counts = stack.proxy.counts(system.tags)
     cpu1 = {"moto": stack.moto_cpu(), "proxy": stack.proxy_cpu()} | {k: tree_cpu(p) for k, p in pids.items()}

@@ -393,9 +393,9 @@ class DynamoTaskStore:
         None if the condition failed (with ``return_old_on_failure``: {"__old__": item}
         when the item exists).
 
-        Every condition compares an attribute only task items carry (``status``), so it
-        fails on a missing item without an ``attribute_exists``:
-        moto's cost per call grows with each clause, and so the local figures."""
+        Every condition compares ``status``, which only task items carry, so it fails on
+        a missing item without an ``attribute_exists`` clause (moto's CPU per call grows
+        with each clause)."""
         args: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"id": _s(task_id)},
@@ -443,10 +443,10 @@ class DynamoTaskStore:
             return_old_on_failure=True,
         )
         if out is None:
-            return Claim(None, self.get(task_id, consistent=True))
+            # The condition failed and DynamoDB returned no old item: there is none.
+            return Claim(None, None)
         if "__old__" in out:
-            old = out["__old__"]
-            return Claim(None, item_to_task(old) if old.get("kind", {}).get("S") == "task" else None)
+            return Claim(None, item_to_task(out["__old__"]))
         return Claim(item_to_task(out), None)
 
     def take_over(self, task: Task, worker_id: str, at: datetime) -> Task | None:

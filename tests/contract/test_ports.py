@@ -13,6 +13,7 @@ from conveyor.aws import AwsBackend
 from conveyor.errors import Conflict, IdempotencyConflict, NotFound
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status, Task, TaskError, WorkerInfo, new_id, now
+from conveyor.ports import Claim
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
@@ -72,6 +73,7 @@ def test_claim_respects_run_at_and_type(store):
     assert refused.task is None and refused.current.status is Status.QUEUED
     assert store.claim(t.id, "other-type", "w", now() + timedelta(hours=2)).task is None
     assert store.claim(t.id, t.type, "w", now() + timedelta(hours=2)).task is not None
+    assert store.claim(new_id(), t.type, "w", now()) == Claim(None, None)  # no such task
 
 
 def test_only_the_owner_finishes_and_only_once(store):

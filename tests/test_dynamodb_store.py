@@ -1,0 +1,55 @@
+"""What only the DynamoDB store does (tests/contract holds what every store does).
+
+Batch calls: DynamoDB may leave part of a batch unprocessed (throttling) and answer 200;
+the store re-sends that part, backing off, and gives up with Unavailable (a 503 at the
+API) rather than silently dropping it. Lists by status and type read a bounded number of
+index pages per request."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.aws import AwsBackend, dynamodb
+from conveyor.errors import Unavailable
+from conveyor.model import Status, Task, new_id
+
+
+def test_the_unprocessed_part_is_sent_again_with_growing_pauses(monkeypatch):
+    pauses: list[float] = []
+    monkeypatch.setattr(dynamodb.time, "sleep", pauses.append)
+    sent: list[dict] = []
+    left = [{"t": ["b", "c"]}, {"t": ["c"]}, {}]
+
+    def call(RequestItems):
+        sent.append(RequestItems)
+        return {"UnprocessedItems": left[len(sent) - 1]}
+
+    answers = dynamodb._until_processed("BatchWriteItem", call, {"t": ["a", "b", "c"]})
+    assert sent == [{"t": ["a", "b", "c"]}, {"t": ["b", "c"]}, {"t": ["c"]}]
+    assert len(answers) == 3 and pauses == [0.05, 0.1]
+
+
+def test_a_batch_never_processed_is_unavailable_not_dropped(monkeypatch):
+    monkeypatch.setattr(dynamodb.time, "sleep", lambda _: None)
+
+    def never(RequestItems):
+        return {"UnprocessedKeys": RequestItems}
+
+    with pytest.raises(Unavailable, match="BatchGetItem"):
+        dynamodb._until_processed("BatchGetItem", never, {"t": 1})
+
+
+def test_a_status_and_type_list_reads_a_bounded_number_of_pages(settings_factory, monkeypatch):
+    store = AwsBackend(settings_factory()).store()
+    rare = Task(id=new_id(), type="rare", payload={})
+    store.create(rare)  # the oldest: behind 150 newer tasks of another type
+    store.create_many([Task(id=new_id(), type="common", payload={}) for _ in range(150)])
+    queries = []
+    original = store.client.query
+    monkeypatch.setattr(store.client, "query", lambda **a: queries.append(a) or original(**a))
+    monkeypatch.setattr(dynamodb, "FILTERED_PAGES", 1)
+    first = store.query(Status.QUEUED, "rare", limit=5)
+    # One page of 100 evaluated holds none of it: an empty answer that says "go on".
+    assert first.items == [] and first.next_cursor and len(queries) == 1
+    second = store.query(Status.QUEUED, "rare", limit=5, cursor=first.next_cursor)
+    assert [t.id for t in second.items] == [rare.id] and second.next_cursor is None
