@@ -1,0 +1,61 @@
+"""The embedded moto server's speed-ups answer what moto answers (conveyor/moto_server.py).
+
+Each scenario runs in this process against moto's models twice, as moto ships and with
+the patches the server applies, and the answers must be the same."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import moto.backends
+import moto.sqs.models as sqs_models
+import pytest
+from moto import mock_aws
+
+from conveyor import moto_server
+
+
+@pytest.fixture
+def patch(monkeypatch: pytest.MonkeyPatch):
+    """Apply the server's SQS patches, undone after the test."""
+    for owner, name in [
+        (sqs_models, "unix_time"),
+        (sqs_models, "unix_time_millis"),
+        (sqs_models.SQSBackend, "is_message_valid_based_on_retention_period"),
+        (moto.backends, "list_of_moto_modules"),
+    ]:
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # so undo restores it
+    return moto_server.make_sqs_bookkeeping_cheap
+
+
+def retention_scenario() -> list[list[str]]:
+    """Bodies delivered by each receive: an expired message, then a fresh one alone."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        url = sqs.create_queue(QueueName="short", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        queue = sqs_models.sqs_backends["123456789012"]["us-east-1"].queues["short"]
+        answers = []
+        sqs.send_message(QueueUrl=url, MessageBody="old")
+        queue._messages[0].sent_timestamp = int((time.time() - 61) * 1000)  # past 60 s
+        answers.append([m["Body"] for m in sqs.receive_message(QueueUrl=url).get("Messages", [])])
+        queue._messages.clear()
+        sqs.send_message(QueueUrl=url, MessageBody="new")
+        answers.append([m["Body"] for m in sqs.receive_message(QueueUrl=url).get("Messages", [])])
+        return answers
+
+
+def test_retention_is_judged_as_moto_judges_it(patch):
+    as_shipped = retention_scenario()
+    patch()
+    assert retention_scenario() == as_shipped == [[], ["new"]]
+
+
+def test_the_clock_is_moto_s_clock(patch):
+    from moto.core import utils
+
+    patch()
+    assert abs(sqs_models.unix_time() - utils.unix_time()) < 0.05
+    assert abs(sqs_models.unix_time_millis() - utils.unix_time_millis()) < 50
+    stamp = utils.utcnow()
+    assert sqs_models.unix_time(stamp) == utils.unix_time(stamp)  # a given time: moto's own
