@@ -19,6 +19,9 @@ from conveyor import moto_server
 @pytest.fixture
 def patch(monkeypatch: pytest.MonkeyPatch):
     """Apply the server's SQS patches, undone after the test."""
+    # In-process moto, not the session's moto server other tests point boto3 at.
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS"):
+        monkeypatch.delenv(name, raising=False)
     for owner, name in [
         (sqs_models, "unix_time"),
         (sqs_models, "unix_time_millis"),
