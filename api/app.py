@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -17,6 +19,7 @@ from api.auth import Authenticator, AuthMiddleware
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
 from api.routes import system, tasks
 from api.state import State
+from conveyor import maintenance
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import ApiMetrics, QueueCollector
@@ -78,6 +81,18 @@ def _queue_gauges(engine: Engine) -> dict[str, float]:
     return values
 
 
+def _lifespan(engine: Engine) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The sweeper and DLQ reaper run here, not in the workers: the API is always up,
+    workers may be scaled to zero (conveyor/maintenance.py)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with maintenance.background(engine):
+            yield
+
+    return lifespan
+
+
 def create_app(
     engine: Engine,
     registry: CollectorRegistry | None = None,
@@ -105,6 +120,7 @@ def create_app(
             ConveyorError: on_conveyor_error,
             Exception: on_unexpected,
         },
+        lifespan=_lifespan(engine),
     )
     app.state.conveyor = State(engine, metrics)
     app.state.auth = auth

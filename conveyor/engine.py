@@ -3,7 +3,7 @@
 The record in the store is the truth; the message in the broker only says "look at
 task X". Submit writes the record first and sends the message second: if the process
 dies in between, the record is ``queued`` with no message, and ``sweep`` (run by the
-workers) finds it and sends one. A duplicate message is harmless because every
+API, see conveyor/maintenance.py) finds it and sends one. A duplicate message is harmless because every
 transition is a conditional write.
 """
 
@@ -231,7 +231,7 @@ class Engine:
         self._dispatch(task)
         return task
 
-    # -- housekeeping, run by the workers ---------------------------------------------------
+    # -- housekeeping, run by the API (conveyor/maintenance.py) ------------------------------
 
     def sweep(self, older_than: float | None = None, limit: int = 100) -> int:
         """Send a message for ``queued`` tasks that have none (their submitter died between
@@ -272,23 +272,28 @@ class Engine:
         tasktype = self.registry.get(task_type)
         return bool(tasktype and tasktype.paused)
 
-    def reap(self, max_messages: int = 10) -> int:
+    def reap(self, max_messages: int = 10, max_batches: int = 10) -> int:
         """Mark tasks whose message reached the dead-letter queue as failed.
 
-        The message stays in the DLQ (hidden for 12 h between looks) so the DLQ alert
+        The message stays in the DLQ (hidden for 11 h between looks) so the DLQ alert
         fires and operators can inspect or redrive it; reaping it again is a no-op.
+        Takes batches until one comes back short, at most ``max_batches`` per call, so a
+        burst of dead letters is not cleared ten per round.
         """
         reaped = 0
-        messages = self.dead_letters.receive(max_messages, 0)
-        for m in messages:
-            if m.task_id:
-                error = TaskError(
-                    "DeadLettered",
-                    "the task's message was moved to the dead-letter queue after "
-                    f"{self.settings.max_receive_count} receives (a worker crashed on it)",
-                )
-                if self.store.fail_unfinished(m.task_id, error, now()) is not None:
-                    reaped += 1
-        if messages:
-            self.dead_letters.change_visibility_many([(m.receipt, 11 * 3600) for m in messages])
+        for _ in range(max_batches):
+            messages = self.dead_letters.receive(max_messages, 0)
+            for m in messages:
+                if m.task_id:
+                    error = TaskError(
+                        "DeadLettered",
+                        "the task's message was moved to the dead-letter queue after "
+                        f"{self.settings.max_receive_count} receives (a worker crashed on it)",
+                    )
+                    if self.store.fail_unfinished(m.task_id, error, now()) is not None:
+                        reaped += 1
+            if messages:
+                self.dead_letters.change_visibility_many([(m.receipt, 11 * 3600) for m in messages])
+            if len(messages) < max_messages:
+                break
         return reaped

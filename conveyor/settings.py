@@ -43,6 +43,10 @@ class Settings:
     visibility_timeout: int = 30
     max_receive_count: int = 50
     redispatch_after_seconds: int = 300
+    # The API runs the sweeper and the DLQ reaper (conveyor/maintenance.py) every interval
+    # (0 = a quarter of redispatch_after_seconds, at least 5 s).
+    maintenance_enabled: bool = True
+    maintenance_interval_seconds: float = 0.0
     hold_seconds: int = 30  # a paused or disabled type's message waits this long between checks
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -133,7 +133,6 @@ class Worker:
         loops = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._delete_loop(), name="deletes"),
-            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
         ]
         await self._beat()
         log.info("worker %s started: concurrency %d", self.id, self.concurrency)
@@ -524,7 +523,7 @@ class Worker:
                 await self._delete_batch(batch)
             self._delete_wakeup.clear()
 
-    # -- heartbeat and housekeeping -------------------------------------------------------
+    # -- heartbeat --------------------------------------------------------------------------
 
     async def _beat(self) -> None:
         info = WorkerInfo(
@@ -556,13 +555,3 @@ class Worker:
                 await self._beat()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-
-    async def _housekeeping_loop(self) -> None:
-        period = max(5.0, self.settings.redispatch_after_seconds / 4)
-        while True:
-            await asyncio.sleep(period * (0.5 + random.random()))
-            try:
-                await self._io_call(self.engine.sweep)
-                await self._io_call(self.engine.reap)
-            except Exception as exc:
-                log.warning("housekeeping failed: %s", exc)
