@@ -99,6 +99,54 @@ def init() -> None:
     _print(provision(AwsBackend(Settings.from_env())))
 
 
+@main.group()
+def token() -> None:
+    """Make API tokens (docs/SECURITY.md, "Tokens")."""
+
+
+def _scopes(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    from conveyor.tokens import SCOPES
+
+    wanted = [s.strip() for s in value.split(",") if s.strip()]
+    if not wanted:
+        raise click.BadParameter(f"name at least one of: {', '.join(SCOPES)}")
+    unknown = [s for s in wanted if s not in SCOPES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown scope {', '.join(map(repr, unknown))}; the scopes are: {', '.join(SCOPES)}"
+        )
+    return sorted(set(wanted))
+
+
+@token.command(name="create")
+@click.option("--name", required=True, help="Who uses it: the principal in logs (letters, digits, _.@:-).")
+@click.option(
+    "--scopes",
+    required=True,
+    callback=_scopes,
+    help="Comma-separated: tasks:submit, tasks:read, tasks:admin (none implies another).",
+)
+def token_create(name: str, scopes: list[str]) -> None:
+    """Make a token: prints the token (line 1; shown only this once) and its tokens-file
+    entry (line 2, JSON with the token's SHA-256) for the tokens.json in the API's Secret."""
+    from conveyor import tokens
+
+    secret = tokens.generate_token()
+    entry = {"name": name, "sha256": tokens.hash_token(secret), "scopes": scopes}
+    try:
+        # The API's own check of a tokens file, so every entry printed here loads there.
+        tokens.TokenSet.from_document({"tokens": [entry]})
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint="'--name'") from exc
+    click.echo(
+        "The token (store it now: it is not shown again, the API keeps only its hash), "
+        "then the entry to add to the tokens.json list in the API's Secret:",
+        err=True,
+    )
+    click.echo(secret)
+    click.echo(json.dumps(entry))
+
+
 def _api_command(fn: Any) -> Any:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
