@@ -150,7 +150,12 @@ class LocalStack:
             # Zero-config but never open: a token of our own, printed by `conveyor run`.
             self.token, tokens_file = local_token(self.state_dir)
             env["CONVEYOR_AUTH_TOKENS_FILE"] = str(tokens_file)
-        env |= {"CONVEYOR_API_PORT": str(self.api_port), "CONVEYOR_API_HOST": "127.0.0.1"}
+        # Loopback only: the local stack serves this machine, not its network.
+        env |= {
+            "CONVEYOR_API_PORT": str(self.api_port),
+            "CONVEYOR_API_HOST": "127.0.0.1",
+            "CONVEYOR_WORKER_METRICS_HOST": "127.0.0.1",
+        }
         env |= self.extra_env
         return env
 

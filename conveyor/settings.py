@@ -52,6 +52,8 @@ class Settings:
     api_port: int = 8000
     worker_concurrency: int = 8
     worker_metrics_port: int = 9100
+    # All interfaces: in a pod, Prometheus scrapes the pod IP. `conveyor run` sets loopback.
+    worker_metrics_host: str = "0.0.0.0"
     poll_wait_seconds: int = 20
     shutdown_grace_seconds: float = 25.0
     worker_max_tasks: int = 0  # >0: one-shot worker (KEDA ScaledJob): this many, or an empty poll, then exit

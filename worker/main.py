@@ -22,7 +22,7 @@ async def serve(settings: Settings, metrics_port: int | None = None) -> None:
     handlers.load()
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=settings.worker_metrics_host)
     worker = Worker(runtime.engine, WorkerMetrics(REGISTRY), blob_factory=runtime.blobs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
