@@ -36,7 +36,7 @@ def interval_seconds(settings: Settings) -> float:
 
 
 class Maintenance:
-    """Sweep, then reap, every ``interval`` seconds with +-50% jitter (replicas spread out)."""
+    """Reap, then sweep, every ``interval`` seconds with +-50% jitter (replicas spread out)."""
 
     def __init__(
         self,
@@ -53,17 +53,20 @@ class Maintenance:
 
     async def run_once(self) -> tuple[int, int]:
         """One round; returns (messages re-sent, tasks reaped). A failing step is logged and
-        does not stop the other: DynamoDB and the DLQ fail independently."""
+        does not stop the other: DynamoDB and the DLQ fail independently.
+
+        Reaping comes first: a queued task whose message was dead-lettered is then failed,
+        not re-sent for another round of crashes, and the sweeper's deficit is exact."""
         sent = reaped = 0
         # boto3 blocks: off the event loop, so requests are served meanwhile.
-        try:
-            sent = await asyncio.to_thread(self.engine.sweep)
-        except Exception as exc:
-            log.warning("sweeper failed: %s", exc)
         try:
             reaped = await asyncio.to_thread(self.engine.reap)
         except Exception as exc:
             log.warning("dead-letter reaper failed: %s", exc)
+        try:
+            sent = await asyncio.to_thread(self.engine.sweep)
+        except Exception as exc:
+            log.warning("sweeper failed: %s", exc)
         self.rounds += 1
         return sent, reaped
 

@@ -168,20 +168,22 @@ def test_the_setting_turns_the_loop_off(clock, monkeypatch):
         wait_for(lambda: engine.broker.depth().total == 1, timeout=5)
 
 
-def test_a_failing_step_does_not_stop_the_other_or_the_loop(monkeypatch):
+@pytest.mark.parametrize("failing", ["reap", "sweep"])
+def test_a_failing_step_does_not_stop_the_other_or_the_loop(monkeypatch, failing):
     engine = memory_engine()
     calls: list[str] = []
 
-    def sweep() -> int:
-        calls.append("sweep")
-        raise Unavailable("dynamodb Query: throttled")
+    def step(name: str) -> Any:
+        def run() -> int:
+            calls.append(name)
+            if name == failing:
+                raise Unavailable("throttled")
+            return 2
 
-    def reap() -> int:
-        calls.append("reap")
-        return 2
+        return run
 
-    monkeypatch.setattr(engine, "sweep", sweep)
-    monkeypatch.setattr(engine, "reap", reap)
+    monkeypatch.setattr(engine, "sweep", step("sweep"))
+    monkeypatch.setattr(engine, "reap", step("reap"))
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -192,9 +194,23 @@ def test_a_failing_step_does_not_stop_the_other_or_the_loop(monkeypatch):
     loop = Maintenance(engine, interval=10.0, sleep=sleep, rng=random.Random(1))
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(loop.run())
-    assert calls == ["sweep", "reap"] * 3 and loop.rounds == 3
+    assert calls == ["reap", "sweep"] * 3 and loop.rounds == 3
     # Jittered around the interval, so replicas started together spread out.
     assert all(5.0 <= w <= 15.0 for w in waits) and len(set(waits)) == len(waits)
+
+
+def test_a_queued_task_whose_message_was_dead_lettered_is_failed_not_resent(clock):
+    """Its message crashed workers max_receive_count times before any claim: another
+    message would only crash them again."""
+    engine = memory_engine()
+    task, _ = engine.submit(Submission("echo", {"n": 1}))
+    [message] = engine.broker.receive(1, 0)
+    engine.broker.delete_many([message.receipt])
+    engine.dead_letters.send(task.id, task.type)
+    clock.advance(HORIZON + 1)  # also a sweeper suspect now
+    assert asyncio.run(Maintenance(engine).run_once()) == (0, 1)
+    assert engine.get(task.id).status is Status.FAILED
+    assert engine.broker.depth().total == 0
 
 
 @pytest.mark.parametrize(
