@@ -3,8 +3,8 @@
 The record in the store is the truth; the message in the broker only says "look at
 task X". Submit writes the record first and sends the message second: if the process
 dies in between, the record is ``queued`` with no message, and ``sweep`` (run by the
-API, see conveyor/maintenance.py) finds it and sends one. A duplicate message is harmless because every
-transition is a conditional write.
+API, conveyor/maintenance.py) finds it and sends one. A duplicate message is harmless
+because every transition is a conditional write.
 """
 
 from __future__ import annotations

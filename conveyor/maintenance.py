@@ -56,7 +56,8 @@ class Maintenance:
         does not stop the other: DynamoDB and the DLQ fail independently.
 
         Reaping comes first: a queued task whose message was dead-lettered is then failed,
-        not re-sent for another round of crashes, and the sweeper's deficit is exact."""
+        not re-sent for another round of crashes, and no longer counts in the sweeper's
+        deficit."""
         sent = reaped = 0
         # boto3 blocks: off the event loop, so requests are served meanwhile.
         try:
@@ -71,8 +72,8 @@ class Maintenance:
         return sent, reaped
 
     async def run(self) -> None:
-        """Forever, until cancelled. The first round waits too: a process that just
-        started has nothing older than the horizon of its own making."""
+        """Forever, until cancelled. The first round waits (jittered) too, so replicas
+        started together by a rollout spread out."""
         while True:
             await self._sleep(self.interval * (0.5 + self._rng.random()))
             await self.run_once()
