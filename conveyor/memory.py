@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
@@ -125,11 +125,14 @@ class MemoryTaskStore:
             return updated
 
     def mark_redispatched(self, task: Task, at: datetime) -> bool:
+        # Strictly later than the copy's stamp, or a second caller holding the same copy in
+        # the same millisecond would pass the condition too.
+        stamp = max(at, task.updated_at + timedelta(milliseconds=1))
         return (
             self._swap(
                 task.id,
                 lambda t: t.status is Status.QUEUED and t.updated_at == task.updated_at,
-                updated_at=at,
+                updated_at=stamp,
             )
             is not None
         )

@@ -366,12 +366,15 @@ class DynamoTaskStore:
         return self._queued(limit, bound[:10] + "0" * 16)
 
     def mark_redispatched(self, task: Task, at: datetime) -> bool:
+        # Strictly later than the copy's stamp, or a second caller holding the same copy in
+        # the same millisecond would pass the condition too.
+        stamp = max(at, task.updated_at + timedelta(milliseconds=1))
         return (
             self._update(
                 task.id,
                 "SET updated_at = :now",
                 "#s = :q AND updated_at = :seen",
-                {":now": _ts(at), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
+                {":now": _ts(stamp), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
                 returns="NONE",
             )
             is not None

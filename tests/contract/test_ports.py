@@ -244,3 +244,27 @@ def test_finish_honours_a_retention_override(store):
     at = now()
     done = store.finish(mine, Status.SUCCEEDED, at, result=1, retention_seconds=60)
     assert abs(done.expires_at - (at.timestamp() + 60)) <= 1
+
+
+def test_a_resend_is_claimed_once_under_concurrency(store):
+    """What keeps several API replicas' sweepers from each sending an orphan."""
+    t = task()
+    store.create(t)
+    assert [x.id for x in store.queued_before(now() + timedelta(seconds=2))] == [t.id]
+    assert store.queued_before(now() - timedelta(hours=1)) == []
+    wins: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def go() -> None:
+        barrier.wait()
+        wins.append(store.mark_redispatched(t, now()))
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    [th.start() for th in threads]
+    [th.join() for th in threads]
+    assert sum(wins) == 1
+    assert store.mark_redispatched(t, now()) is False  # the copy it was read from is stale
+    fresh = store.get(t.id, consistent=True)
+    assert fresh.updated_at > t.updated_at and fresh.status is Status.QUEUED
+    assert store.claim(t.id, t.type, "w", now()).task is not None
+    assert store.mark_redispatched(store.get(t.id, consistent=True), now()) is False  # not queued
