@@ -46,6 +46,7 @@ def test_a_cpu_hpa_scales_the_workers_when_keda_is_off() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["requests"]["cpu"]
     assert not rendered.find("ScaledObject") and not rendered.find("TriggerAuthentication")
+    assert "Workers: a CPU HPA, 2..6 pods (KEDA off)" in rendered.notes
 
 
 def test_no_hpa_by_default_and_never_next_to_a_scaled_object() -> None:

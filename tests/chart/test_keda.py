@@ -130,6 +130,7 @@ def test_irsa_annotates_the_workers_account_and_keda_assumes_it() -> None:
         "podIdentity": {"provider": "aws", "identityOwner": "workload"}
     }
     assert resolve_all(rendered) == [Credentials("workload", IRSA_ROLE)]
+    assert f"KEDA reads the queue depth with the workers' role {IRSA_ROLE}" in rendered.notes
     # The role may also come from serviceAccount.annotations, and the default (empty
     # identityOwner) picks workload as soon as the account carries a role.
     annotated = {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}}
@@ -147,6 +148,7 @@ def test_pod_identity_uses_kedas_own_identity_or_a_role_it_assumes() -> None:
         "name": f"{RELEASE}-worker"
     }
     assert resolve_all(rendered) == [Credentials("keda")]
+    assert "KEDA reads the queue depth with its own identity" in rendered.notes
     assumed = {"worker": {"keda": {"auth": {"identityOwner": "keda", "roleArn": KEDA_ROLE}}}}
     spec = render_values(assumed).one("TriggerAuthentication")["spec"]
     assert spec == {"podIdentity": {"provider": "aws", "roleArn": KEDA_ROLE}}
