@@ -135,12 +135,12 @@ def test_the_api_pdb_always_lets_a_drain_evict_a_pod() -> None:
 @pytest.mark.parametrize(
     ("replicas", "pdb", "allowed"),
     [
-        (1, {"minAvailable": 1, "maxUnavailable": ""}, False),  # the old default with one replica
-        (2, {"minAvailable": 1, "maxUnavailable": ""}, True),
-        (3, {"minAvailable": 3, "maxUnavailable": ""}, False),
-        (2, {"minAvailable": "50%", "maxUnavailable": ""}, True),
-        (1, {"minAvailable": "50%", "maxUnavailable": ""}, False),  # rounds up to 1 of 1
-        (3, {"minAvailable": "100%", "maxUnavailable": ""}, False),
+        (1, {"minAvailable": 1}, False),  # the old default with one replica
+        (2, {"minAvailable": 1}, True),
+        (3, {"minAvailable": 3}, False),
+        (2, {"minAvailable": "50%"}, True),
+        (1, {"minAvailable": "50%"}, False),  # rounds up to 1 of 1
+        (3, {"minAvailable": "100%"}, False),
         (1, {"maxUnavailable": 1}, True),
         (3, {"maxUnavailable": 0}, False),
         (3, {"maxUnavailable": "0%"}, False),
@@ -159,8 +159,14 @@ def test_a_pdb_that_blocks_every_eviction_fails(replicas: int, pdb: dict[str, An
         assert needle in str(caught.value)
 
 
-def test_exactly_one_pdb_bound() -> None:
-    for pdb in ({"minAvailable": 1}, {"minAvailable": "", "maxUnavailable": ""}):
-        with pytest.raises(helm.HelmError, match=r"exactly one of api\.pdb\.maxUnavailable"):
-            render_values({"api": {"replicaCount": 3, "pdb": pdb}})
+def test_min_available_replaces_max_unavailable_and_one_is_needed() -> None:
+    # A minAvailable kept from older values wins over the new default maxUnavailable.
+    spec = render_values({"api": {"replicaCount": 3, "pdb": {"minAvailable": 2}}}).one("PodDisruptionBudget")[
+        "spec"
+    ]
+    assert spec["minAvailable"] == 2 and "maxUnavailable" not in spec
+    with pytest.raises(
+        helm.HelmError, match=r"set api\.pdb\.maxUnavailable \(default 1\) or api\.pdb\.minAvailable"
+    ):
+        render_values({"api": {"pdb": {"minAvailable": "", "maxUnavailable": ""}}})
     assert not render_values({"api": {"pdb": {"enabled": False}}}).find("PodDisruptionBudget")
