@@ -2,8 +2,8 @@
 
 Built-in kinds are checked against the Kubernetes OpenAPI schemas (kubernetes-validate,
 strict: unknown fields are errors). Custom resources are checked against the
-openAPIV3Schema of the real CRDs (KEDA and Prometheus operator from ../shared/crds, the
-TaskType CRD from the chart), made strict the way `kubectl apply` (fieldValidation=Strict)
+openAPIV3Schema of the real CRDs (KEDA and Prometheus operator vendored in tests/chart/crds,
+the TaskType CRD from the chart), made strict the way `kubectl apply` (fieldValidation=Strict)
 treats them: an unknown field is an error, not silently pruned.
 """
 
@@ -23,7 +23,8 @@ from kubernetes_validate import utils as kv
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "conveyor"
 VALUES_DIR = Path(__file__).parent / "values"
-SHARED_CRDS = ROOT.parent / "shared" / "crds"
+# Upstream KEDA and Prometheus-operator CRDs, vendored (see crds/README.md for versions).
+VENDORED_CRDS = Path(__file__).parent / "crds"
 RELEASE = "conveyor"
 NAMESPACE = "tasks"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
@@ -127,7 +128,7 @@ def _strict(schema: Any, top: bool = True) -> Any:
 
 
 def _crd_files() -> list[Path]:
-    return [*sorted(SHARED_CRDS.glob("*.yaml")), *sorted((CHART / "crds").glob("*.yaml"))]
+    return [*sorted(VENDORED_CRDS.glob("*.yaml")), *sorted((CHART / "crds").glob("*.yaml"))]
 
 
 @functools.cache

@@ -79,10 +79,11 @@ def _value_paths(values: Any, prefix: str = "") -> set[str]:
 def test_schema_and_values_name_the_same_keys() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    # Maps typed as a whole (resources, probes, security contexts, label maps) may hold
+    # Maps typed as a whole (resources, probes, security contexts, label maps, HPA behavior) may hold
     # keys on one side only; everything else must be on both sides.
     opaque = re.compile(
-        r"^(podSecurityContext|securityContext|\w+\.resources|api\.\w+Probe|metrics\.dashboard\.labels)\."
+        r"^(podSecurityContext|securityContext|\w+\.resources|api\.\w+Probe|metrics\.dashboard\.labels"
+        r"|worker\.(keda|autoscaling)\.behavior)\."
     )
     differ = (_value_paths(values) ^ _schema_paths(schema, schema)) - {"global"}
     assert not {p for p in differ if not opaque.match(p)}
