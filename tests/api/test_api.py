@@ -251,3 +251,8 @@ def test_backend_down_is_503_with_retry_after(settings, monkeypatch):
             assert r.headers["retry-after"].isdigit()
             assert "Traceback" not in body["detail"]
         assert api.get("/healthz").status_code == 200
+
+
+def test_a_task_id_is_read_case_insensitively_as_a_ulid(api):
+    task = post(api, {"type": "echo"}).json()
+    assert api.get(f"/v1/tasks/{task['id'].lower()}").json()["id"] == task["id"]
