@@ -189,3 +189,14 @@ def test_a_scoped_route_refuses_a_request_not_authorized_for_it():
 def test_a_route_cannot_declare_an_unknown_scope():
     with pytest.raises(ValueError, match="scope must be one of"):
         ScopedRoute("/x", _ok, scope="tasks:everything")
+
+
+def test_the_openapi_document_asks_for_a_token_exactly_where_a_route_does(secured):
+    api = secured()
+    doc = api.get("/openapi.json").json()
+    declared = walked(api.app.routes)
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            scope = declared[(method.upper(), path)]
+            open_ = operation.get("security", doc["security"]) == []
+            assert open_ == (scope == NONE), (method, path, scope)
