@@ -11,11 +11,11 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Match, Mount
+from starlette.routing import BaseRoute, Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import Authenticator, AuthMiddleware
+from api.auth import NONE, Authenticator, AuthMiddleware, ScopedMount
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
 from api.routes import system, tasks
 from api.state import State
@@ -25,6 +25,46 @@ from conveyor.errors import ConveyorError
 from conveyor.metrics import ApiMetrics, QueueCollector
 
 STATIC = Path(__file__).parent / "static"
+
+# The console's own policy (its <meta> tag says the same), plus what only a header can say:
+# no page may frame the console or the API (clickjacking).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every HTTP response, replacing any same-named ones."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in SECURITY_HEADERS}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class ConveyorApp(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's ServerErrorMiddleware, so even its 500 answers carry the headers.
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 class RequestMetrics:
@@ -105,8 +145,9 @@ def create_app(
     registry.register(QueueCollector(lambda: _queue_gauges(engine), ttl=engine.settings.stats_cache_seconds))
     routes: list[BaseRoute] = [*tasks.routes, *system.routes]
     if (STATIC / "index.html").exists():
-        routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True), name="console"))
-    app = Starlette(
+        console = StaticFiles(directory=STATIC, html=True)
+        routes.append(ScopedMount("/", console, name="console", scope=NONE))
+    app = ConveyorApp(
         routes=routes,
         middleware=[
             Middleware(RequestMetrics, metrics=metrics, routes=routes),

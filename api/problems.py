@@ -13,6 +13,7 @@ from starlette.responses import Response
 from conveyor.errors import (
     Conflict,
     IdempotencyConflict,
+    InvalidCursor,
     NotFound,
     Unavailable,
     ValidationError,
@@ -87,7 +88,9 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def on_conveyor_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, InvalidCursor):
+        problem = Problem(400, str(exc), "invalid-cursor", errors=exc.errors)
+    elif isinstance(exc, ValidationError):
         problem = Problem(422, str(exc), "validation", errors=exc.errors)
     elif isinstance(exc, NotFound):
         problem = Problem(404, "no task with this id", "not-found")

@@ -66,6 +66,11 @@ TASK = {
         },
         "worker": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "redacted": {
+            "type": "array",
+            "items": {"enum": ["payload", "result"]},
+            "description": "Present when the caller's token lacks tasks:read: these fields are left out.",
+        },
     },
 }
 

@@ -35,6 +35,21 @@ class ValidationError(ConveyorError):
         self.errors = errors or []
 
 
+class InvalidCursor(ValidationError):
+    """A list cursor this API did not hand out (400): refused before it reaches the store."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cursor is not one this API returned for this list",
+            [
+                {
+                    "pointer": "/query/cursor",
+                    "message": "pass back next_cursor unchanged, with the same filters",
+                }
+            ],
+        )
+
+
 class RetryableError(ConveyorError):
     """Raised by a handler: this attempt failed, a later one may succeed."""
 

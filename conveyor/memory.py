@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from conveyor.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
-from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo
+from conveyor.errors import Conflict, IdempotencyConflict, InvalidCursor, NotFound
+from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
 from conveyor.ports import Claim, Page
 
 
@@ -75,10 +75,9 @@ class MemoryTaskStore:
             try:
                 after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ValidationError(
-                    "cursor is not one this API returned",
-                    [{"pointer": "/cursor", "message": "malformed cursor"}],
-                ) from exc
+                raise InvalidCursor from exc
+            if not is_task_id(after):
+                raise InvalidCursor
         with self._lock:
             found = sorted(
                 (

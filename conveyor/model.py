@@ -31,6 +31,16 @@ def new_id() -> str:
     return str(ULID())
 
 
+def is_task_id(value: object) -> bool:
+    """Whether ``value`` is a ULID as ``new_id`` writes it (canonical, upper case)."""
+    if not isinstance(value, str) or len(value) != 26:
+        return False
+    try:
+        return str(ULID.from_str(value)) == value
+    except ValueError:
+        return False
+
+
 def now() -> datetime:
     """The current UTC time at millisecond precision: what the store keeps, so a record
     read back compares equal to the one written."""

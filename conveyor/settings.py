@@ -66,6 +66,7 @@ class Settings:
     auth_tokens_file: str = "/etc/conveyor/auth/tokens.json"
     metrics_require_token: bool = False  # /metrics stays open for the ServiceMonitor by default
     rate_limit: str = "100/second;3000/minute"  # per token, `limits` notation; "off" disables
+    auth_failure_limit: str = "20/minute"  # failed authentications per client address, then 429
     # Payload keys whose values debug logs replace (case-insensitive substring match).
     log_redact_keys: str = "password,secret,token,authorization,api_key,apikey,private_key,credential,cookie"
 

@@ -30,7 +30,9 @@ log = logging.getLogger("conveyor.auth")
 SUBMIT = "tasks:submit"
 READ = "tasks:read"
 ADMIN = "tasks:admin"
-SCOPES = (SUBMIT, READ, ADMIN)
+# Reads tasks like tasks:read, but every answer omits their payloads and results.
+READ_METADATA = "tasks:read-metadata"
+SCOPES = (SUBMIT, READ, ADMIN, READ_METADATA)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")

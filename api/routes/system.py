@@ -6,10 +6,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
+from api.auth import METRICS, NONE, ScopedRoute
 from api.problems import Problem
 from api.state import State
+from conveyor import tokens
 from conveyor.errors import Unavailable
 
 
@@ -55,12 +56,13 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(_state(request).openapi)
 
 
+# Each route's scope is declared here, on the route (docs/SECURITY.md, "Scopes").
 routes = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
-    Route("/v1/stats", stats, methods=["GET"]),
-    Route("/v1/workers", workers, methods=["GET"]),
-    Route("/v1/task-types", task_types, methods=["GET"]),
+    ScopedRoute("/healthz", healthz, methods=["GET"], scope=NONE),
+    ScopedRoute("/readyz", readyz, methods=["GET"], scope=NONE),
+    ScopedRoute("/metrics", metrics, methods=["GET"], scope=METRICS),
+    ScopedRoute("/openapi.json", openapi, methods=["GET"], scope=NONE),
+    ScopedRoute("/v1/stats", stats, methods=["GET"], scope=tokens.ADMIN),
+    ScopedRoute("/v1/workers", workers, methods=["GET"], scope=tokens.ADMIN),
+    ScopedRoute("/v1/task-types", task_types, methods=["GET"], scope=tokens.READ),
 ]

@@ -7,14 +7,16 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from ulid import ULID
 
 from api import schemas
+from api.auth import ScopedRoute, sees_payloads
 from api.body import check, read_json, validator
 from api.problems import Problem
 from api.state import State
+from conveyor import tokens
 from conveyor.engine import Submission
-from conveyor.model import Status, from_rfc3339
+from conveyor.model import Status, Task, from_rfc3339
 
 _submit = validator(schemas.SUBMIT)
 _MAX_KEY = 255
@@ -47,8 +49,41 @@ def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Su
     )
 
 
-def _task_response(task: Any, status_code: int) -> JSONResponse:
-    return JSONResponse(task.to_json(), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"})
+REDACTED = ("payload", "result")
+
+
+def _shown(request: Request, task: Task) -> dict[str, Any]:
+    """A task as this caller may see it: without payload and result unless its token holds
+    tasks:read (a tasks:read-metadata or tasks:admin-only token sees the rest)."""
+    data = task.to_json()
+    if sees_payloads(request):
+        return data
+    for key in REDACTED:
+        data.pop(key, None)
+    data["redacted"] = list(REDACTED)
+    return data
+
+
+def _task_response(request: Request, task: Task, status_code: int) -> JSONResponse:
+    return JSONResponse(
+        _shown(request, task), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"}
+    )
+
+
+def _task_id(request: Request) -> str:
+    """The {id} path parameter as a canonical ULID; anything else never reaches the store."""
+    raw = request.path_params["id"]
+    try:
+        return str(ULID.from_str(raw))
+    except ValueError as exc:
+        raise Problem(
+            400,
+            "the task id in the path is not a task id (a 26-character ULID)",
+            "malformed-id",
+            errors=[
+                {"pointer": "/path/id", "message": "a ULID: 26 characters of 0-9 and A-Z without I, L, O, U"}
+            ],
+        ) from exc
 
 
 async def submit(request: Request) -> Response:
@@ -71,7 +106,10 @@ async def submit(request: Request) -> Response:
     task, created = await run_in_threadpool(state.engine.submit, sub, key, data)
     if created:
         state.metrics.submitted.labels(type=task.type).inc()
-    return _task_response(task, 202 if created else 200)
+    # The caller's own task (an Idempotency-Key is scoped to the caller): shown whole.
+    return JSONResponse(
+        task.to_json(), status_code=202 if created else 200, headers={"Location": f"/v1/tasks/{task.id}"}
+    )
 
 
 async def submit_batch(request: Request) -> Response:
@@ -91,8 +129,8 @@ async def submit_batch(request: Request) -> Response:
 
 
 async def get_task(request: Request) -> Response:
-    task = await run_in_threadpool(_state(request).engine.get, request.path_params["id"])
-    return JSONResponse(task.to_json())
+    task = await run_in_threadpool(_state(request).engine.get, _task_id(request))
+    return JSONResponse(_shown(request, task))
 
 
 def _query(request: Request) -> tuple[Status | None, str | None, int, str | None]:
@@ -128,24 +166,25 @@ def _query(request: Request) -> tuple[Status | None, str | None, int, str | None
 async def list_tasks(request: Request) -> Response:
     status, task_type, limit, cursor = _query(request)
     page = await run_in_threadpool(_state(request).engine.query, status, task_type, limit, cursor)
-    return JSONResponse({"items": [t.to_json() for t in page.items], "next_cursor": page.next_cursor})
+    return JSONResponse({"items": [_shown(request, t) for t in page.items], "next_cursor": page.next_cursor})
 
 
 async def cancel(request: Request) -> Response:
-    task = await run_in_threadpool(_state(request).engine.cancel, request.path_params["id"])
-    return JSONResponse(task.to_json())
+    task = await run_in_threadpool(_state(request).engine.cancel, _task_id(request))
+    return JSONResponse(_shown(request, task))
 
 
 async def retry(request: Request) -> Response:
-    task = await run_in_threadpool(_state(request).engine.retry, request.path_params["id"])
-    return _task_response(task, 202)
+    task = await run_in_threadpool(_state(request).engine.retry, _task_id(request))
+    return _task_response(request, task, 202)
 
 
+# Each route's scope is declared here, on the route (docs/SECURITY.md, "Scopes").
 routes = [
-    Route("/v1/tasks", submit, methods=["POST"], name="submit"),
-    Route("/v1/tasks", list_tasks, methods=["GET"], name="list"),
-    Route("/v1/tasks/batch", submit_batch, methods=["POST"], name="batch"),
-    Route("/v1/tasks/{id}", get_task, methods=["GET"], name="get"),
-    Route("/v1/tasks/{id}/cancel", cancel, methods=["POST"], name="cancel"),
-    Route("/v1/tasks/{id}/retry", retry, methods=["POST"], name="retry"),
+    ScopedRoute("/v1/tasks", submit, methods=["POST"], name="submit", scope=tokens.SUBMIT),
+    ScopedRoute("/v1/tasks", list_tasks, methods=["GET"], name="list", scope=tokens.READ),
+    ScopedRoute("/v1/tasks/batch", submit_batch, methods=["POST"], name="batch", scope=tokens.SUBMIT),
+    ScopedRoute("/v1/tasks/{id}", get_task, methods=["GET"], name="get", scope=tokens.READ),
+    ScopedRoute("/v1/tasks/{id}/cancel", cancel, methods=["POST"], name="cancel", scope=tokens.ADMIN),
+    ScopedRoute("/v1/tasks/{id}/retry", retry, methods=["POST"], name="retry", scope=tokens.ADMIN),
 ]

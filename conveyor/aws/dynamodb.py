@@ -28,13 +28,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from conveyor.aws.clients import error_code, translated
-from conveyor.errors import Conflict, IdempotencyConflict, NotFound, Unavailable, ValidationError
+from conveyor.errors import Conflict, IdempotencyConflict, InvalidCursor, NotFound, Unavailable
 from conveyor.model import (
     Status,
     Task,
     TaskError,
     WorkerInfo,
     from_rfc3339,
+    is_task_id,
     to_rfc3339,
 )
 from conveyor.ports import Claim, Page
@@ -144,17 +145,22 @@ def _encode_cursor(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
+def _decode_cursor(cursor: str, key: str, value: str) -> dict[str, Any]:
+    """The start key a cursor from ``_encode_cursor`` holds for this index (``key``) and
+    value; anything else is refused before it reaches DynamoDB, which would answer a
+    malformed start key with an error, not an empty page."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ValidationError(
-            "cursor is not one this API returned",
-            [{"pointer": "/cursor", "message": "malformed cursor"}],
-        ) from exc
+        raise InvalidCursor from exc
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"id", key}
+        or data[key] != value
+        or not is_task_id(data["id"])
+    ):
+        raise InvalidCursor
     return {k: {"S": v} for k, v in data.items()}
 
 
@@ -277,7 +283,7 @@ class DynamoTaskStore:
             args["ExpressionAttributeNames"]["#t"] = "type"
             args["ExpressionAttributeValues"][":t"] = _s(task_type or "")
             args["Limit"] = max(limit, 100)  # evaluated per page, before the filter
-        start = _decode_cursor(cursor) if cursor else None
+        start = _decode_cursor(cursor, key, value) if cursor else None
         items: list[dict[str, Any]] = []
         last = None
         for _ in range(FILTERED_PAGES if filtered else 1):

@@ -111,7 +111,10 @@ def test_list_rejects_bad_parameters(api, params, pointer):
 
 
 def test_list_rejects_a_forged_cursor(api):
-    assert problem(api.get("/v1/tasks", params={"cursor": "!!!"}), 422)["errors"][0]["pointer"] == "/cursor"
+    assert (
+        problem(api.get("/v1/tasks", params={"cursor": "!!!"}), 400)["errors"][0]["pointer"]
+        == "/query/cursor"
+    )
 
 
 def test_bad_input_is_a_clear_4xx(api):
@@ -134,7 +137,16 @@ def test_bad_input_is_a_clear_4xx(api):
     body = problem(post(api, {"type": "text-transform", "payload": {"text": 5}}), 422)
     assert body["errors"] == [{"pointer": "/payload/text", "message": "5 is not of type 'string'"}]
     assert problem(api.get("/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 404)["type"] == "/problems/not-found"
-    problem(api.get("/v1/tasks/worker%23x"), 404)
+    # An id that is no ULID (here the store's own worker-record prefix) never reaches the store.
+    for bad in (
+        "worker%23x",
+        "idem%23k",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+        "81ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "batch",
+    ):
+        assert problem(api.get(f"/v1/tasks/{bad}"), 400)["errors"][0]["pointer"] == "/path/id", bad
+        assert problem(api.post(f"/v1/tasks/{bad}/cancel"), 400)["errors"][0]["pointer"] == "/path/id"
     problem(api.delete("/v1/tasks"), 405)
     problem(api.get("/v1/nothing-here"), 404)
 
@@ -239,3 +251,8 @@ def test_backend_down_is_503_with_retry_after(settings, monkeypatch):
             assert r.headers["retry-after"].isdigit()
             assert "Traceback" not in body["detail"]
         assert api.get("/healthz").status_code == 200
+
+
+def test_a_task_id_is_read_case_insensitively_as_a_ulid(api):
+    task = post(api, {"type": "echo"}).json()
+    assert api.get(f"/v1/tasks/{task['id'].lower()}").json()["id"] == task["id"]

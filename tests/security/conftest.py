@@ -24,6 +24,7 @@ TOKEN_SCOPES = {
     "submitter": [tokens.SUBMIT],
     "reader": [tokens.READ],
     "admin": [tokens.ADMIN],
+    "metadata": [tokens.READ_METADATA],
     "all": list(tokens.SCOPES),
     "other": list(tokens.SCOPES),
 }

@@ -10,7 +10,14 @@ import pytest
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "docs" / "SECURITY.md", ROOT / "docs" / "RELIABILITY.md"]
-SETTINGS = ["AUTH_ENABLED", "AUTH_TOKENS_FILE", "METRICS_REQUIRE_TOKEN", "RATE_LIMIT", "LOG_REDACT_KEYS"]
+SETTINGS = [
+    "AUTH_ENABLED",
+    "AUTH_TOKENS_FILE",
+    "METRICS_REQUIRE_TOKEN",
+    "RATE_LIMIT",
+    "LOG_REDACT_KEYS",
+    "AUTH_FAILURE_LIMIT",
+]
 
 
 def cited(text: str) -> list[tuple[str, str]]:
