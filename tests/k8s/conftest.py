@@ -25,7 +25,7 @@ from kopf.testing import KopfRunner
 
 from tests.conftest import ROOT
 
-CRD = ROOT / "k8s" / "crds" / "tasktypes.conveyor.dev.yaml"
+CRD = ROOT / "charts" / "conveyor" / "crds" / "tasktypes.conveyor.dev.yaml"
 OPERATOR = ROOT / "k8s" / "controller" / "tasktypes.py"
 NAMESPACE = "conveyor"
 CONFIGMAP = "test-tasktypes"
