@@ -525,19 +525,16 @@ def test_scaled_job_mode_runs_one_shot_workers() -> None:
 
 
 def test_the_registry_configmap_is_mounted_and_readable(tmp_path: Any) -> None:
-    from conveyor import registry
-
     rendered = render("default")
-    configmap = rendered.one("ConfigMap", f"{RELEASE}-tasktypes")
-    (tmp_path / "tasktypes.json").write_text(configmap["data"]["tasktypes.json"])
-    assert len(registry.load(tmp_path)) == 0  # the operator fills it
+    # The operator creates and owns it (tests/k8s/test_chart.py); the chart only mounts it.
+    assert not rendered.find("ConfigMap", f"{RELEASE}-tasktypes")
     operator = _containers(rendered)["operator"]
-    assert env_of(operator)["CONVEYOR_CONFIGMAP"] == configmap["metadata"]["name"]
+    assert env_of(operator)["CONVEYOR_CONFIGMAP"] == f"{RELEASE}-tasktypes"
     assert env_of(operator)["CONVEYOR_NAMESPACE"] == "tasks"
     for name in ("api", "worker"):
         spec = next(s for n, s in pod_specs(rendered) if n == f"Deployment/{RELEASE}-{name}")
         volume = next(v for v in spec["volumes"] if v["name"] == "tasktypes")
-        assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+        assert volume["configMap"] == {"name": f"{RELEASE}-tasktypes", "optional": True}
         container = spec["containers"][0]
         mount = next(m for m in container["volumeMounts"] if m["name"] == "tasktypes")
         assert env_of(container)["CONVEYOR_TASKTYPES"] == mount["mountPath"]
