@@ -76,12 +76,21 @@ NOT_IN_JUNCTORS = (
 )
 UNSUPPORTED = ("id", "additionalItems", "patternProperties", "definitions", "dependencies", "$ref")
 RULE_REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
-# CEL calls whose cost grows with the size of what they read: the cost estimator
-# (pkg/apiserver/schema/cel/compilation.go) takes that size from maxLength / maxItems /
-# maxProperties, else from the 3 MiB request limit, which exceeds the per-rule limit.
-SCALING_CALLS = re.compile(
-    r"\.(all|exists|exists_one|map|filter|matches|contains|startsWith|endsWith|split|join|"
-    r"indexOf|lastIndexOf|replace|find|findAll|lowerAscii|upperAscii|trim|isSorted|sum|min|max)\("
+# CEL cost estimation (pkg/apiserver/schema/cel/compilation.go, k8s.io/apiserver/pkg/cel):
+# a string, list or map without maxLength / maxItems / maxProperties is assumed as large as
+# a request allows; a rule's estimated cost, times how many times it can run (the sizes of
+# the lists and maps around it), must stay under the per-rule limit, and all rules together
+# under the per-CRD limit. What follows is a coarse estimate of that; the figures are
+# Kubernetes' (apiextensions validation.go, apiserver/pkg/apis/cel/config.go).
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+UNBOUNDED_COUNT = MAX_REQUEST_BYTES // 2  # the smallest element, e.g. `0,`
+STRING_TRAVERSAL_COST = 0.1  # per byte of a scanned string
+PER_RULE_LIMIT = 10_000_000  # StaticEstimatedCostLimit
+PER_CRD_LIMIT = 100_000_000  # StaticEstimatedCRDCostLimit
+ITERATING = re.compile(r"\.(all|exists|exists_one|map|filter)\(")
+SCANNING = re.compile(
+    r"\.(matches|contains|startsWith|endsWith|split|indexOf|lastIndexOf|replace|find|findAll|"
+    r"lowerAscii|upperAscii|trim)\("
 )
 
 
@@ -270,69 +279,110 @@ def _metadata_problems(schema: dict[str, Any]) -> list[str]:
 # -- CEL: cost bounds --------------------------------------------------------------------------
 
 
-def _bounded(node: dict[str, Any]) -> bool:
-    kind = node.get("type")
-    if kind == "string":
-        return (
-            "maxLength" in node or "enum" in node or node.get("format") in ("date-time", "date", "duration")
-        )
-    if kind == "array":
-        return "maxItems" in node
-    if (
-        kind == "object"
-        and ("additionalProperties" in node or _preserves(node))
-        and not node.get("properties")
-    ):
-        return "maxProperties" in node
-    return True
+def _length(node: dict[str, Any]) -> int:
+    if "maxLength" in node:
+        return int(node["maxLength"])
+    if "enum" in node:
+        return max(len(str(v)) for v in node["enum"])
+    return MAX_REQUEST_BYTES
 
 
-def _reads(node: dict[str, Any], rule: str) -> list[tuple[str, dict[str, Any]]]:
-    """The schema nodes a rule reads: self and every `self.a.b` path it names."""
-    out = [("self", node)]
-    for match in re.finditer(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\()?", rule):
-        parts = match.group(1).strip(".").split(".")
-        if match.group(2):
+def _count(node: dict[str, Any]) -> int:
+    bound = node.get("maxItems") if node.get("type") == "array" else node.get("maxProperties")
+    return UNBOUNDED_COUNT if bound is None else int(bound)
+
+
+def _element(node: dict[str, Any]) -> dict[str, Any] | None:
+    """What a comprehension ranges over: list items, or (for maps) the string keys."""
+    if node.get("type") == "array" and isinstance(node.get("items"), dict):
+        return dict(node["items"])
+    if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
+        return {"type": "string"}  # map keys: unbounded strings
+    return None
+
+
+def _paths(node: dict[str, Any], rule: str) -> list[tuple[str, dict[str, Any] | None, bool]]:
+    """(name, schema node or None when undefined, followed by a call?) of every `self...`."""
+    out: list[tuple[str, dict[str, Any] | None, bool]] = []
+    for match in re.finditer(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)*)(\()?", rule):
+        parts = [p for p in match.group(1).split(".") if p]
+        called = match.group(2) is not None and bool(parts)
+        if called:
             parts = parts[:-1]  # self.a.matches(...): the last name is the call
-        here = node
-        for depth, part in enumerate(parts, 1):
-            here = (here.get("properties") or {}).get(part) or {}
-            if not here:
+        here: dict[str, Any] | None = node
+        for part in parts:
+            if here is None:
                 break
-            out.append(("self." + ".".join(parts[:depth]), here))
+            if "properties" in here:
+                here = here["properties"].get(part)
+            elif isinstance(here.get("additionalProperties"), dict):
+                here = here["additionalProperties"]  # m.key on a map
+            else:
+                here = None  # a scalar, list, or an object without declared fields
+        out.append(("self" + "".join(f".{p}" for p in parts), here, called))
     return out
+
+
+def _type_problems(node: dict[str, Any], rule: str) -> list[str]:
+    """What CEL's type check refuses at compile time: fields the schema does not declare, and
+    comprehensions over something that is not a list or map."""
+    out: list[str] = []
+    for name, target, called in _paths(node, rule):
+        if target is None:
+            out.append(f"{name}: undefined field")
+        elif called and re.search(re.escape(name) + ITERATING.pattern, rule) and _element(target) is None:
+            out.append(f"{name} cannot be the range of a comprehension (not a list or map)")
+    return out
+
+
+def _rule_cost(node: dict[str, Any], rule: str) -> float:
+    """A coarse estimate of one evaluation of ``rule`` at ``node``."""
+    cost = 1.0
+    for name, target, _ in _paths(node, rule):
+        if target is None:
+            continue
+        scanned = target.get("type") == "string" and re.search(re.escape(name) + SCANNING.pattern, rule)
+        if scanned:
+            cost += STRING_TRAVERSAL_COST * _length(target)
+        if re.search(re.escape(name) + ITERATING.pattern, rule):
+            element = _element(target) or {}
+            per = 1.0
+            if element.get("type") == "string" and SCANNING.search(rule):
+                per += STRING_TRAVERSAL_COST * _length(element)
+            cost += _count(target) * per
+    return cost
 
 
 def _cost_problems(schema: dict[str, Any]) -> list[str]:
     out: list[str] = []
+    total = 0.0
 
-    def walk(node: dict[str, Any], where: str, unbounded_list_above: bool) -> None:
+    def walk(node: dict[str, Any], where: str, runs: int) -> None:
+        nonlocal total
         for i, rule in enumerate(node.get("x-kubernetes-validations") or []):
             text = rule.get("rule") or ""
-            if unbounded_list_above:
+            here = f"{where}.x-kubernetes-validations[{i}]"
+            types = _type_problems(node, text)
+            out.extend(f"{here}: compilation failed: {p}" for p in types)
+            if types:
+                continue
+            cost = runs * _rule_cost(node, text)
+            total += cost
+            if cost > PER_RULE_LIMIT:
                 out.append(
-                    f"{where}.x-kubernetes-validations[{i}]: under a list without maxItems the "
-                    "rule's cost is multiplied by an unbounded count"
+                    f"{here}: estimated rule cost {cost:.3g} exceeds the limit {PER_RULE_LIMIT:.0e} "
+                    "(add maxItems, maxProperties, maxLength where lists, maps and strings are declared)"
                 )
-            if SCALING_CALLS.search(text):
-                for name, read in _reads(node, text):
-                    if not _bounded(read):
-                        out.append(
-                            f"{where}.x-kubernetes-validations[{i}]: {name} ({read.get('type')}) needs "
-                            "maxLength / maxItems / maxProperties for the rule's cost to be bounded"
-                        )
         for key, sub in (node.get("properties") or {}).items():
-            walk(sub, f"{where}.properties[{key}]", unbounded_list_above)
+            walk(sub, f"{where}.properties[{key}]", runs)
         if isinstance(node.get("items"), dict):
-            walk(node["items"], f"{where}.items", unbounded_list_above or "maxItems" not in node)
+            walk(node["items"], f"{where}.items", runs * _count(node))
         if isinstance(node.get("additionalProperties"), dict):
-            walk(
-                node["additionalProperties"],
-                f"{where}.additionalProperties",
-                unbounded_list_above or "maxProperties" not in node,
-            )
+            walk(node["additionalProperties"], f"{where}.additionalProperties", runs * _count(node))
 
-    walk(schema, "openAPIV3Schema", False)
+    walk(schema, "openAPIV3Schema", 1)
+    if total > PER_CRD_LIMIT:
+        out.append(f"openAPIV3Schema: estimated cost of all rules {total:.3g} exceeds {PER_CRD_LIMIT:.0e}")
     return out
 
 
