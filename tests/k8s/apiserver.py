@@ -189,7 +189,7 @@ def _node_problems(node: dict[str, Any], level: str) -> list[str]:
             out.append("x-kubernetes-map-type must be atomic or granular")
     out += _list_type_problems(node)
     out += _rule_field_problems(node)
-    if "default" in node:
+    if node.get("default") is not None:  # `default: null` is no default at all
         out += _default_problems(node)
     return out
 
@@ -417,7 +417,8 @@ def with_defaults(node: dict[str, Any], value: Any) -> Any:
     if isinstance(value, dict) and node.get("type") == "object":
         out = dict(value)
         for key, sub in (node.get("properties") or {}).items():
-            if "default" in sub and (key not in out or (out[key] is None and not sub.get("nullable"))):
+            has_default = sub.get("default") is not None
+            if has_default and (key not in out or (out[key] is None and not sub.get("nullable"))):
                 out[key] = copy.deepcopy(sub["default"])
             if key in out:
                 out[key] = with_defaults(sub, out[key])

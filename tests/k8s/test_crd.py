@@ -175,9 +175,25 @@ MATCHES_ALL = [{"rule": "self.all(k, k.matches('^a'))", "message": "m"}]
         # An object with no declared fields is no map: no comprehension over it, no fields.
         (_spec_rule("self.options.all(k, k.size() < 5)"), "cannot be the range of a comprehension"),
         (_spec_rule("self.nope > 1"), "self.nope: undefined field"),
+        # Transition rules compile (and are skipped on create).
+        (_spec_rule("self.maxAttempts >= oldSelf.maxAttempts"), None),
+        # A null default is no default; defaults in metadata are refused.
+        (lambda s: s["properties"]["spec"]["properties"]["maxAttempts"].update(default=None), None),
+        (
+            lambda s: s["properties"]["metadata"]["properties"]["name"].update(default="x"),
+            "default must not be set in top-level metadata",
+        ),
+        (lambda s: s["properties"]["spec"]["properties"]["handler"].update(type="null"), "type 'null'"),
+        (lambda s: s["properties"]["spec"]["properties"].update(tags={"type": "array"}), "items must be"),
+        (
+            lambda s: s["properties"]["spec"].update(
+                {"x-kubernetes-validations": [{"rule": "true", "message": "m", "reason": "Bogus"}]}
+            ),
+            "reason must be one of",
+        ),
     ],
 )
-def test_cel_cost_and_type_checks_agree_with_kube_apiserver(mutate, refused):
+def test_checks_agree_with_kube_apiserver(mutate, refused):
     changed = copy.deepcopy(crd)
     mutate(changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     problems = apiserver.structural_problems(changed)
