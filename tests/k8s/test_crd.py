@@ -253,3 +253,37 @@ def test_out_of_bounds_specs_are_rejected(spec, where):
     errors = list(_validator().iter_errors(apiserver.with_defaults(schema, doc)))
     assert errors, f"{spec} was accepted"
     assert any(where in "/".join(map(str, e.absolute_path)) + e.message for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "ok"),
+    [
+        ("has(self.a) && self.a.size() <= 3", {"a": "abc"}, True),
+        ("has(self.a) && self.a.size() <= 3", {"a": "abcd"}, False),
+        ("!has(self.a) || self.a.matches('^[a-z]+$')", {"a": "Abc"}, False),
+        ("!has(self.a) || self.a.matches('^[a-z]+$')", {}, True),
+        (
+            "self.l.all(x, x.startsWith('k-')) && self.l.exists(x, x.endsWith('1'))",
+            {"l": ["k-1", "k-2"]},
+            True,
+        ),
+        ("self.l.all(x, x.startsWith('k-'))", {"l": ["k-1", "x-2"]}, False),
+        ("self.n <= 2.5", {"n": 2}, True),  # a `number` written as 2 is the double 2.0
+        ("self.a.lowerAscii() == 'a'", {"a": "A"}, None),  # a Kubernetes library function
+    ],
+)
+def test_the_harness_evaluates_cel_for_real(rule, value, ok):
+    node = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "maxLength": 8},
+            "l": {"type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 8}},
+            "n": {"type": "number"},
+        },
+        "x-kubernetes-validations": [{"rule": rule, "message": "broken"}],
+    }
+    problems = apiserver.rule_errors(node, value)
+    if ok is None:  # not in cel-rust and not implemented here: reported, never passed
+        assert problems and "error evaluating rule" in problems[0]
+    else:
+        assert (problems == []) is ok, problems
