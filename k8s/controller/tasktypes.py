@@ -316,8 +316,11 @@ async def _write_loop(writer: Writer) -> None:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                writer.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("checking ConfigMap %s failed (%s)", writer.configmap, writer.last_error)
+                # A full pass instead: it re-reads rotated credentials and backs off.
+                log.warning(
+                    "checking ConfigMap %s failed (%s: %s)", writer.configmap, type(exc).__name__, exc
+                )
+                writer.kick.set()
             if not writer.kick.is_set():
                 continue
         await asyncio.sleep(DEBOUNCE_SECONDS)
