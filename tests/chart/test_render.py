@@ -281,10 +281,12 @@ def test_every_conveyor_variable_is_a_real_setting(rendered: Rendered) -> None:
 
     known = {"CONVEYOR_" + f.upper() for f in Settings.__dataclass_fields__ if f != "extra"}
     operator_only = {"CONVEYOR_NAMESPACE", "CONVEYOR_CONFIGMAP", "CONVEYOR_OPERATOR_RESYNC_SECONDS"}
+    handler_modules = {"CONVEYOR_HANDLER_MODULES"}  # read by worker.handlers (workers, operator)
     for name, container in _containers(rendered).items():
         for var in env_of(container):
             if var.startswith("CONVEYOR_"):
                 allowed = known | (operator_only if name == "operator" else set())
+                allowed |= handler_modules if name in ("worker", "operator") else set()
                 assert var in allowed, f"{name} sets {var}, which nothing reads"
 
 
