@@ -15,13 +15,17 @@ Two halves:
   into ConfigMap ``CONVEYOR_CONFIGMAP`` (key ``tasktypes.json``) when it differs. Listing
   instead of patching per event makes deletes, missed events and restarts (a full resync at
   startup, even with zero TaskTypes left) come out right by construction.
+- The operator owns that ConfigMap: it creates it when missing, and between passes reads it
+  back by name every few seconds, so one deleted or edited by hand is restored at once.
 
 Kopf has no client for ConfigMaps, so the writer talks to the API server with httpx, using
 the credentials kopf logged in with (captured by the login handler below).
 
 Settings (environment): ``CONVEYOR_NAMESPACE`` (default: the service account's namespace),
 ``CONVEYOR_CONFIGMAP`` (default ``conveyor-tasktypes``), ``CONVEYOR_OPERATOR_RESYNC_SECONDS``
-(default 300: a periodic re-list, a safety net only).
+(default 300: a periodic re-list, a safety net only), ``CONVEYOR_OPERATOR_CHECK_SECONDS``
+(default 5: how often the ConfigMap is read back), ``CONVEYOR_HANDLER_MODULES`` (the extra
+handler modules, as on the workers).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 import httpx
 import kopf
+from jsonschema import Draft202012Validator
 
 from conveyor.registry import API_VERSION, REGISTRY_FILE, Registry, TaskType, schema_errors
 from worker import handlers
@@ -73,12 +78,52 @@ def evaluate(name: str, spec: dict[str, Any], known: list[str]) -> TaskType:
             f"handler {base.handler!r} is not registered in the worker image; it has: {', '.join(known)}",
         )
     if base.payload_schema is not None or "payloadSchema" in spec:
-        problems = schema_errors(spec.get("payloadSchema"))
+        problems = payload_schema_problems(spec.get("payloadSchema"))
         if problems:
             return _not_ready(base, "InvalidSchema", "spec.payloadSchema: " + "; ".join(problems))
     if base.backoff_initial_seconds > base.backoff_max_seconds:
         return _not_ready(base, "InvalidSpec", "spec.backoff.initialSeconds exceeds spec.backoff.maxSeconds")
     return base
+
+
+def payload_schema_problems(schema: Any) -> list[str]:
+    """Every reason ``schema`` cannot be a payloadSchema, each with its JSON path, so one
+    `kubectl describe` shows them all: metaschema violations and references that are not
+    local (the API resolves only ``#...`` inside the schema; it never fetches a URL or file)."""
+    if not isinstance(schema, dict):
+        return schema_errors(schema)
+    problems = [
+        f"{error.message} (at /{'/'.join(str(p) for p in error.absolute_path)})"
+        for error in sorted(
+            Draft202012Validator(Draft202012Validator.META_SCHEMA).iter_errors(schema),
+            key=lambda e: [str(p) for p in e.absolute_path],
+        )
+    ]
+    return problems + [
+        f"$ref {ref!r} is not local; only '#...' references are allowed (at /{where})"
+        for where, ref in _refs(schema, "")
+        if not ref.startswith("#")
+    ]
+
+
+# Keywords whose values are data, not schemas: a "$ref" key inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples", "example"})
+
+
+def _refs(node: Any, where: str) -> list[tuple[str, str]]:
+    """(path, target) of every $ref / $dynamicRef in the schema tree."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}/{key}".lstrip("/")
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                found.append((path, value))
+            elif key not in _DATA_KEYWORDS:
+                found += _refs(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _refs(value, f"{where}/{i}".lstrip("/"))
+    return found
 
 
 def _not_ready(base: TaskType, reason: str, message: str) -> TaskType:
@@ -119,6 +164,7 @@ class Writer:
     namespace: str = ""
     configmap: str = "conveyor-tasktypes"
     resync_seconds: float = 300.0
+    check_seconds: float = 5.0
     kick: asyncio.Event = field(default_factory=asyncio.Event)
     logged_in: asyncio.Event = field(default_factory=asyncio.Event)
     connection: kopf.ConnectionInfo | None = None
@@ -128,6 +174,8 @@ class Writer:
     written: int = 0
     types: int = 0
     last_error: str = ""
+    # The registry taskTypes last written or found current: what the ConfigMap must hold.
+    expected: list[Any] | None = None
 
 
 def _writer(memo: kopf.Memo) -> Writer:
@@ -176,6 +224,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: kopf.L
     writer.namespace = os.environ.get("CONVEYOR_NAMESPACE") or ""
     writer.configmap = os.environ.get("CONVEYOR_CONFIGMAP") or "conveyor-tasktypes"
     writer.resync_seconds = float(os.environ.get("CONVEYOR_OPERATOR_RESYNC_SECONDS") or 300)
+    writer.check_seconds = float(os.environ.get("CONVEYOR_OPERATOR_CHECK_SECONDS") or 5)
     writer.kick.set()  # the first pass is the full resync after a (re)start
     writer.task = asyncio.create_task(_write_loop(writer), name="conveyor registry writer")
     logger.info("registry writer started: ConfigMap %s, handlers %s", writer.configmap, known_handlers())
@@ -250,12 +299,33 @@ async def changed(memo: kopf.Memo, **_: Any) -> None:
 
 async def _write_loop(writer: Writer) -> None:
     failures = 0
+    next_resync = time.monotonic() + writer.resync_seconds
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(writer.kick.wait(), timeout=writer.resync_seconds)
+            await asyncio.wait_for(
+                writer.kick.wait(), timeout=min(writer.check_seconds, writer.resync_seconds)
+            )
+        await writer.logged_in.wait()
+        if not writer.kick.is_set() and time.monotonic() < next_resync:
+            # Nothing changed on our side: only make sure the ConfigMap still holds the
+            # registry (deleted or edited by hand: restore it now, not at the next resync).
+            try:
+                if await drifted(writer):
+                    log.warning("ConfigMap %s was deleted or edited; restoring it", writer.configmap)
+                    writer.kick.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A full pass instead: it re-reads rotated credentials and backs off.
+                log.warning(
+                    "checking ConfigMap %s failed (%s: %s)", writer.configmap, type(exc).__name__, exc
+                )
+                writer.kick.set()
+            if not writer.kick.is_set():
+                continue
         await asyncio.sleep(DEBOUNCE_SECONDS)
         writer.kick.clear()  # before the pass: a kick during it means another pass
-        await writer.logged_in.wait()
+        next_resync = time.monotonic() + writer.resync_seconds
         try:
             await sync(writer)
             failures = 0
@@ -301,6 +371,20 @@ async def sync(writer: Writer) -> bool:
             raise
 
 
+async def drifted(writer: Writer) -> bool:
+    """Whether the ConfigMap is gone or no longer holds the registry last written (one GET
+    by name: the only read the Role allows on ConfigMaps)."""
+    if writer.expected is None:
+        return False  # nothing written yet: the next sync decides
+    namespace = _namespace(writer)
+    async with _client(writer) as client:
+        current = await client.get(f"/api/v1/namespaces/{namespace}/configmaps/{writer.configmap}")
+        if current.status_code == 404:
+            return True
+        current.raise_for_status()
+        return not _same(current.json(), {"taskTypes": writer.expected})
+
+
 def _namespace(writer: Writer) -> str:
     """CONVEYOR_NAMESPACE, else the service account's (or kubeconfig context's) namespace."""
     info = writer.connection
@@ -338,10 +422,11 @@ async def _sync(client: httpx.AsyncClient, writer: Writer, namespace: str) -> bo
         }
         created = await client.post(f"/api/v1/namespaces/{namespace}/configmaps", json=body)
         created.raise_for_status()
-        return _wrote(writer, entries, created=True)
+        return _wrote(writer, entries, document, created=True)
     current.raise_for_status()
     if _same(current.json(), document):
         writer.synced_at = time.monotonic()
+        writer.expected = document["taskTypes"]
         return False
     patched = await client.patch(
         path,
@@ -349,7 +434,7 @@ async def _sync(client: httpx.AsyncClient, writer: Writer, namespace: str) -> bo
         headers={"Content-Type": "application/merge-patch+json"},
     )
     patched.raise_for_status()
-    return _wrote(writer, entries, created=False)
+    return _wrote(writer, entries, document, created=False)
 
 
 def _same(configmap: dict[str, Any], document: dict[str, Any]) -> bool:
@@ -365,8 +450,9 @@ def _same(configmap: dict[str, Any], document: dict[str, Any]) -> bool:
     )
 
 
-def _wrote(writer: Writer, entries: dict[str, TaskType], created: bool) -> bool:
+def _wrote(writer: Writer, entries: dict[str, TaskType], document: dict[str, Any], created: bool) -> bool:
     writer.synced_at = time.monotonic()
+    writer.expected = document["taskTypes"]
     writer.written += 1
     ready = sorted(n for n, t in entries.items() if t.runnable)
     log.info(

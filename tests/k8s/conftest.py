@@ -25,7 +25,7 @@ from kopf.testing import KopfRunner
 
 from tests.conftest import ROOT
 
-CRD = ROOT / "k8s" / "crds" / "tasktypes.conveyor.dev.yaml"
+CRD = ROOT / "charts" / "conveyor" / "crds" / "tasktypes.conveyor.dev.yaml"
 OPERATOR = ROOT / "k8s" / "controller" / "tasktypes.py"
 NAMESPACE = "conveyor"
 CONFIGMAP = "test-tasktypes"
@@ -50,7 +50,7 @@ def _declare(emulator: kmock.KubernetesEmulator) -> None:
         kind="Namespace", namespaced=False, verbs={"get", "list", "watch"}
     )
     emulator.resources["v1/configmaps"] = kmock.ResourceInfo(
-        kind="ConfigMap", namespaced=True, verbs={"get", "list", "watch", "create", "patch"}
+        kind="ConfigMap", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}
     )
     emulator.resources["v1/events"] = kmock.ResourceInfo(
         kind="Event", namespaced=True, verbs={"create", "list"}
@@ -211,4 +211,5 @@ async def cluster(
     monkeypatch.setenv("CONVEYOR_NAMESPACE", NAMESPACE)
     monkeypatch.setenv("CONVEYOR_CONFIGMAP", CONFIGMAP)
     monkeypatch.delenv("CONVEYOR_HANDLER_MODULES", raising=False)
+    monkeypatch.setenv("CONVEYOR_OPERATOR_CHECK_SECONDS", "0.5")
     return Cluster(kmock)

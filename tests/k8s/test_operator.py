@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from conveyor.registry import Registry, TaskType
-from tests.k8s.conftest import Cluster, eventually
+from tests.k8s.conftest import CONFIGMAP, NAMESPACE, Cluster, eventually
 
 
 def _enabled(cluster: Cluster) -> list[str]:
@@ -138,3 +143,83 @@ async def test_unchanged_registry_is_not_rewritten(cluster: Cluster):
         await eventually(lambda: cluster.configmap_requests("GET") > reads)  # the writer looked
         await asyncio.sleep(0.3)
         assert cluster.configmap_requests("POST", "PATCH") == writes == 1
+
+
+async def test_invalid_schema_names_every_problem_and_every_remote_ref(cluster: Cluster):
+    schema = {
+        "type": "nonsense",
+        "properties": {"a": {"minLength": -1}, "$ref": {"type": "string"}},  # a property named $ref
+        "items": {"$ref": "https://schemas.example.com/item.json"},
+        "allOf": [{"$ref": "#/$defs/local"}, {"$dynamicRef": "file:///etc/passwd"}],
+        "enum": [{"$ref": "http://data.example.com/"}],  # data, not a reference
+        "$defs": {"local": {"type": "object"}},
+    }
+    async with cluster.operator():
+        await cluster.apply("bad", {"handler": "echo", "payloadSchema": schema})
+        condition = await eventually(lambda: cluster.ready("bad"))
+    assert condition["status"] == "False" and condition["reason"] == "InvalidSchema"
+    message = condition["message"]
+    assert "(at /type)" in message and "(at /properties/a/minLength)" in message
+    assert "'https://schemas.example.com/item.json' is not local" in message and "(at /items/$ref)" in message
+    assert "'file:///etc/passwd' is not local" in message
+    assert "#/$defs/local" not in message and "data.example.com" not in message
+    assert "/properties/$ref" not in message
+
+
+async def test_a_remote_ref_alone_makes_the_type_not_ready(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.apply(
+            "remote", {"handler": "echo", "payloadSchema": {"$ref": "http://169.254.169.254/"}}
+        )
+        entry = await eventually(lambda: (cluster.registry() or {}).get("remote"))
+    assert entry["ready"] is False and entry["reason"] == "InvalidSchema"
+    assert "http://169.254.169.254/" in entry["message"]
+    assert _enabled(cluster) == []
+
+
+async def test_a_deleted_or_edited_configmap_is_restored_within_seconds(cluster: Cluster):
+    path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP}"
+    async with cluster.operator():
+        await cluster.apply("a", {"handler": "echo"})
+        await eventually(lambda: "a" in (cluster.registry() or {}))
+
+        resp = await cluster.emulator.delete(path)
+        assert resp.status < 300
+        assert cluster.registry() is None
+        started = time.monotonic()
+        await eventually(lambda: "a" in (cluster.registry() or {}), timeout=5)
+        restored_after = time.monotonic() - started
+
+        edited = json.dumps({"apiVersion": "conveyor.dev/v1alpha1", "taskTypes": []})
+        resp = await cluster.emulator.patch(path, json={"data": {"tasktypes.json": edited}})
+        assert resp.status < 300 and cluster.registry() == {}
+        await eventually(lambda: "a" in (cluster.registry() or {}), timeout=5)
+    assert restored_after < 3
+
+
+async def test_an_unchanged_configmap_is_only_read_back(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.apply("a", {"handler": "echo"})
+        await eventually(lambda: "a" in (cluster.registry() or {}))
+        await asyncio.sleep(0.5)
+        writes, reads = cluster.configmap_requests("POST", "PATCH"), cluster.configmap_requests("GET")
+        await asyncio.sleep(1.6)  # about three checks at 0.5 s
+        assert cluster.configmap_requests("POST", "PATCH") == writes
+        assert cluster.configmap_requests("GET") >= reads + 2
+
+
+async def test_a_handler_from_handler_modules_is_ready(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
+    """CONVEYOR_HANDLER_MODULES (the chart's handlers.modules) is what the operator checks
+    handlers against: a custom handler is Ready, not HandlerNotFound."""
+    from worker import handlers
+
+    handlers.names()  # the built-ins loaded for good, so undoing the patches restores them
+    monkeypatch.setattr(handlers, "_loaded", False)
+    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
+    monkeypatch.delitem(sys.modules, "custom_handlers", raising=False)  # registers on import
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
+    monkeypatch.setenv("CONVEYOR_HANDLER_MODULES", "custom_handlers")
+    async with cluster.operator():
+        await cluster.apply("custom", {"handler": "custom-thing"})
+        condition = await eventually(lambda: cluster.ready("custom"))
+    assert condition["status"] == "True", condition

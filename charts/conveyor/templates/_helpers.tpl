@@ -181,10 +181,24 @@ securityContext:
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
 
+{{/* The registry ConfigMap belongs to the operator, which creates it; optional, so pods
+start before it exists (they treat a missing registry as "not known yet") and pick it up
+when kubelet writes it. The chart never renders it: offline renders (helm template, Argo CD)
+would otherwise reset it on every sync. */}}
 {{- define "conveyor.tasktypesVolume" -}}
 - name: tasktypes
   configMap:
     name: {{ include "conveyor.tasktypesConfigMap" . }}
+    optional: true
+{{- end }}
+
+{{/* Extra handler modules: the workers import them, the operator checks TaskTypes' handlers
+against them. Nothing when none are set. */}}
+{{- define "conveyor.handlerModulesEnv" -}}
+{{- with .Values.handlers.modules }}
+- name: CONVEYOR_HANDLER_MODULES
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "conveyor.imagePullSecrets" -}}

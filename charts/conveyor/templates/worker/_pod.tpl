@@ -35,6 +35,7 @@ spec:
           protocol: TCP
       env:
         {{- include "conveyor.env" . | nindent 8 }}
+        {{- include "conveyor.handlerModulesEnv" . | nindent 8 }}
         - name: CONVEYOR_WORKER_CONCURRENCY
           value: {{ .Values.worker.concurrency | quote }}
         - name: CONVEYOR_WORKER_METRICS_PORT
