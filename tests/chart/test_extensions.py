@@ -11,7 +11,7 @@ import yaml
 
 from tests.chart.render import CHART, RELEASE, pod_specs, render, render_values
 
-EXTRAS = {
+EXTRAS: dict[str, list[dict[str, Any]]] = {
     "envFrom": [{"configMapRef": {"name": "proxy-settings"}}, {"secretRef": {"name": "handler-keys"}}],
     "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
     "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
@@ -36,7 +36,7 @@ def test_env_from_and_extra_volumes_reach_each_pod(component: str, mode: str) ->
     }
     rendered = render_values(values)
     spec, container = _container(rendered, component)
-    aws = [{"secretRef": {"name": "aws-keys"}}] if component != "operator" else []
+    aws: list[dict[str, Any]] = [{"secretRef": {"name": "aws-keys"}}] if component != "operator" else []
     # The AWS keys stay first (the operator never gets them), the user's sources follow.
     assert container["envFrom"] == aws + EXTRAS["envFrom"]
     assert spec["volumes"][-1] == EXTRAS["extraVolumes"][0]
