@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 
@@ -115,3 +116,19 @@ def test_prometheus_operator_objects_only_where_their_api_exists(name: str) -> N
         assert f"metrics.{key}" in without.notes
     # Everything else is the same either way.
     assert without.kinds() == with_api.kinds() - MONITORING_KINDS
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"rbac": {"aggregateClusterRoles": "yes"}}, "aggregateClusterRoles"),
+        ({"rbac": {"aggregateClusterRole": True}}, "aggregateClusterRole"),
+        ({"api": {"envFrom": {"configMapRef": {"name": "x"}}}}, "envFrom"),  # a list, not a map
+        ({"worker": {"extraVolumes": ["ca"]}}, "extraVolumes"),
+        ({"metrics": {"prometheusRule": {"runbookUrl": "https://wiki/runbook#top"}}}, "runbookUrl"),
+        ({"metrics": {"prometheusRule": {"apiMinRequests": -1}}}, "apiMinRequests"),
+    ],
+)
+def test_the_schema_types_the_new_values(values: dict[str, Any], field: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=field):
+        chart.validate_schema(chart.merge_values(values))
