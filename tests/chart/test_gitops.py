@@ -65,21 +65,34 @@ def test_the_existing_secret_is_the_gitops_path() -> None:
     assert 'Tokens come from your Secret "conveyor-tokens"' in rendered.notes
 
 
-def test_the_generated_secret_holds_the_token_and_only_its_hash(tmp_path: Path) -> None:
-    """The Secret an online install writes, built by the chart's own template from a known
-    token (a parent chart includes it: offline, auth-secret.yaml never generates one)."""
+def _parent_chart(tmp_path: Path, template: str) -> dict[str, str]:
+    """Render a template of a parent chart that has this chart as its subchart: it can call
+    the chart's named templates with inputs an offline render never produces (what a live
+    lookup returns)."""
     parent = tmp_path / "parent"
-    (parent / "templates").mkdir(parents=True)
+    (parent / "templates").mkdir(parents=True, exist_ok=True)
     (parent / "Chart.yaml").write_text("apiVersion: v2\nname: parent\nversion: 0.1.0\n")
-    shutil.copytree(CHART, parent / "charts" / "conveyor")
-    (parent / "templates" / "secret.yaml").write_text(
-        '{{ include "conveyor.authSecret" (dict "root" .Subcharts.conveyor "token" "s3cret-t0ken") }}\n'
-    )
+    if not (parent / "charts" / "conveyor").exists():
+        shutil.copytree(CHART, parent / "charts" / "conveyor")
+    (parent / "templates" / "case.yaml").write_text(template)
     with helm.Chart.load(parent) as chart:
         manifests = chart.render({}, name=RELEASE, namespace="tasks")
-    secret = yaml.safe_load(manifests["parent/templates/secret.yaml"])
+    return yaml.safe_load(manifests["parent/templates/case.yaml"]) or {}
+
+
+def _token(secret: dict) -> str:
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def test_the_generated_secret_holds_the_token_and_only_its_hash(tmp_path: Path) -> None:
+    """The Secret an online install writes, built by the chart's own template from a known
+    token."""
+    secret = _parent_chart(
+        tmp_path,
+        '{{ include "conveyor.authSecret" (dict "root" .Subcharts.conveyor "token" "s3cret-t0ken") }}\n',
+    )
     assert secret["metadata"]["name"] == f"{RELEASE}-auth"
-    assert base64.b64decode(secret["data"]["token"]).decode() == "s3cret-t0ken"
+    assert _token(secret) == "s3cret-t0ken"
     document = json.loads(base64.b64decode(secret["data"]["tokens.json"]))
     assert document["tokens"][0]["sha256"] == hashlib.sha256(b"s3cret-t0ken").hexdigest()
     assert "s3cret-t0ken" not in json.dumps(document)
@@ -87,3 +100,26 @@ def test_the_generated_secret_holds_the_token_and_only_its_hash(tmp_path: Path) 
     entry = tokens.TokenSet.from_document(document).find("s3cret-t0ken")
     assert entry is not None and entry.name == "admin"
     assert entry.scopes == {tokens.SUBMIT, tokens.READ, tokens.ADMIN}
+
+
+# What lookup "v1" "Secret" <namespace> "" returns: offline an empty map; live, a list whose
+# items may or may not hold the token Secret (an upgrade, or a first install).
+OFFLINE = "dict"
+
+
+def _live(name: str, token: str) -> str:
+    secret = f'dict "metadata" (dict "name" "{name}") "data" (dict "token" ("{token}" | b64enc))'
+    return f'dict "items" (list ({secret}))'
+
+
+def _generated(tmp_path: Path, secrets: str) -> dict:
+    call = '(dict "root" .Subcharts.conveyor "secrets" (' + secrets + "))"
+    return _parent_chart(tmp_path, '{{ include "conveyor.generatedAuthSecret" ' + call + " }}\n")
+
+
+def test_only_a_live_lookup_generates_a_token_and_an_upgrade_keeps_it(tmp_path: Path) -> None:
+    assert _generated(tmp_path, OFFLINE) == {}, "offline: no Secret, no random material"
+    assert len(_token(_generated(tmp_path, 'dict "items" list'))) == 48  # a new namespace
+    fresh = _token(_generated(tmp_path, _live("other", "x")))
+    assert len(fresh) == 48 and fresh.isalnum() and fresh != "x"  # another Secret's token is not ours
+    assert _token(_generated(tmp_path, _live(f"{RELEASE}-auth", "kept-t0ken"))) == "kept-t0ken"
