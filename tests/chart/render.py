@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,22 @@ from typing import Any
 import helm_python as helm
 import jsonschema
 import yaml
+from helm_python import _native
 from kubernetes_validate import utils as kv
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "conveyor"
-VALUES_DIR = Path(__file__).parent / "values"
+# The render matrix: charts/conveyor/ci/<name>-values.yaml, the chart-testing convention.
+VALUES_DIR = CHART / "ci"
 # Upstream KEDA and Prometheus-operator CRDs, vendored (see crds/README.md for versions).
 VENDORED_CRDS = Path(__file__).parent / "crds"
 RELEASE = "conveyor"
 NAMESPACE = "tasks"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
 KUBE_VERSIONS = ("1.25.0", "1.33.0")
+# API groups the test cluster serves beyond the built-ins (`helm template --api-versions`):
+# the chart renders Prometheus-operator objects only when the cluster has their CRDs.
+CLUSTER_API_VERSIONS = ("monitoring.coreos.com/v1", "keda.sh/v1alpha1")
 
 
 @dataclass
@@ -53,19 +59,39 @@ class Rendered:
 
 
 def values_files() -> list[str]:
-    return sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
+    return sorted(p.name.removesuffix("-values.yaml") for p in VALUES_DIR.glob("*-values.yaml"))
 
 
 def load_values(name: str) -> dict[str, Any]:
     if name == "default":
         return {}
-    data = yaml.safe_load((VALUES_DIR / f"{name}.yaml").read_text())
+    data = yaml.safe_load((VALUES_DIR / f"{name}-values.yaml").read_text())
     return data or {}
 
 
-def render_values(values: dict[str, Any], name: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
+def render_manifests(
+    values: dict[str, Any],
+    name: str = RELEASE,
+    namespace: str = NAMESPACE,
+    api_versions: tuple[str, ...] = CLUSTER_API_VERSIONS,
+) -> dict[str, str]:
+    """Template path -> rendered text, offline like `helm template` (lookup finds nothing).
+    helm-python-sdk's Chart.render does not forward api_versions, so this calls the same
+    native entry point with them (helm's --api-versions)."""
+    options = {"name": name, "namespace": namespace, "api_versions": list(api_versions)}
     with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=name, namespace=namespace)
+        text = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options))
+    manifests: dict[str, str] = json.loads(text)
+    return manifests
+
+
+def render_values(
+    values: dict[str, Any],
+    name: str = RELEASE,
+    namespace: str = NAMESPACE,
+    api_versions: tuple[str, ...] = CLUSTER_API_VERSIONS,
+) -> Rendered:
+    manifests = render_manifests(values, name, namespace, api_versions)
     objects: list[dict[str, Any]] = []
     by_template: dict[str, list[dict[str, Any]]] = {}
     notes = ""
@@ -81,7 +107,7 @@ def render_values(values: dict[str, Any], name: str = RELEASE, namespace: str = 
 
 @functools.cache
 def render(name: str) -> Rendered:
-    """One values file (tests/chart/values/<name>.yaml, or "default"), rendered once."""
+    """One values file (charts/conveyor/ci/<name>-values.yaml, or "default"), rendered once."""
     return render_values(load_values(name))
 
 

@@ -4,7 +4,6 @@ object checked against the real schemas (Kubernetes, KEDA, Prometheus operator, 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from collections import Counter
@@ -353,36 +352,6 @@ def test_helm_test_hook_calls_readyz_on_the_api_service() -> None:
 
 
 # -- auth --------------------------------------------------------------------------------
-
-
-def _b64(value: str) -> str:
-    import base64
-
-    return base64.b64decode(value).decode()
-
-
-def test_a_generated_token_is_stored_with_its_hash_and_mounted() -> None:
-    from conveyor import tokens
-
-    rendered = render("default")
-    secret = rendered.one("Secret", f"{RELEASE}-auth")
-    token = _b64(secret["data"]["token"])
-    assert len(token) >= 40
-    document = json.loads(_b64(secret["data"]["tokens.json"]))
-    assert document["tokens"][0]["sha256"] == hashlib.sha256(token.encode()).hexdigest()
-    # The API's own reader accepts the file and finds the token by its plaintext.
-    entry = tokens.TokenSet.from_document(document).find(token)
-    assert entry is not None and entry.name == "admin"
-    assert entry.scopes == {tokens.SUBMIT, tokens.READ, tokens.ADMIN}
-    api = rendered.one("Deployment", f"{RELEASE}-api")["spec"]["template"]["spec"]
-    volume = next(v for v in api["volumes"] if v["name"] == "auth")
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-    env = env_of(api["containers"][0])
-    assert env["CONVEYOR_AUTH_ENABLED"] == "true"
-    assert env["CONVEYOR_AUTH_TOKENS_FILE"] == "/etc/conveyor/auth/tokens.json"
-    mounts = {m["name"]: m["mountPath"] for m in api["containers"][0]["volumeMounts"]}
-    assert mounts["auth"] == "/etc/conveyor/auth"
-    assert f"get secret {secret['metadata']['name']} -o jsonpath='{{.data.token}}'" in rendered.notes
 
 
 def test_an_existing_token_secret_is_mounted_and_none_generated() -> None:

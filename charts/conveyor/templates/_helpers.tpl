@@ -89,6 +89,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "conveyor.componentName" (dict "root" . "component" "auth")) .Values.auth.existingSecret }}
 {{- end }}
 
+{{/* "true" when the render can read the cluster (helm install/upgrade), empty under
+`helm template` and GitOps renders, where lookup returns an empty map. A live list always
+carries `items`; listing Secrets of the release namespace is what Helm's own release
+storage already needs. */}}
+{{- define "conveyor.clusterReachable" -}}
+{{- if hasKey (lookup "v1" "Secret" .Release.Namespace "") "items" }}true{{ end }}
+{{- end }}
+
 {{/* Auth is on unless turned off with an explicit boolean false. */}}
 {{- define "conveyor.authEnabled" -}}
 {{- if eq (toString .Values.auth.enabled) "true" }}true
@@ -155,12 +163,37 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.worker.pollWaitSeconds | quote }}
 {{- end }}
 
-{{/* AWS keys from a Secret, when not using IRSA / EKS Pod Identity. */}}
+{{/* envFrom of a container: the AWS keys from a Secret (when not using IRSA / EKS Pod
+Identity), then the component's own `envFrom` entries. Call with the root context, or with
+(dict "root" $ "values" .Values.api) for a component with `envFrom` values; "aws" false
+leaves the AWS keys out (the operator talks to Kubernetes only). */}}
 {{- define "conveyor.envFrom" -}}
-{{- with .Values.aws.credentials.existingSecret }}
+{{- $args := hasKey . "root" | ternary . (dict "root" .) }}
+{{- $sources := list }}
+{{- if ne (toString $args.aws) "false" }}
+{{- with $args.root.Values.aws.credentials.existingSecret }}
+{{- $sources = append $sources (dict "secretRef" (dict "name" .)) }}
+{{- end }}
+{{- end }}
+{{- with $args.values }}
+{{- $sources = concat $sources (.envFrom | default list) }}
+{{- end }}
+{{- with $sources }}
 envFrom:
-  - secretRef:
-      name: {{ . }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A component's `extraVolumeMounts` / `extraVolumes`, as list items to append. */}}
+{{- define "conveyor.extraVolumeMounts" -}}
+{{- with .extraVolumeMounts }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.extraVolumes" -}}
+{{- with .extraVolumes }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}
 

@@ -20,3 +20,11 @@ relabelings:
     targetLabel: job
     replacement: {{ .job }}
 {{- end }}
+
+{{/* "true" when the cluster serves the Prometheus operator's API (`helm template` needs
+`--api-versions monitoring.coreos.com/v1` for it): ServiceMonitor, PodMonitor and
+PrometheusRule are rendered only then, so enabling them never breaks an install on a
+cluster without those CRDs. */}}
+{{- define "conveyor.prometheusOperator" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
+{{- end }}

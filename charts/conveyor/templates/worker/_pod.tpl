@@ -50,7 +50,7 @@ spec:
         {{- with .Values.worker.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- with include "conveyor.envFrom" . }}{{ . | nindent 6 }}{{ end }}
+      {{- with include "conveyor.envFrom" (dict "root" . "values" .Values.worker) }}{{ . | nindent 6 }}{{ end }}
       {{- if ne .Values.worker.mode "scaledJob" }}
       # The worker serves no traffic; these only show that the process is up and serving
       # its metrics. Queue work is proven by the heartbeat in DynamoDB (conveyor_workers).
@@ -78,7 +78,9 @@ spec:
         - name: tasktypes
           mountPath: /etc/conveyor/tasktypes
           readOnly: true
+        {{- with include "conveyor.extraVolumeMounts" .Values.worker }}{{ . | nindent 8 }}{{ end }}
   volumes:
     {{- include "conveyor.tmpVolume" . | nindent 4 }}
     {{- include "conveyor.tasktypesVolume" . | nindent 4 }}
+    {{- with include "conveyor.extraVolumes" .Values.worker }}{{ . | nindent 4 }}{{ end }}
 {{- end }}
