@@ -58,7 +58,8 @@ def grants(template: dict[str, Any], policy: str) -> set[tuple[str, str]]:
     """(action, resource kind) pairs a managed policy allows; only plain Allow statements."""
     pairs: set[tuple[str, str]] = set()
     for statement in statements(template, policy):
-        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        assert statement["Effect"] == "Allow", statement
+        assert "NotAction" not in statement and "NotResource" not in statement, statement
         for action in _list(statement["Action"]):
             assert "*" not in action, f"{policy}: wildcard action {action}"
             for resource in _list(statement["Resource"]):
