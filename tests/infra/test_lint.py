@@ -7,9 +7,9 @@ from cfnlint.api import ManualArgs, lint
 from tests.infra import template
 
 
-def _lint(body: str) -> list[str]:
-    # Every region: a resource type or property missing in one fails there.
-    matches = lint(body, config=ManualArgs(regions=["us-east-1", "eu-west-1", "ap-southeast-2"]))
+def _lint(body: str, regions: tuple[str, ...] = ("us-east-1", "eu-west-1", "ap-southeast-2")) -> list[str]:
+    # Several regions: a resource type or property missing in one fails there.
+    matches = lint(body, config=ManualArgs(regions=list(regions)))
     return [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches]
 
 
@@ -25,4 +25,4 @@ def test_lint_catches_an_action_iam_does_not_have():
         1,
     )
     assert body != template.text()
-    assert any(m.startswith("W3037") and "sendmessagebatch" in m for m in _lint(body))
+    assert any(m.startswith("W3037") and "sendmessagebatch" in m for m in _lint(body, ("us-east-1",)))
