@@ -283,3 +283,34 @@ def test_a_task_runs_end_to_end_on_the_stack(outputs, runtime_for, recorders):
     assert s3.get_object(Bucket=outputs["BucketName"], Key="stack/out.csv")["Body"].read().startswith(b"a")
     recorders["api"].check("api")
     recorders["worker"].check("worker")
+
+
+def test_the_policies_in_the_stack_name_its_own_resources(outputs):
+    """As IAM holds them: every resource ARN is one of this stack's, by kind as in the template."""
+    iam = boto3.client("iam", region_name="us-east-1")
+    arns = {
+        outputs["QueueArn"]: "queue",
+        outputs["DeadLetterQueueArn"]: "dlq",
+        outputs["TableArn"]: "table",
+        outputs["TableArn"] + "/index/*": "index",
+        outputs["BucketArn"]: "bucket",
+        outputs["BucketArn"] + "/*": "object",
+    }
+    body = template.load()
+    for component, policy in template.POLICIES.items():
+        arn = outputs[f"{policy}Arn"]
+        version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+        if isinstance(document, str):
+            document = json.loads(document)
+        pairs = {
+            (action, arns[resource])
+            for statement in document["Statement"]
+            for action in _as_list(statement["Action"])
+            for resource in _as_list(statement["Resource"])
+        }
+        assert pairs == template.grants(body, policy), component
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
