@@ -41,7 +41,7 @@ spec:
   maxAttempts: 2
   backoff: {initialSeconds: 0.2, maxSeconds: 0.5}
   timeoutSeconds: 30
-  options: {allowPrivateNetworks: true}
+  options: {allowedCidrs: [127.0.0.0/8, "::1/128"]}
 """
 
 
