@@ -154,7 +154,8 @@ class S3BlobStore:
             with translated("s3 HeadObject"):
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if error_code(exc) in MISSING:
+            # Without s3:ListBucket, S3 answers a HEAD of a missing key with 403, not 404.
+            if error_code(exc) in (*MISSING, "403", "AccessDenied", "Forbidden"):
                 return None
             raise
         # User metadata travels as x-amz-meta-* headers: its names are case-insensitive.
