@@ -197,6 +197,7 @@ EVERYTHING = {"allowedCidrs": ["0.0.0.0/0", "::/0"]}
         "http://169.254.169.254/latest/meta-data/",
         "http://169.254.170.2/v2/credentials",  # the ECS/EKS credentials endpoint
         "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[fd00:ec2::253]/",  # the EC2 IPv6 DNS resolver, same family
         "http://[fe80::1]/hook",
         "http://[::ffff:169.254.169.254]/latest/",
         "http://[::ffff:a9fe:a9fe]/latest/",

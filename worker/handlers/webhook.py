@@ -55,9 +55,10 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-# Reachable by no option: the instance metadata service (IMDS, IPv4 and IPv6) and every
-# link-local address (169.254/16 and fe80::/10 hold metadata, DNS and time services).
-_METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+# Reachable by no option: the instance metadata service (IMDS) and every link-local
+# address (169.254/16 and fe80::/10 hold metadata, DNS and time services); over IPv6, EC2
+# serves the same from fd00:ec2::/32 (254 metadata, 253 DNS, 123 time).
+_METADATA = (ipaddress.ip_network("169.254.169.254/32"), ipaddress.ip_network("fd00:ec2::/32"))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, still routed by some networks
 
@@ -75,7 +76,7 @@ def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
 def never_allowed(ip: IPAddress) -> str | None:
     """Why no option can open ``ip`` (None: options may)."""
     for candidate in (ip, *embedded_ipv4(ip)):
-        if candidate in _METADATA:
+        if any(candidate.version == net.version and candidate in net for net in _METADATA):
             return "cloud metadata"
         if candidate.is_link_local:
             return "link-local"
