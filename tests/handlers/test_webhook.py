@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import time
 
@@ -40,6 +41,17 @@ async def test_get_by_name_keeps_the_host_header_and_returns_text(bare_ctx, http
 async def test_large_answers_are_truncated(bare_ctx, http_server):
     result = await webhook({"url": http_server.url("/big"), "method": "GET"}, bare_ctx(INTERNAL))
     assert result["truncated"] and len(result["body"]) == 64 * 1024
+
+
+@pytest.mark.parametrize("path", ["/garbage", "/emoji-json", "/big"])
+async def test_the_stored_result_stays_small_whatever_the_answer(bare_ctx, http_server, path):
+    """The result goes into the task record (JSON with escapes, DynamoDB's 400 KB item): an
+    answer of undecodable bytes or astral characters must not grow it past the cap."""
+    result = await webhook({"url": http_server.url(path), "method": "GET"}, bare_ctx(INTERNAL))
+    stored = json.dumps(result)  # ensure_ascii, as the task record is written
+    assert len(stored) < 100 * 1024, len(stored)
+    assert result["truncated"] and "json" not in result
+    assert result["body"]
 
 
 @pytest.mark.parametrize("code", [500, 503, 408, 429])

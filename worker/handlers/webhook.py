@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-MAX_BODY_BYTES = 64 * 1024  # kept in the task record, which DynamoDB caps at 400 KB
+MAX_BODY_BYTES = 64 * 1024  # read from the answer
+# The body as stored in the task record (JSON, escapes included), which DynamoDB caps at 400 KB.
+MAX_RESULT_BODY = 96 * 1024
 DEFAULT_TIMEOUT = 10.0
 RETRYABLE_STATUS = frozenset({408, 429})
 # Set by the client from the request itself; a payload's values would corrupt the framing.
@@ -316,9 +318,28 @@ def _outcome(
     }
     if not truncated and "json" in (result["content_type"] or ""):
         try:
-            result["json"] = json.loads(content)
-            return result
+            parsed = json.loads(content)
         except ValueError:
             pass
-    result["body"] = text
+        else:
+            if len(json.dumps(parsed)) <= MAX_RESULT_BODY:
+                result["json"] = parsed
+                return result
+    body = fit_json_string(text, MAX_RESULT_BODY)
+    result["body"] = body
+    result["truncated"] = truncated or len(body) < len(text)
     return result
+
+
+def fit_json_string(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose JSON encoding (as the task record stores it, with
+    escapes) takes at most ``limit`` bytes: 64 KiB of invalid bytes decode to U+FFFD, six
+    bytes each once escaped, which would be 384 KiB of result."""
+    if len(json.dumps(text)) <= limit:
+        return text
+    size = 2  # the quotes
+    for end, char in enumerate(text):
+        size += len(json.dumps(char)) - 2
+        if size > limit:
+            return text[:end]
+    return text
