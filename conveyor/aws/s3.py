@@ -103,11 +103,11 @@ class S3BlobStore:
         try:
             for chunk in stream:
                 while len(buffer) > part_size:
-                    send(bytes(buffer[:part_size]))
+                    send(bytes(memoryview(buffer)[:part_size]))  # one copy, not two
                     del buffer[:part_size]
                 buffer += chunk
             while len(buffer) > part_size:
-                send(bytes(buffer[:part_size]))
+                send(bytes(memoryview(buffer)[:part_size]))  # one copy, not two
                 del buffer[:part_size]
             if buffer or not parts:
                 send(bytes(buffer))

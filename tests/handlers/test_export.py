@@ -285,15 +285,16 @@ def _peak_export(ctx, storage, kind: str) -> int:
 
 
 def test_export_memory_does_not_grow_with_the_data(export_ctx, storage):
-    """Task records of 250 KB each: three times the records must not cost (much) more
-    memory. Building the whole file in memory, as before, needs ~3x the data: +60 MB here."""
+    """Task records of 250 KB each, both exports larger than a part (multipart): nearly three
+    times the records must not cost more memory. Building the whole file in memory, as
+    before, costs ~3x the data: +46 MB here."""
     store = storage.runtime.engine.store
     small, large = f"mem-{new_id().lower()}", f"mem-{new_id().lower()}"
     blob = "z" * (250 * 1024)
-    for kind, n in ((small, 30), (large, 90)):
+    for kind, n in ((small, 36), (large, 96)):
         for _ in range(n):
             store.create(Task(id=new_id(), type=kind, payload={"blob": blob}))
     peak_small = _peak_export(export_ctx(), storage, small)
     peak_large = _peak_export(export_ctx(), storage, large)
-    assert peak_large - peak_small < 8 * 1024 * 1024, (peak_small, peak_large)
-    assert peak_large < 40 * 1024 * 1024, peak_large  # the data is 22 MB
+    assert peak_large - peak_small < 4 * 1024 * 1024, (peak_small, peak_large)
+    assert peak_large < 40 * 1024 * 1024, peak_large  # the data is 24 MB
