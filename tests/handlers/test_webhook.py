@@ -276,6 +276,8 @@ def test_allowed_hosts_may_be_private_but_not_this_machine():
     assert guard.refusal("Orders.NS.svc.cluster.local.", private) is None
     assert guard.refusal("billing.internal", ipaddress.ip_address("93.184.216.34")) is None
     assert "loopback" in (guard.refusal("billing.internal", loopback) or "")
+    for local in ("0.0.0.0", "::", "2002:7f00:1::1", "::ffff:127.0.0.1", "224.0.0.1", "fec0::1"):
+        assert guard.refusal("billing.internal", ipaddress.ip_address(local)), local
     assert "allowedHosts" in (guard.refusal("other.internal", private) or "")
     with_cidr = Guard.from_options({"allowedHosts": ["billing.internal"], "allowedCidrs": ["127.0.0.1/32"]})
     assert with_cidr.refusal("billing.internal", loopback) is None

@@ -13,7 +13,7 @@ A TaskType opens the guard narrowly, never wholesale: ``options.allowedCidrs`` l
 networks that may be reached although not public, ``options.allowedHosts`` the only host
 names this type may call (their private addresses are then allowed; loopback only through
 ``allowedCidrs``). Link-local addresses, the cloud metadata service (169.254.169.254,
-fd00:ec2::254) among them, are refused whatever the options say.
+fd00:ec2::/32) among them, are refused whatever the options say.
 
 A 2xx answer succeeds. 408, 429 and 5xx answers and network errors are retried (the
 TaskType's backoff); any other 4xx, a 3xx, or a refused address fail the task at once.
@@ -152,7 +152,8 @@ class Guard:
         problem = address_problem(ip)
         if problem is None or any(ip.version == net.version and ip in net for net in self.cidrs):
             return None
-        if self.hosts and not (ip.is_loopback or ip.is_unspecified or ip.is_multicast):
+        on_this_machine = ip.is_loopback or ip.is_unspecified or ip.is_multicast
+        if self.hosts and problem in ("private", "non-global") and not on_this_machine:
             return None  # a listed host may live on a private network, not on this machine
         return (
             f"url: {host} resolves to {ip}, a {problem} address; refused "
