@@ -129,8 +129,15 @@ def test_a_submit_only_token_cannot_export_task_records(runtime, start_worker, t
             )
             assert r.status_code == 202, r.text
             ids[name] = r.json()["id"]
+        batch = client.post(
+            "/v1/tasks/batch",
+            json={"tasks": [{"type": "echo", "payload": {}}]},
+            headers={"Authorization": f"Bearer {secrets['submitter']}"},
+        )
+        assert batch.status_code == 202, batch.text
     store = runtime.engine.store
     assert store.get(ids["submitter"]).submitter_scopes == frozenset({tokens.SUBMIT})
+    assert store.get(batch.json()["items"][0]["id"]).submitter_scopes == frozenset({tokens.SUBMIT})
     start_worker()
     api_view = runtime.engine
     denied = wait_for(lambda: (t := api_view.get(ids["submitter"])).status.terminal and t, timeout=20)

@@ -127,14 +127,6 @@ def json_pieces(rows: Iterable[dict[str, Any]], columns: list[str] | None) -> It
     yield "]"
 
 
-def to_csv(rows: list[dict[str, Any]], columns: list[str] | None) -> bytes:
-    return b"".join(_chunks(csv_lines(rows, columns or _all_columns(rows))))
-
-
-def to_json(rows: list[dict[str, Any]], columns: list[str] | None) -> bytes:
-    return b"".join(_chunks(json_pieces(rows, columns)))
-
-
 def _all_columns(rows: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
