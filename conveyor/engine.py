@@ -50,6 +50,7 @@ class Submission:
     delay_seconds: float | None = None
     run_at: datetime | None = None
     max_attempts: int | None = None
+    scopes: frozenset[str] | None = None  # the submitting token's, kept on the record
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Engine:
             created_at=at,
             updated_at=at,
             run_at=run_at,
+            submitter_scopes=sub.scopes,
         )
 
     @staticmethod

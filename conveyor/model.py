@@ -91,6 +91,9 @@ class Task:
     cancel_requested: bool = False
     idempotency_key: str | None = None
     expires_at: int | None = None
+    # The scopes of the token that submitted it (None: not recorded), so a handler can
+    # refuse to do for a task what its submitter could not do through the API.
+    submitter_scopes: frozenset[str] | None = None
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)

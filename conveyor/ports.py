@@ -114,13 +114,45 @@ class Broker(Protocol):
     def ping(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    size: int
+    metadata: dict[str, str]
+
+
 class BlobStore(Protocol):
     """Object storage for handlers that read or write files (S3)."""
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Write an object; raises NotFound when the bucket does not exist."""
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        overwrite: bool = True,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Write an object; raises NotFound when the bucket does not exist, and Conflict
+        when ``overwrite`` is false and the key exists (checked by the store, atomically)."""
 
-    def get(self, key: str) -> bytes:
-        """Read an object; raises NotFound when it (or its bucket) does not exist."""
+    def upload(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str = "application/octet-stream",
+        *,
+        overwrite: bool = True,
+        metadata: dict[str, str] | None = None,
+        part_size: int = ...,
+    ) -> int:
+        """Write an object from a stream, one part in memory at a time; as ``put``.
+        Returns the bytes written."""
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """Read an object (at most ``max_bytes + 1`` bytes of it when given); raises
+        NotFound when it (or its bucket) does not exist."""
+
+    def stat(self, key: str) -> BlobInfo | None:
+        """Size and metadata of an object; None when it does not exist."""
 
     def exists(self, key: str) -> bool: ...

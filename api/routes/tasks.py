@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from ulid import ULID
 
 from api import schemas
-from api.auth import ScopedRoute, sees_payloads
+from api.auth import SCOPES, ScopedRoute, sees_payloads
 from api.body import check, read_json, validator
 from api.problems import Problem
 from api.state import State
@@ -27,7 +27,9 @@ def _state(request: Request) -> State:
     return state
 
 
-def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Submission:
+def _submission(
+    data: dict[str, Any], max_payload: int, scopes: frozenset[str] | None, pointer: str = ""
+) -> Submission:
     import json
 
     payload = data.get("payload", {})
@@ -46,6 +48,7 @@ def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Su
         run_at=from_rfc3339(data["run_at"]) if data.get("run_at") else None,
         # JSON Schema's "integer" admits 97.0; store an int (found by the schemathesis run).
         max_attempts=int(data["max_attempts"]) if data.get("max_attempts") is not None else None,
+        scopes=scopes,
     )
 
 
@@ -86,12 +89,18 @@ def _task_id(request: Request) -> str:
         ) from exc
 
 
+def _scopes(request: Request) -> frozenset[str] | None:
+    """The caller's scopes (set by the auth middleware), recorded on the task."""
+    scopes = request.scope.get(SCOPES)
+    return frozenset(scopes) if scopes is not None else None
+
+
 async def submit(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_payload_bytes
     data = await read_json(request, limit + 64 * 1024)
     check(_submit, data)
-    sub = _submission(data, limit)
+    sub = _submission(data, limit, _scopes(request))
     state.log_payload(request, sub.type, sub.payload)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_KEY:
@@ -117,8 +126,10 @@ async def submit_batch(request: Request) -> Response:
     settings = state.settings
     data = await read_json(request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024)
     check(state.batch_validator, data)
+    scopes = _scopes(request)
     subs = [
-        _submission(item, settings.max_payload_bytes, f"/tasks/{i}") for i, item in enumerate(data["tasks"])
+        _submission(item, settings.max_payload_bytes, scopes, f"/tasks/{i}")
+        for i, item in enumerate(data["tasks"])
     ]
     for sub in subs:
         state.log_payload(request, sub.type, sub.payload)

@@ -90,6 +90,8 @@ def task_to_item(task: Task) -> dict[str, Any]:
         item["idempotency_key"] = _s(task.idempotency_key)
     if task.expires_at:
         item["expires_at"] = _n(task.expires_at)
+    if task.submitter_scopes is not None:
+        item["submitter_scopes"] = _s(" ".join(sorted(task.submitter_scopes)))
     return item
 
 
@@ -120,6 +122,7 @@ def item_to_task(item: dict[str, Any]) -> Task:
         cancel_requested=bool(item.get("cancel_requested", {}).get("BOOL", False)),
         idempotency_key=s("idempotency_key"),
         expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
+        submitter_scopes=frozenset(scopes.split()) if (scopes := s("submitter_scopes")) is not None else None,
     )
 
 

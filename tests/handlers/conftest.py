@@ -41,7 +41,7 @@ spec:
   maxAttempts: 2
   backoff: {initialSeconds: 0.2, maxSeconds: 0.5}
   timeoutSeconds: 30
-  options: {allowPrivateNetworks: true}
+  options: {allowedCidrs: [127.0.0.0/8, "::1/128"]}
 """
 
 
@@ -195,6 +195,11 @@ def _http_handler(server: HttpServer) -> type[BaseHTTPRequestHandler]:
                 self._answer(200, json.dumps(echo).encode())
             elif path == "/text":
                 self._answer(200, b"plain words", "text/plain; charset=utf-8")
+            elif path == "/garbage":  # bytes that are no UTF-8: each decodes to U+FFFD
+                self._answer(200, b"\xff" * (64 * 1024), "text/plain; charset=utf-8")
+            elif path == "/emoji-json":  # valid JSON whose escaped form is 3x its size
+                body = json.dumps(["\U0001f600" * 15000], ensure_ascii=False).encode()
+                self._answer(200, body)
             elif path == "/big":
                 self._answer(200, b"x" * (200 * 1024), "text/plain")
             elif path.startswith("/status/"):

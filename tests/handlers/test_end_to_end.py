@@ -99,3 +99,49 @@ def test_webhook(api, start_worker, http_server):
     assert (task["status"], task["attempts"]) == ("failed", 1)
     assert "loopback" in task["error"]["message"]
     assert sorted(http_server.paths()) == ["/ok", "/status/404", "/status/503", "/status/503"]
+
+
+def test_a_submit_only_token_cannot_export_task_records(runtime, start_worker, tmp_path):
+    """Through the API: the submitting token's scopes are recorded on the task, and the
+    worker refuses a task-record export for a token that could not read them itself."""
+    from dataclasses import replace
+
+    from prometheus_client import CollectorRegistry
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from conveyor import tokens
+    from conveyor.bootstrap import build
+
+    secrets = {"submitter": tokens.generate_token(), "reader": tokens.generate_token()}
+    scopes = {"submitter": {tokens.SUBMIT}, "reader": {tokens.SUBMIT, tokens.READ}}
+    path = tmp_path / "tokens.json"
+    entries = [tokens.TokenEntry(n, tokens.hash_token(secrets[n]), frozenset(scopes[n])) for n in secrets]
+    tokens.write_tokens_file(path, tokens.TokenSet(entries))
+    secured = build(replace(runtime.settings, auth_tokens_file=str(path)))
+    with TestClient(create_app(secured.engine, CollectorRegistry())) as client:
+        ids = {}
+        for name, secret in secrets.items():
+            r = client.post(
+                "/v1/tasks",
+                json={"type": "data-export", "payload": {"tasks": {"type": "echo"}, "format": "json"}},
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            assert r.status_code == 202, r.text
+            ids[name] = r.json()["id"]
+        batch = client.post(
+            "/v1/tasks/batch",
+            json={"tasks": [{"type": "echo", "payload": {}}]},
+            headers={"Authorization": f"Bearer {secrets['submitter']}"},
+        )
+        assert batch.status_code == 202, batch.text
+    store = runtime.engine.store
+    assert store.get(ids["submitter"]).submitter_scopes == frozenset({tokens.SUBMIT})
+    assert store.get(batch.json()["items"][0]["id"]).submitter_scopes == frozenset({tokens.SUBMIT})
+    start_worker()
+    api_view = runtime.engine
+    denied = wait_for(lambda: (t := api_view.get(ids["submitter"])).status.terminal and t, timeout=20)
+    allowed = wait_for(lambda: (t := api_view.get(ids["reader"])).status.terminal and t, timeout=20)
+    assert denied.status.value == "failed" and "tasks:read" in denied.error.message
+    assert not runtime.blobs().exists(f"exports/{ids['submitter']}.json")
+    assert allowed.status.value == "succeeded", allowed.error

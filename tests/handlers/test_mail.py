@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import socket
+from email.message import EmailMessage
 
 import pytest
 
 from conveyor.errors import PermanentError, RetryableError
-from worker.handlers.mail import SmtpConfig, send_email
+from tests.conftest import ROOT
+from worker.handlers.mail import SmtpConfig, build_message, check_serialized, send_email
 
 MESSAGE = {
     "to": ["ada@example.com"],
@@ -153,3 +156,104 @@ def test_config_defaults_follow_the_tls_mode():
     assert SmtpConfig.from_env({"CONVEYOR_SMTP_STARTTLS": "true"}).port == 587
     assert SmtpConfig.from_env({"CONVEYOR_SMTP_SSL": "yes"}).port == 465
     assert "s3cret" not in repr(SmtpConfig.from_env({"CONVEYOR_SMTP_PASSWORD": "s3cret"}))
+
+
+INJECTIONS = [
+    "=?utf-8?q?Invoice=0D=0AReply-To:_attacker@evil.example?=",  # CVE-2024-6923 on 3.11.7
+    "=?utf-8?q?Invoice=0ABcc:_x@evil.example?=",
+    "=?utf-8?b?SW52b2ljZQ0KQmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",  # the same in base64
+    "Invoice =?iso-8859-1?q?=0D=0AX-Evil:_1?= due",
+    "a\x00b",
+    "a\rb",
+]
+
+
+@pytest.mark.parametrize("subject", INJECTIONS)
+def test_header_injection_through_encoded_words_is_refused(bare_ctx, smtp_server, smtp_env, subject):
+    smtp_env(smtp_server.port)
+    with pytest.raises(PermanentError, match="bad header"):
+        send_email({"to": ["a@example.com"], "subject": subject, "text": "t"}, bare_ctx())
+    assert smtp_server.envelopes == []
+
+
+@pytest.mark.parametrize("subject", INJECTIONS[:4])
+def test_the_sent_form_must_carry_exactly_the_headers_set(subject):
+    """The second line of defence, on its own: a Subject put straight into a message (no
+    value check) is caught by parsing the message as it would be sent."""
+    message = EmailMessage()
+    message["From"] = "n@conveyor.test"
+    message["To"] = "a@example.com"
+    message["Subject"] = subject
+    message.set_content("t")
+    with pytest.raises(PermanentError, match="bad header"):
+        check_serialized(message)
+
+
+def test_encoded_words_that_decode_cleanly_still_work(bare_ctx, smtp_server, smtp_env):
+    smtp_env(smtp_server.port)
+    send_email({"to": ["a@example.com"], "subject": "=?utf-8?q?caf=C3=A9?= ok", "text": "t"}, bare_ctx())
+    msg = parsed(smtp_server.envelopes[0])
+    assert msg["Subject"] == "café ok" and "Reply-To" not in msg
+    assert [k.lower() for k in msg].count("subject") == 1
+
+
+def test_a_sender_with_an_encoded_line_break_is_refused():
+    with pytest.raises(PermanentError, match="bad header"):
+        build_message(
+            {"to": ["a@example.com"], "subject": "s", "text": "t"},
+            "=?utf-8?q?Ops=0D=0ABcc:_x@evil.example?= <ops@conveyor.test>",
+            "T1",
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "to", "allowed"),
+    [
+        ({"allowedDomains": ["example.com"]}, ["ada@example.com", "Bob@EXAMPLE.com"], True),
+        ({"allowedDomains": ["example.com"]}, ["ada@example.com", "eve@evil.example"], False),
+        ({"allowedDomains": ["example.com"]}, ["eve@mail.example.com"], False),
+        ({"allowedDomains": ["*.example.com"]}, ["eve@mail.example.com"], True),
+        ({"allowedDomains": ["*.example.com"]}, ["eve@badexample.com"], False),
+        ({"allowedRecipients": ["ops@partner.example"]}, ["ops@partner.example"], True),
+        ({"allowedRecipients": ["ops@partner.example"]}, ["ceo@partner.example"], False),
+        ({"allowedDomains": ["example.com"], "allowedRecipients": ["ops@partner.example"]},
+         ["ada@example.com", "ops@partner.example"], True),
+        ({}, ["anyone@anywhere.example"], True),
+    ],
+)  # fmt: skip
+def test_recipient_allow_list(bare_ctx, smtp_server, smtp_env, options, to, allowed):
+    smtp_env(smtp_server.port)
+    payload = {"to": to, "subject": "s", "text": "t"}
+    if allowed:
+        assert send_email(payload, bare_ctx(options))["accepted"] == to
+    else:
+        with pytest.raises(PermanentError, match="not allowed by this TaskType"):
+            send_email(payload, bare_ctx(options))
+        assert smtp_server.envelopes == []
+
+
+@pytest.mark.parametrize("field", ["cc", "bcc"])
+def test_the_allow_list_covers_copies(bare_ctx, smtp_server, smtp_env, field):
+    smtp_env(smtp_server.port)
+    payload = {"to": ["a@example.com"], field: ["eve@evil.example"], "subject": "s", "text": "t"}
+    with pytest.raises(PermanentError, match=r"eve@evil\.example"):
+        send_email(payload, bare_ctx({"allowedDomains": ["example.com"]}))
+    assert smtp_server.envelopes == []
+
+
+@pytest.mark.parametrize("options", [{"allowedDomains": "example.com"}, {"allowedRecipients": [""]}])
+def test_bad_allow_list_options_fail_naming_the_option(bare_ctx, smtp_server, smtp_env, options):
+    smtp_env(smtp_server.port)
+    with pytest.raises(PermanentError, match=f"options.{next(iter(options))}"):
+        send_email({"to": ["a@example.com"], "subject": "s", "text": "t"}, bare_ctx(options))
+
+
+def test_the_image_runs_a_python_with_the_header_fix():
+    """CVE-2024-6923 is fixed in 3.11.10 and 3.12.5 (and every 3.13); the image must not
+    ship an older interpreter even though the checks above hold on any."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    version = re.search(r"^ARG PYTHON_IMAGE=python:(\d+)\.(\d+)\.(\d+)-", dockerfile, re.M)
+    assert version, "PYTHON_IMAGE must pin a full python:X.Y.Z tag"
+    major, minor, patch = map(int, version.groups())
+    fixed = {11: 10, 12: 5}
+    assert (major, minor) >= (3, 11) and patch >= fixed.get(minor, 0), version.group(0)

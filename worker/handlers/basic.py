@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from conveyor.errors import PermanentError
 from worker.handlers import handler
 from worker.handlers.context import Context
+
+MAX_SLEEP_SECONDS = 24 * 3600
 
 
 @handler("echo")
@@ -18,7 +21,16 @@ def echo(payload: Any, ctx: Context) -> Any:
 @handler("sleep")
 async def sleep(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Sleeps ``seconds``, checking for cancellation ten times a second."""
-    seconds = float(payload.get("seconds", 1))
+    raw = payload.get("seconds", 1)
+    # bool is an int to Python; NaN and inf pass float() but no clock can sleep them.
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise PermanentError(f"seconds: must be a number, not {type(raw).__name__}")
+    try:
+        seconds = float(raw)
+    except ValueError as exc:
+        raise PermanentError(f"seconds: not a number: {raw!r}") from exc
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SLEEP_SECONDS:
+        raise PermanentError(f"seconds: must be a finite number from 0 to {MAX_SLEEP_SECONDS}, not {raw!r}")
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while (left := end - loop.time()) > 0:

@@ -1,8 +1,12 @@
 """``data-export``: write rows to S3 as CSV or JSON.
 
 The rows come from the payload (``rows``) or from Conveyor's own task records
-(``tasks: {type, status, limit}``), read page by page through the TaskStore. The whole
-file is built in memory and written with one PutObject, so ``tasks.limit`` is capped.
+(``tasks: {type, status, limit}``), read a page at a time through the TaskStore. The file
+is streamed to S3 (one part of ``PART_SIZE`` in memory at a time, multipart above it), so
+memory does not grow with the export; its size is capped by ``options.maxBytes``.
+
+Task records hold every caller's payloads and results: exporting them needs a submitter
+whose token holds ``tasks:read``, as reading them through the API would.
 """
 
 from __future__ import annotations
@@ -10,22 +14,41 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from conveyor import tokens
 from conveyor.errors import NotFound, PermanentError
 from conveyor.model import Status
 from worker.handlers import handler
 from worker.handlers.context import Context
-from worker.handlers.storage import bucket
+from worker.handlers.storage import bucket, check_key, write_new
 
 MAX_TASK_ROWS = 100_000
-PAGE_SIZE = 100
+# A task record is at most 400 KB (DynamoDB's item cap): 20 a page keeps a page under 8 MB.
+PAGE_SIZE = 20
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+CHUNK = 64 * 1024
 TASK_COLUMNS = [
     "id", "type", "status", "attempts", "max_attempts", "created_at", "updated_at",
     "started_at", "finished_at", "run_at", "worker", "error", "payload", "result",
 ]  # fmt: skip
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+# A spreadsheet runs a cell beginning with one of these as a formula (OWASP CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def check_may_read_tasks(ctx: Context) -> None:
+    """Refuse unless this task's submitter could read task records through the API."""
+    if ctx.store is None:
+        raise RuntimeError("this worker has no task store")
+    me = ctx.store.get(ctx.task_id, consistent=True)
+    scopes = me.submitter_scopes if me is not None else None
+    if scopes is None or tokens.READ not in scopes:
+        raise PermanentError(
+            f"tasks: exporting task records needs a token with the {tokens.READ} scope; "
+            "this task was submitted without it"
+        )
 
 
 def task_rows(ctx: Context, spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -53,33 +76,80 @@ def task_rows(ctx: Context, spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
             return
 
 
+def escape_formula(text: str) -> str:
+    """A text cell a spreadsheet would run as a formula, made inert by a leading quote."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def _cell(value: Any) -> Any:
     # CSV has no nesting: objects and lists are written as JSON text.
     if value is None:
         return ""
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, str):
+        return escape_formula(value)
     return value
 
 
-def to_csv(rows: list[dict[str, Any]], columns: list[str] | None) -> bytes:
-    if columns is None:
-        seen: dict[str, None] = {}
-        for row in rows:
-            seen.update(dict.fromkeys(row))
-        columns = list(seen)
+def _chunks(pieces: Iterable[str]) -> Iterator[bytes]:
+    """Text pieces regrouped into chunks of about CHUNK bytes."""
+    buffer: list[str] = []
+    size = 0
+    for piece in pieces:
+        buffer.append(piece)
+        size += len(piece)
+        if size >= CHUNK:
+            yield "".join(buffer).encode()
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
+
+
+def csv_lines(rows: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[str]:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([escape_formula(c) for c in columns])  # column names come from payloads too
     for row in rows:
-        writer.writerow({column: _cell(row.get(column)) for column in columns})
-    return out.getvalue().encode()
+        writer.writerow([_cell(row.get(column)) for column in columns])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
 
 
-def to_json(rows: list[dict[str, Any]], columns: list[str] | None) -> bytes:
-    if columns is not None:
-        rows = [{column: row.get(column) for column in columns} for row in rows]
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()
+def json_pieces(rows: Iterable[dict[str, Any]], columns: list[str] | None) -> Iterator[str]:
+    yield "["
+    for i, row in enumerate(rows):
+        if columns is not None:
+            row = {column: row.get(column) for column in columns}
+        yield ("," if i else "") + json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+    yield "]"
+
+
+def _all_columns(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _capped(chunks: Iterable[bytes], limit: int, counter: list[int]) -> Iterator[bytes]:
+    for chunk in chunks:
+        counter[0] += len(chunk)
+        if counter[0] > limit:
+            raise PermanentError(
+                f"the export is larger than {limit} bytes (options.maxBytes); "
+                "narrow it (tasks.limit, columns)"
+            )
+        yield chunk
+
+
+def _max_bytes(ctx: Context) -> int:
+    value = ctx.options.get("maxBytes", DEFAULT_MAX_BYTES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PermanentError("options.maxBytes: must be a positive integer")
+    return value
 
 
 @handler("data-export")
@@ -89,30 +159,44 @@ def data_export(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         raise PermanentError(f"format: must be one of {sorted(CONTENT_TYPES)}")
     if ("rows" in payload) == ("tasks" in payload):
         raise PermanentError("rows, tasks: give exactly one source")
+    limit = _max_bytes(ctx)
+    name, store = bucket(ctx, payload.get("bucket"))
+    key = check_key(ctx, str(payload.get("key") or f"exports/{ctx.task_id}.{fmt}"), "key", "write")
+    columns = [str(c) for c in payload["columns"]] if payload.get("columns") else None
     if "rows" in payload:
-        rows = payload["rows"]
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        given = payload["rows"]
+        if not isinstance(given, list) or not all(isinstance(r, dict) for r in given):
             raise PermanentError("rows: must be an array of objects")
         source = "payload"
+        if fmt == "csv" and columns is None:
+            columns = _all_columns(given)  # the payload is in memory already
     else:
-        rows = list(task_rows(ctx, dict(payload["tasks"] or {})))
+        check_may_read_tasks(ctx)
         source = "tasks"
-    columns = [str(c) for c in payload["columns"]] if payload.get("columns") else None
-    if columns is None and source == "tasks":
-        columns = TASK_COLUMNS
-    data = (to_csv if fmt == "csv" else to_json)(rows, columns)
+        columns = columns or TASK_COLUMNS
 
-    name, store = bucket(ctx, payload.get("bucket"))
-    key = str(payload.get("key") or f"exports/{ctx.task_id}.{fmt}")
+    def write(overwrite: bool, metadata: dict[str, str]) -> tuple[int, int]:
+        count = [0]
+        written = [0]
+
+        def rows() -> Iterator[dict[str, Any]]:
+            source_rows = given if source == "payload" else task_rows(ctx, dict(payload["tasks"] or {}))
+            for row in source_rows:
+                count[0] += 1
+                yield row
+
+        pieces = csv_lines(rows(), columns or []) if fmt == "csv" else json_pieces(rows(), columns)
+        store.upload(
+            key,
+            _capped(_chunks(pieces), limit, written),
+            CONTENT_TYPES[fmt],
+            overwrite=overwrite,
+            metadata=metadata,
+        )
+        return count[0], written[0]
+
     try:
-        store.put(key, data, CONTENT_TYPES[fmt])
+        rows_written, size = write_new(ctx, store, f"s3://{name}/{key}", key, "key", write)
     except NotFound as exc:
         raise PermanentError(f"bucket: no bucket {name!r}") from exc
-    return {
-        "bucket": name,
-        "key": key,
-        "rows": len(rows),
-        "bytes": len(data),
-        "format": fmt,
-        "source": source,
-    }
+    return {"bucket": name, "key": key, "rows": rows_written, "bytes": size, "format": fmt, "source": source}

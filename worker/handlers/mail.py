@@ -9,16 +9,28 @@ answer carries the same id and receivers can drop the duplicate.
 
 SMTP replies decide retries: 5xx (and a refused certificate, or a relay that lacks a
 required extension) fail the task; 4xx, dropped connections and timeouts are retried.
+
+Header injection is refused twice over, whatever the interpreter: a header value that
+holds a control character once its RFC 2047 encoded words are decoded is refused, and the
+message as it will be sent is parsed back and must carry exactly the headers set here
+(Python before 3.11.10 / 3.12.5 turned an encoded ``=0D=0A`` into a real header line,
+CVE-2024-6923). ``options.allowedDomains`` / ``options.allowedRecipients`` restrict whom a
+TaskType may mail.
 """
 
 from __future__ import annotations
 
+import email.errors
+import email.policy
 import os
+import re
 import smtplib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -27,6 +39,8 @@ from conveyor.errors import PermanentError, RetryableError
 from worker.handlers import handler
 from worker.handlers.context import Context
 
+# Any C0 control but TAB, and DEL: CR and LF start a new header line, NUL truncates.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -88,12 +102,48 @@ def _addresses(payload: dict[str, Any], key: str) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
+def _check_value(key: str, value: str) -> None:
+    """Refuse a header value with a line break or control character, also one hidden in an
+    RFC 2047 encoded word (``=?utf-8?q?a=0D=0AReply-To:...?=``)."""
+    try:
+        decoded = str(make_header(decode_header(value)))
+    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError) as exc:
+        raise PermanentError(f"{key}: cannot decode its encoded words: {exc}") from exc
+    for text in (value, decoded):
+        bad = _CONTROL.search(text)
+        if bad:
+            raise PermanentError(f"bad header: {key} holds a control character ({bad.group()!r})")
+
+
 def _set_addresses(message: EmailMessage, header: str, key: str, values: list[str]) -> None:
+    for value in values:
+        _check_value(key, value)
     # A joined string is parsed into Address objects (a list would be stored unparsed).
     message[header] = ", ".join(values)
     parsed = message[header].addresses
     if len(parsed) != len(values) or not all(a.username and a.domain for a in parsed):
         raise PermanentError(f"{key}: not a list of email addresses: {values}")
+    for address in parsed:
+        _check_value(key, str(address))
+
+
+def check_serialized(message: EmailMessage) -> None:
+    """The message as it goes on the wire must carry exactly the headers that were set,
+    each on one logical line: anything else is an injection the email package let by."""
+    wire_policy = message.policy.clone(linesep="\r\n")
+    try:
+        wire = message.as_bytes(policy=wire_policy)
+    except (email.errors.MessageError, ValueError) as exc:  # 3.11.10+: HeaderWriteError
+        raise PermanentError(f"bad header: refused to write it: {exc}") from exc
+    sent = BytesHeaderParser(policy=email.policy.default).parsebytes(wire)
+    expected = [name.lower() for name in message]
+    found = [name.lower() for name in sent]
+    if found != expected:
+        extra = sorted(set(found) - set(expected)) or found
+        raise PermanentError(f"bad header: the message would carry headers that were not set: {extra}")
+    for name, value in sent.items():
+        if _CONTROL.search(str(value)):
+            raise PermanentError(f"bad header: {name} holds a line break once decoded")
 
 
 def build_message(payload: dict[str, Any], sender: str, task_id: str) -> EmailMessage:
@@ -107,7 +157,10 @@ def build_message(payload: dict[str, Any], sender: str, task_id: str) -> EmailMe
         for key, header in (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"), ("reply_to", "Reply-To")):
             if payload.get(key) or key == "to":
                 _set_addresses(message, header, key, _addresses(payload, key))
-        message["Subject"] = str(payload.get("subject", ""))
+        subject = str(payload.get("subject", ""))
+        _check_value("subject", subject)
+        message["Subject"] = subject
+        _check_value("subject", str(message["Subject"]))  # what the header object decoded
     except (ValueError, IndexError) as exc:  # a malformed address or a header with a newline
         raise PermanentError(f"bad header: {exc}") from exc
     message["Date"] = formatdate(localtime=False)
@@ -120,7 +173,40 @@ def build_message(payload: dict[str, Any], sender: str, task_id: str) -> EmailMe
             message.add_alternative(str(payload["html"]), subtype="html")
         else:
             message.set_content(str(payload["html"]), subtype="html")
+    check_serialized(message)
     return message
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """``options.allowedDomains`` / ``options.allowedRecipients``: whom a TaskType may mail
+    (both unset: anyone)."""
+
+    domains: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Recipients:
+        lists = {}
+        for name in ("allowedDomains", "allowedRecipients"):
+            value = options.get(name)
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value)
+            ):
+                raise PermanentError(f"options.{name}: must be a list of non-empty strings")
+            lists[name] = tuple(v.strip().lower().rstrip(".") for v in value or ())
+        return cls(lists["allowedDomains"], lists["allowedRecipients"])
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.domains or self.addresses)
+
+    def allows(self, address: str) -> bool:
+        address = address.lower()
+        domain = address.rpartition("@")[2].rstrip(".")
+        return address in self.addresses or any(
+            domain == d or (d.startswith("*.") and domain.endswith(d[1:])) for d in self.domains
+        )
 
 
 def _by_code(code: int, text: str) -> Exception:
@@ -167,6 +253,13 @@ def send_email(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     config = SmtpConfig.from_env()
     message = build_message(payload, str(ctx.options.get("from") or config.sender), ctx.task_id)
     recipients = [a.addr_spec for h in ("To", "Cc", "Bcc") for a in getattr(message[h], "addresses", ())]
+    allowed = Recipients.from_options(ctx.options)
+    outside = [r for r in recipients if allowed.restricted and not allowed.allows(r)]
+    if outside:
+        raise PermanentError(
+            f"to, cc, bcc: {', '.join(outside)} not allowed by this TaskType's "
+            "options.allowedDomains / options.allowedRecipients"
+        )
     ctx.raise_if_cancelled()
     refused = send(config, message)
     return {

@@ -1,22 +1,94 @@
-"""Object-storage helpers shared by the built-in handlers that read or write S3."""
+"""Object-storage rules shared by the built-in handlers that read or write S3.
+
+What a payload may reach is decided by the TaskType, not by the worker's IAM role:
+
+- ``options.buckets``: buckets a payload may name besides ``CONVEYOR_BUCKET`` (unset: only
+  ``CONVEYOR_BUCKET``);
+- ``options.readPrefixes`` / ``options.writePrefixes``: key prefixes the handler may read
+  from / write to (unset: any key of an allowed bucket);
+- ``options.overwrite: true``: an existing object may be replaced (default: refused, by a
+  conditional write, so two writers cannot both win). An object this same task wrote on an
+  earlier attempt (its ``conveyor-task-id`` metadata) is always replaceable, so a retry
+  after a lost answer does not fail on its own output.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from conveyor.errors import PermanentError
+from conveyor.errors import Conflict, PermanentError
 from conveyor.ports import BlobStore
 from worker.handlers.context import Context
 
+T = TypeVar("T")
+TASK_METADATA = "conveyor-task-id"
+
+
+def _string_list(ctx: Context, name: str) -> list[str] | None:
+    value = ctx.options.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PermanentError(f"options.{name}: must be a list of strings")
+    return list(value)
+
 
 def bucket(ctx: Context, name: Any, field: str = "bucket") -> tuple[str, BlobStore]:
-    """The bucket a payload names (or CONVEYOR_BUCKET) and its store.
-
-    A TaskType may list ``options.buckets``: then a payload may name only those, so a
-    client of the API cannot reach every bucket the worker's IAM role can.
-    """
+    """The bucket a payload names (or CONVEYOR_BUCKET) and its store; refused unless it is
+    CONVEYOR_BUCKET or listed in the TaskType's ``options.buckets``."""
     chosen = str(name) if name else ctx.settings.bucket
-    allowed = ctx.options.get("buckets")
-    if name and isinstance(allowed, list) and chosen not in allowed and chosen != ctx.settings.bucket:
-        raise PermanentError(f"{field}: bucket {chosen!r} is not in this TaskType's options.buckets")
+    allowed = [ctx.settings.bucket, *(_string_list(ctx, "buckets") or [])]
+    if chosen not in allowed:
+        raise PermanentError(
+            f"{field}: bucket {chosen!r} is not allowed; this TaskType allows {sorted(set(allowed))} "
+            "(CONVEYOR_BUCKET and options.buckets)"
+        )
     return chosen, ctx.blobs(chosen)
+
+
+def check_key(ctx: Context, key: str, field: str, access: str) -> str:
+    """Refuse a key outside the TaskType's ``options.readPrefixes`` / ``writePrefixes``."""
+    option = "readPrefixes" if access == "read" else "writePrefixes"
+    if not key:
+        raise PermanentError(f"{field}: must not be empty")
+    prefixes = _string_list(ctx, option)
+    if prefixes is not None and not any(key.startswith(p) for p in prefixes):
+        raise PermanentError(f"{field}: {key!r} is outside this TaskType's options.{option} {prefixes}")
+    return key
+
+
+def overwrite_allowed(ctx: Context) -> bool:
+    return ctx.options.get("overwrite") is True  # a stray "false" string must not open it
+
+
+def _ours(ctx: Context, store: BlobStore, key: str) -> bool:
+    info = store.stat(key)
+    return info is not None and info.metadata.get(TASK_METADATA) == ctx.task_id
+
+
+def write_new(
+    ctx: Context,
+    store: BlobStore,
+    where: str,
+    key: str,
+    field: str,
+    write: Callable[[bool, dict[str, str]], T],
+) -> T:
+    """Run ``write(overwrite, metadata)`` under the overwrite rule. The HEAD first spares
+    producing a file that cannot be stored; the conditional write closes the race."""
+    metadata = {TASK_METADATA: ctx.task_id}
+    refusal = PermanentError(
+        f"{field}: {where} exists; this TaskType does not replace objects (set options.overwrite)"
+    )
+    overwrite = overwrite_allowed(ctx)
+    if not overwrite and store.exists(key):
+        if not _ours(ctx, store, key):
+            raise refusal
+        overwrite = True
+    try:
+        return write(overwrite, metadata)
+    except Conflict as exc:
+        if _ours(ctx, store, key):
+            return write(True, metadata)
+        raise refusal from exc

@@ -1,13 +1,19 @@
 """``webhook``: one HTTP request to a URL, with an SSRF guard.
 
 The guard resolves the host once, refuses the request if *any* resolved address is
-private, loopback, link-local or otherwise not globally routable (unless the TaskType
-sets ``options.allowPrivateNetworks: true``), and then connects to exactly the
-addresses it checked: the URL's host is replaced by the address, the original name
-travels in the Host header and TLS SNI (so certificates are still verified against the
-name). A second DNS answer (rebinding) therefore never reaches the socket. Redirects
-are not followed, since their target would escape the check; proxies from the
-environment are ignored for the same reason.
+private, loopback, link-local, site-local or otherwise not globally routable, looking
+inside IPv6 forms that carry an IPv4 address (IPv4-mapped, 6to4, NAT64, Teredo), and then
+connects to exactly the addresses it checked: the URL's host is replaced by the address,
+the original name travels in the Host header and TLS SNI (so certificates are still
+verified against the name). A second DNS answer (rebinding) therefore never reaches the
+socket. Redirects are not followed, since their target would escape the check; proxies
+from the environment are ignored for the same reason.
+
+A TaskType opens the guard narrowly, never wholesale: ``options.allowedCidrs`` lists
+networks that may be reached although not public, ``options.allowedHosts`` the only host
+names this type may call (their private addresses are then allowed; loopback only through
+``allowedCidrs``). Link-local addresses, the cloud metadata service (169.254.169.254,
+fd00:ec2::/32) among them, are refused whatever the options say.
 
 A 2xx answer succeeds. 408, 429 and 5xx answers and network errors are retried (the
 TaskType's backoff); any other 4xx, a 3xx, or a refused address fail the task at once.
@@ -22,6 +28,7 @@ import json
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import PermanentError, RetryableError
@@ -33,7 +40,9 @@ if TYPE_CHECKING:
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-MAX_BODY_BYTES = 64 * 1024  # kept in the task record, which DynamoDB caps at 400 KB
+MAX_BODY_BYTES = 64 * 1024  # read from the answer
+# The body as stored in the task record (JSON, escapes included), which DynamoDB caps at 400 KB.
+MAX_RESULT_BODY = 96 * 1024
 DEFAULT_TIMEOUT = 10.0
 RETRYABLE_STATUS = frozenset({408, 429})
 # Set by the client from the request itself; a payload's values would corrupt the framing.
@@ -46,6 +55,34 @@ def _tls_context() -> ssl.SSLContext:
     import httpx
 
     return httpx.create_ssl_context()
+
+
+# Reachable by no option: the instance metadata service (IMDS) and every link-local
+# address (169.254/16 and fe80::/10 hold metadata, DNS and time services); over IPv6, EC2
+# serves the same from fd00:ec2::/32 (254 metadata, 253 DNS, 123 time).
+_METADATA = (ipaddress.ip_network("169.254.169.254/32"), ipaddress.ip_network("fd00:ec2::/32"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, still routed by some networks
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (and may be routed to)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):  # 64:ff9b::a.b.c.d, ::a.b.c.d
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [v4 for v4 in found if v4 is not None]
+
+
+def never_allowed(ip: IPAddress) -> str | None:
+    """Why no option can open ``ip`` (None: options may)."""
+    for candidate in (ip, *embedded_ipv4(ip)):
+        if any(candidate.version == net.version and candidate in net for net in _METADATA):
+            return "cloud metadata"
+        if candidate.is_link_local:
+            return "link-local"
+    return None
 
 
 def address_problem(ip: IPAddress) -> str | None:
@@ -62,9 +99,75 @@ def address_problem(ip: IPAddress) -> str | None:
     ):
         if getattr(ip, attribute):
             return what
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _SITE_LOCAL:
+        return "site-local"
+    for v4 in embedded_ipv4(ip):  # 2002:7f00:1:: is 6to4 for 127.0.0.1, yet "global"
+        problem = address_problem(v4)
+        if problem:
+            return f"{problem} (embedded {v4})"
     if not ip.is_global:  # e.g. 100.64.0.0/10, carrier-grade NAT
         return "non-global"
     return None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The TaskType's ``allowedHosts`` / ``allowedCidrs``, checked."""
+
+    hosts: tuple[str, ...] = ()
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Guard:
+        if "allowPrivateNetworks" in options and options["allowPrivateNetworks"] is not False:
+            raise PermanentError(
+                "options.allowPrivateNetworks is no longer supported: list what this TaskType may "
+                "reach in options.allowedHosts (host names) or options.allowedCidrs (networks)"
+            )
+        hosts = _string_list(options, "allowedHosts")
+        for host in hosts:
+            if not host.removeprefix("*.") or "*" in host.removeprefix("*."):
+                raise PermanentError(f"options.allowedHosts: {host!r} is not a host name or *.domain")
+        cidrs = []
+        for text in _string_list(options, "allowedCidrs"):
+            try:
+                cidrs.append(ipaddress.ip_network(text, strict=False))
+            except ValueError as exc:
+                raise PermanentError(f"options.allowedCidrs: {exc}") from exc
+        return cls(tuple(h.lower().rstrip(".") for h in hosts), tuple(cidrs))
+
+    def host_listed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return any(
+            host == entry or (entry.startswith("*.") and host.endswith(entry[1:])) for entry in self.hosts
+        )
+
+    def refusal(self, host: str, ip: IPAddress) -> str | None:
+        """Why ``ip`` (an address of ``host``) is refused; None to connect."""
+        if self.hosts and not self.host_listed(host):
+            return f"url: host {host!r} is not in this TaskType's options.allowedHosts"
+        forbidden = never_allowed(ip)
+        if forbidden:
+            return f"url: {host} resolves to {ip}, a {forbidden} address; refused whatever the options"
+        problem = address_problem(ip)
+        if problem is None or any(ip.version == net.version and ip in net for net in self.cidrs):
+            return None
+        on_this_machine = ip.is_loopback or ip.is_unspecified or ip.is_multicast
+        if self.hosts and problem in ("private", "non-global") and not on_this_machine:
+            return None  # a listed host may live on a private network, not on this machine
+        return (
+            f"url: {host} resolves to {ip}, a {problem} address; refused "
+            "(list it in the TaskType's options.allowedCidrs or options.allowedHosts to allow it)"
+        )
+
+
+def _string_list(options: dict[str, Any], name: str) -> list[str]:
+    value = options.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PermanentError(f"options.{name}: must be a list of non-empty strings")
+    return list(value)
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -120,15 +223,14 @@ async def webhook(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     port = url.port or (443 if url.scheme == "https" else 80)
     shown = str(url.copy_with(username=None, password=None))  # no credentials in results or logs
 
+    guard = Guard.from_options(ctx.options)
+    if guard.hosts and not guard.host_listed(host):
+        raise PermanentError(f"url: host {host!r} is not in this TaskType's options.allowedHosts")
     addresses = await resolve(host, port)
-    if ctx.options.get("allowPrivateNetworks") is not True:  # a stray "false" string must not open it
-        for ip in addresses:
-            problem = address_problem(ip)
-            if problem:
-                raise PermanentError(
-                    f"url: {host} resolves to {ip}, a {problem} address; refused "
-                    "(set options.allowPrivateNetworks on the TaskType to allow it)"
-                )
+    for ip in addresses:
+        refusal = guard.refusal(host, ip)
+        if refusal:
+            raise PermanentError(refusal)
     ctx.raise_if_cancelled()
 
     given = (payload.get("headers") or {}).items()
@@ -217,9 +319,28 @@ def _outcome(
     }
     if not truncated and "json" in (result["content_type"] or ""):
         try:
-            result["json"] = json.loads(content)
-            return result
+            parsed = json.loads(content)
         except ValueError:
             pass
-    result["body"] = text
+        else:
+            if len(json.dumps(parsed)) <= MAX_RESULT_BODY:
+                result["json"] = parsed
+                return result
+    body = fit_json_string(text, MAX_RESULT_BODY)
+    result["body"] = body
+    result["truncated"] = truncated or len(body) < len(text)
     return result
+
+
+def fit_json_string(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose JSON encoding (as the task record stores it, with
+    escapes) takes at most ``limit`` bytes: 64 KiB of invalid bytes decode to U+FFFD, six
+    bytes each once escaped, which would be 384 KiB of result."""
+    if len(json.dumps(text)) <= limit:
+        return text
+    size = 2  # the quotes
+    for end, char in enumerate(text):
+        size += len(json.dumps(char)) - 2
+        if size > limit:
+            return text[:end]
+    return text
