@@ -70,13 +70,17 @@ BACKEND = {
 
 # Operations IAM authorises by another action (AWS Service Authorization Reference):
 # SQS batches by their single action; a GetObject/HeadObject of a missing key answers 404
-# only with s3:ListBucket on the bucket (else 403), and the code relies on the 404.
+# only with s3:ListBucket on the bucket (else 403), and the code relies on the 404; the
+# parts of a multipart upload are PutObject's (only aborting one has an action of its own).
 SPECIAL: dict[tuple[str, str], tuple[str, ...]] = {
     ("sqs", "SendMessageBatch"): ("sqs:SendMessage",),
     ("sqs", "DeleteMessageBatch"): ("sqs:DeleteMessage",),
     ("sqs", "ChangeMessageVisibilityBatch"): ("sqs:ChangeMessageVisibility",),
     ("s3", "GetObject"): ("s3:GetObject", "s3:ListBucket"),
     ("s3", "HeadObject"): ("s3:GetObject", "s3:ListBucket"),
+    ("s3", "CreateMultipartUpload"): ("s3:PutObject",),
+    ("s3", "UploadPart"): ("s3:PutObject",),
+    ("s3", "CompleteMultipartUpload"): ("s3:PutObject",),
 }
 # TransactWriteItems has no IAM action of its own: each item needs its own action.
 TRANSACT_ITEMS = {
