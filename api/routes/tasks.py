@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -14,8 +18,9 @@ from api.body import check, read_json, validator
 from api.problems import Problem
 from api.state import State
 from conveyor.engine import Submission
-from conveyor.model import Status, from_rfc3339
+from conveyor.model import Status, Task, from_rfc3339
 
+log = logging.getLogger("conveyor.api")
 _submit = validator(schemas.SUBMIT)
 _MAX_KEY = 255
 
@@ -25,9 +30,20 @@ def _state(request: Request) -> State:
     return state
 
 
-def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Submission:
-    import json
+def _run_at(value: str | None, pointer: str) -> datetime | None:
+    try:
+        return from_rfc3339(value)
+    except (ValueError, OverflowError) as exc:
+        # RFC 3339 allows year 0001 with a +23:59 offset: before datetime's year 1 in UTC.
+        raise Problem(
+            422,
+            f"run_at is out of range: {exc}",
+            "validation",
+            errors=[{"pointer": f"{pointer}/run_at", "message": "a time datetime can hold, in UTC"}],
+        ) from exc
 
+
+def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Submission:
     payload = data.get("payload", {})
     size = len(json.dumps(payload, separators=(",", ":")).encode())
     if size > max_payload:
@@ -41,14 +57,14 @@ def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Su
         type=data["type"],
         payload=payload,
         delay_seconds=data.get("delay_seconds"),
-        run_at=from_rfc3339(data["run_at"]) if data.get("run_at") else None,
+        run_at=_run_at(data.get("run_at"), pointer),
         # JSON Schema's "integer" admits 97.0; store an int (found by the schemathesis run).
         max_attempts=int(data["max_attempts"]) if data.get("max_attempts") is not None else None,
     )
 
 
 def _task_response(task: Any, status_code: int) -> JSONResponse:
-    return JSONResponse(task.to_json(), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"})
+    return JSONResponse(_served(task), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"})
 
 
 async def submit(request: Request) -> Response:
@@ -90,9 +106,60 @@ async def submit_batch(request: Request) -> Response:
     return JSONResponse({"items": [t.to_json() for t in tasks]}, status_code=202)
 
 
+def _encoded(value: Any) -> bytes:
+    """What JSONResponse sends; raises for what it cannot encode."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+_UNENCODABLE = (ValueError, TypeError, RecursionError, UnicodeEncodeError)
+
+
+def _readable(task: Task) -> dict[str, Any] | None:
+    """The task as served, or -- for a record written before today's input checks, or
+    by another writer -- the record with its payload and result withheld and an error
+    saying why; None if even that cannot be served. A read never fails on one record."""
+    data = task.to_json()
+    try:
+        _encoded(data)
+        return data
+    except _UNENCODABLE as exc:
+        log.error("task %s: stored payload or result cannot be served as JSON: %s", task.id, exc)
+    why = "the stored payload or result is not valid JSON and is withheld"
+    data |= {"payload": None, "result": None, "error": {"type": "UnreadableRecord", "message": why}}
+    try:
+        _encoded(data)
+        return data
+    except _UNENCODABLE:
+        return None
+
+
+def _page(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    items = [task.to_json() for task in tasks]
+    try:
+        _encoded(items)  # one C-speed pass; item by item only when it fails
+        return items
+    except _UNENCODABLE:
+        pass
+    kept = []
+    for task in tasks:
+        data = _readable(task)
+        if data is None:
+            log.error("task %s left out of a list: its record cannot be served", task.id)
+        else:
+            kept.append(data)
+    return kept
+
+
+def _served(task: Task) -> dict[str, Any]:
+    data = _readable(task)
+    if data is None:
+        raise Problem(404, f"task {task.id} has a record that cannot be served", "not-found")
+    return data
+
+
 async def get_task(request: Request) -> Response:
     task = await run_in_threadpool(_state(request).engine.get, request.path_params["id"])
-    return JSONResponse(task.to_json())
+    return JSONResponse(_served(task))
 
 
 def _query(request: Request) -> tuple[Status | None, str | None, int, str | None]:
@@ -128,12 +195,12 @@ def _query(request: Request) -> tuple[Status | None, str | None, int, str | None
 async def list_tasks(request: Request) -> Response:
     status, task_type, limit, cursor = _query(request)
     page = await run_in_threadpool(_state(request).engine.query, status, task_type, limit, cursor)
-    return JSONResponse({"items": [t.to_json() for t in page.items], "next_cursor": page.next_cursor})
+    return JSONResponse({"items": _page(page.items), "next_cursor": page.next_cursor})
 
 
 async def cancel(request: Request) -> Response:
     task = await run_in_threadpool(_state(request).engine.cancel, request.path_params["id"])
-    return JSONResponse(task.to_json())
+    return JSONResponse(_served(task))
 
 
 async def retry(request: Request) -> Response:
