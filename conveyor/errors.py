@@ -35,6 +35,10 @@ class ValidationError(ConveyorError):
         self.errors = errors or []
 
 
+class RecordTooLarge(ConveyorError):
+    """The store refused a write for its size (DynamoDB's 400 KB item limit)."""
+
+
 class RetryableError(ConveyorError):
     """Raised by a handler: this attempt failed, a later one may succeed."""
 

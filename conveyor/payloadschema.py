@@ -211,7 +211,7 @@ def schema_errors(schema: Any) -> list[str]:
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         return [f"{exc.message} (at /{where})"]
-    root = schema.get("$id") if isinstance(schema.get("$id"), str) else ""
+    root = str(schema.get("$id") or "")
     registry = _OFFLINE.with_resource(root, Resource.from_contents(schema, default_specification=DRAFT202012))
     resolver = registry.crawl().resolver(base_uri=root)
     found: list[tuple[str, str, Any]] = []
