@@ -165,11 +165,9 @@ def validator(schema: dict[str, Any]) -> Validator:
     return SafeValidator(schema, registry=_OFFLINE, format_checker=FORMAT_CHECKER)
 
 
-def iter_errors(
-    compiled: Validator, instance: Any, budget: float = BUDGET_SECONDS
-) -> Iterable[ValidationError]:
+def iter_errors(compiled: Validator, instance: Any, budget: float | None = None) -> Iterable[ValidationError]:
     """Every error, in a list; ``BudgetExceeded`` when they took longer than ``budget``."""
-    _deadline.at = time.monotonic() + budget
+    _deadline.at = time.monotonic() + (BUDGET_SECONDS if budget is None else budget)
     try:
         return list(compiled.iter_errors(instance))
     finally:

@@ -285,7 +285,10 @@ class DynamoTaskStore:
             item = self.client.get_item(
                 TableName=self.table, Key={"id": _s(task_id)}, ConsistentRead=consistent
             ).get("Item")
-        return item_to_task(item) if item and item.get("kind", {}).get("S") == "task" else None
+        if not item or item.get("kind", {}).get("S") != "task":
+            return None
+        found = readable_tasks([item])
+        return found[0] if found else None
 
     def query(
         self,
