@@ -537,7 +537,9 @@ class DynamoTaskStore:
         }
         names = None
         if result is not None:
-            sets.append("#res = :res")
+            # First: DynamoDB refuses an oversized update whole, but moto applies the
+            # clauses in order until one overflows; a result first leaves nothing applied.
+            sets.insert(0, "#res = :res")
             values[":res"] = _s(jsonsafe.dumps(result))
             names = {"#res": "result"}
         if error is not None:
