@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from api.problems import Problem
@@ -29,7 +30,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise Problem(413, f"request body is larger than {max_bytes} bytes", "too-large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    # Parsing and checking a large body is CPU work: off the event loop, so that other
+    # requests (probes among them) are answered meanwhile.
+    return await run_in_threadpool(_parse, b"".join(chunks))
+
+
+def _parse(raw: bytes) -> Any:
     try:
         return jsonsafe.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

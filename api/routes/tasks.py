@@ -63,6 +63,17 @@ def _submission(data: dict[str, Any], max_payload: int, pointer: str = "") -> Su
     )
 
 
+def _checked_submission(data: Any, max_payload: int) -> Submission:
+    check(_submit, data)
+    return _submission(data, max_payload)
+
+
+def _checked_batch(state: State, data: Any) -> list[Submission]:
+    check(state.batch_validator, data)
+    limit = state.settings.max_payload_bytes
+    return [_submission(item, limit, f"/tasks/{i}") for i, item in enumerate(data["tasks"])]
+
+
 def _task_response(task: Any, status_code: int) -> JSONResponse:
     return JSONResponse(_served(task), status_code=status_code, headers={"Location": f"/v1/tasks/{task.id}"})
 
@@ -71,8 +82,7 @@ async def submit(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_payload_bytes
     data = await read_json(request, limit + 64 * 1024)
-    check(_submit, data)
-    sub = _submission(data, limit)
+    sub = await run_in_threadpool(_checked_submission, data, limit)
     state.log_payload(request, sub.type, sub.payload)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_KEY:
@@ -94,10 +104,7 @@ async def submit_batch(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
     data = await read_json(request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024)
-    check(state.batch_validator, data)
-    subs = [
-        _submission(item, settings.max_payload_bytes, f"/tasks/{i}") for i, item in enumerate(data["tasks"])
-    ]
+    subs = await run_in_threadpool(_checked_batch, state, data)
     for sub in subs:
         state.log_payload(request, sub.type, sub.payload)
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
