@@ -175,8 +175,9 @@ def iter_errors(compiled: Validator, instance: Any, budget: float | None = None)
 
 
 def _walk(node: Any, base: str, found: list[tuple[str, str, Any]], path: str) -> None:
-    """Collect (kind, base URI, value) for every ``$ref``/``$dynamicRef``, ``pattern`` and
-    ``patternProperties`` key, and ``unevaluatedProperties`` use."""
+    """Collect (kind, where, value) for every ``$ref``/``$dynamicRef`` (value: its base
+    URI and the reference), ``pattern`` and ``patternProperties`` key, and every
+    ``unevaluatedProperties``."""
     if isinstance(node, list):
         for i, child in enumerate(node):
             _walk(child, base, found, f"{path}/{i}")
