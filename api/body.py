@@ -1,14 +1,18 @@
-"""Reading a JSON request body: size cap while streaming, media type, syntax."""
+"""Reading a JSON request body: size cap while streaming, media type, syntax, and the
+values Conveyor cannot store (conveyor.jsonsafe)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from api.problems import Problem
+from conveyor import jsonsafe
+from conveyor.payloadschema import FORMAT_CHECKER
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -26,11 +30,23 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise Problem(413, f"request body is larger than {max_bytes} bytes", "too-large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    # Parsing and checking a large body is CPU work: off the event loop, so that other
+    # requests (probes among them) are answered meanwhile.
+    return await run_in_threadpool(_parse, b"".join(chunks))
+
+
+def _parse(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return jsonsafe.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Problem(400, f"request body is not valid JSON: {exc}", "malformed-json") from exc
+    except jsonsafe.UnsafeJSON as exc:
+        raise Problem(
+            422,
+            f"request body is invalid at {exc.pointer}: {exc.message}",
+            "validation",
+            errors=[{"pointer": exc.pointer, "message": exc.message}],
+        ) from exc
 
 
 def check(validator: Draft202012Validator, data: Any, what: str = "request body") -> None:
@@ -53,4 +69,4 @@ def check(validator: Draft202012Validator, data: Any, what: str = "request body"
 
 
 def validator(schema: dict[str, Any]) -> Draft202012Validator:
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    return Draft202012Validator(schema, format_checker=FORMAT_CHECKER)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from conveyor import jsonsafe
 from conveyor.errors import NotFound, Unavailable, ValidationError
 from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id, now
 from conveyor.ports import Broker, Page, TaskStore
@@ -30,6 +31,12 @@ log = logging.getLogger("conveyor.engine")
 
 MAX_DELAY_SECONDS = 14 * 24 * 3600  # SQS retention: no message outlives it
 SQS_MAX_DELAY = 900
+# A result is stored in the task's DynamoDB item beside its payload; the item may hold
+# 400 KB in all. A result gets at most MAX_RESULT_BYTES of JSON, and never more than the
+# item has left after the payload and ITEM_RESERVE (attribute names, times, error text).
+ITEM_BYTES = 400 * 1024
+ITEM_RESERVE = 8 * 1024
+MAX_RESULT_BYTES = 128 * 1024
 
 
 def backoff_seconds(tasktype: TaskType, attempt: int, rng: random.Random | None = None) -> float:
@@ -41,6 +48,34 @@ def backoff_seconds(tasktype: TaskType, attempt: int, rng: random.Random | None 
 
 def body_hash(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def result_room(payload: Any) -> int:
+    """How many bytes of JSON a result of a task with ``payload`` may take."""
+    try:
+        used = len(jsonsafe.dumps(payload).encode())
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+        used = 0  # an unreadable payload was withheld when read; the item check still applies
+    return max(0, min(MAX_RESULT_BYTES, ITEM_BYTES - ITEM_RESERVE - used))
+
+
+def checked_result(payload: Any, result: Any) -> tuple[Any, TaskError | None]:
+    """A handler's result as it will be stored and served, or the permanent error that
+    fails the task instead: a result that is not storable JSON (NaN, a lone surrogate,
+    a set, nesting beyond jsonsafe.MAX_DEPTH) or one larger than ``result_room``. Either
+    would otherwise break the finish write or every later read of the task."""
+    try:
+        value, encoded = jsonsafe.normalised(result)
+    except jsonsafe.UnsafeJSON as exc:
+        return None, TaskError(
+            "InvalidResult", f"the result cannot be stored as JSON at {exc.pointer}: {exc.message}"
+        )
+    size, room = len(encoded.encode()), result_room(payload)
+    if size > room:
+        return None, TaskError(
+            "ResultTooLarge", f"the result is {size} bytes as JSON; a task's result may take {room}"
+        )
+    return value, None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ class InvalidCursor(ValidationError):
         )
 
 
+class RecordTooLarge(ConveyorError):
+    """The store refused a write for its size (DynamoDB's 400 KB item limit)."""
+
+
 class RetryableError(ConveyorError):
     """Raised by a handler: this attempt failed, a later one may succeed."""
 

@@ -8,6 +8,7 @@ code above the ports. They keep nothing across restarts: never a production back
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import threading
 import time
@@ -16,9 +17,31 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from conveyor.errors import Conflict, IdempotencyConflict, InvalidCursor, NotFound
+from conveyor import jsonsafe
+from conveyor.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidCursor,
+    NotFound,
+    RecordTooLarge,
+)
 from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
 from conveyor.ports import Claim, Page
+
+ITEM_BYTES = 400 * 1024  # DynamoDB's item limit, kept here too
+
+
+def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
+    """About what the task's DynamoDB item would take: its JSON-encoded payload and
+    result and its error text, plus a few hundred bytes for the other attributes."""
+    size = 512
+    for value in (task.payload, result):
+        # Not storable at all counts nothing: the caller checks results before this.
+        with contextlib.suppress(TypeError, ValueError, UnicodeEncodeError, RecursionError):
+            size += len(jsonsafe.dumps(value).encode())
+    if error is not None:
+        size += len(error.type.encode()) + len(error.message.encode())
+    return size
 
 
 class MemoryTaskStore:
@@ -177,6 +200,10 @@ class MemoryTaskStore:
         error: TaskError | None = None,
         retention_seconds: int | None = None,
     ) -> Task | None:
+        size = _item_bytes(task, result, error)
+        if size > ITEM_BYTES:
+            # As DynamoDB refuses the whole update, so that callers meet the same failure here.
+            raise RecordTooLarge(f"the finished record would be {size} bytes; items hold {ITEM_BYTES}")
         return self._swap(
             task.id,
             self._owned(task),

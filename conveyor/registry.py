@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
 
+from conveyor import payloadschema
 from conveyor.throttle import Throttle
 
 log = logging.getLogger("conveyor.registry")
@@ -116,15 +116,8 @@ class TaskType:
 
 
 def schema_errors(schema: Any) -> list[str]:
-    """Why ``schema`` is not a valid JSON Schema (empty when it is)."""
-    if not isinstance(schema, dict):
-        return ["payloadSchema must be an object"]
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path)
-        return [f"{exc.message} (at /{where})"]
-    return []
+    """Why ``schema`` cannot serve as a payloadSchema (empty when it can)."""
+    return payloadschema.schema_errors(schema)
 
 
 class Registry(Mapping[str, TaskType]):
@@ -132,7 +125,7 @@ class Registry(Mapping[str, TaskType]):
 
     def __init__(self, types: Mapping[str, TaskType] | None = None) -> None:
         self._types = dict(types or {})
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Validator] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> TaskType:
@@ -156,9 +149,14 @@ class Registry(Mapping[str, TaskType]):
         with self._lock:
             validator = self._validators.get(name)
             if validator is None:
-                validator = Draft202012Validator(tasktype.payload_schema, format_checker=FormatChecker())
+                validator = payloadschema.validator(tasktype.payload_schema)
                 self._validators[name] = validator
-        errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+        try:
+            found = payloadschema.iter_errors(validator, payload)
+        except payloadschema.BudgetExceeded:
+            limit = payloadschema.BUDGET_SECONDS
+            return [{"pointer": "/payload", "message": f"validation took longer than its {limit:g} s budget"}]
+        errors = sorted(found, key=lambda e: list(e.absolute_path))
         return [
             {
                 "pointer": "/payload" + "".join(f"/{p}" for p in e.absolute_path),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -31,8 +30,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from conveyor import __version__
-from conveyor.engine import Engine, backoff_seconds
-from conveyor.errors import ConveyorError, PermanentError, TaskCancelled, Unavailable
+from conveyor.engine import Engine, backoff_seconds, checked_result
+from conveyor.errors import ConveyorError, PermanentError, RecordTooLarge, TaskCancelled, Unavailable
 from conveyor.metrics import WorkerMetrics
 from conveyor.model import Message, Status, Task, TaskError, WorkerInfo, now
 from conveyor.ports import BlobStore
@@ -423,7 +422,6 @@ class Worker:
                 except TimeoutError:
                     context.cancel_event.set()
                     raise
-            json.dumps(result)  # the result must be storable
         except TaskCancelled as exc:
             return Status.CANCELLED, None, TaskError("Cancelled", str(exc) or "cancelled on request")
         except TimeoutError:
@@ -438,7 +436,12 @@ class Worker:
             if context.cancelled:
                 return Status.CANCELLED, None, TaskError("Cancelled", "cancelled on request")
             return None, None, TaskError(type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
-        return Status.SUCCEEDED, result, None
+        # A result the store or a reader cannot take fails the task for good: running the
+        # handler again would return the same.
+        value, problem = checked_result(task.payload, result)
+        if problem is not None:
+            return Status.FAILED, None, problem
+        return Status.SUCCEEDED, value, None
 
     async def _record(
         self,
@@ -465,9 +468,24 @@ class Worker:
         if status is Status.FAILED:
             assert error is not None
             error = TaskError(error.type, f"{error.message} (attempt {task.attempts} of {task.max_attempts})")
-        finished = await self._write_outcome(
-            self.store.finish, task, status, now(), result, error, tasktype.retention_seconds
-        )
+        try:
+            finished = await self._write_outcome(
+                self.store.finish, task, status, now(), result, error, tasktype.retention_seconds
+            )
+        except RecordTooLarge as exc:
+            # Refused whole, so the task is still running; re-running the handler on the
+            # next delivery would be refused again. Record a failure without the result.
+            log.error("task %s: finished record refused for its size (%s)", task.id, exc)
+            status, error = (
+                Status.FAILED,
+                TaskError(
+                    "ResultTooLarge",
+                    "the store refused the finished record for its size; the result is dropped",
+                ),
+            )
+            finished = await self._write_outcome(
+                self.store.finish, task, status, now(), None, error, tasktype.retention_seconds
+            )
         self.metrics.finished.labels(outcome=status.value, **labels).inc()
         if finished is None:
             log.warning("task %s changed owner while it ran; its new owner records it", task.id)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +22,7 @@ from conveyor import tokens
 from conveyor.engine import Submission
 from conveyor.model import Status, Task, from_rfc3339
 
+log = logging.getLogger("conveyor.api")
 _submit = validator(schemas.SUBMIT)
 _MAX_KEY = 255
 
@@ -27,11 +32,22 @@ def _state(request: Request) -> State:
     return state
 
 
+def _run_at(value: str | None, pointer: str) -> datetime | None:
+    try:
+        return from_rfc3339(value)
+    except (ValueError, OverflowError) as exc:
+        # RFC 3339 allows year 0001 with a +23:59 offset: before datetime's year 1 in UTC.
+        raise Problem(
+            422,
+            f"run_at is out of range: {exc}",
+            "validation",
+            errors=[{"pointer": f"{pointer}/run_at", "message": "a time datetime can hold, in UTC"}],
+        ) from exc
+
+
 def _submission(
     data: dict[str, Any], max_payload: int, scopes: frozenset[str] | None, pointer: str = ""
 ) -> Submission:
-    import json
-
     payload = data.get("payload", {})
     size = len(json.dumps(payload, separators=(",", ":")).encode())
     if size > max_payload:
@@ -45,7 +61,7 @@ def _submission(
         type=data["type"],
         payload=payload,
         delay_seconds=data.get("delay_seconds"),
-        run_at=from_rfc3339(data["run_at"]) if data.get("run_at") else None,
+        run_at=_run_at(data.get("run_at"), pointer),
         # JSON Schema's "integer" admits 97.0; store an int (found by the schemathesis run).
         max_attempts=int(data["max_attempts"]) if data.get("max_attempts") is not None else None,
         scopes=scopes,
@@ -55,16 +71,19 @@ def _submission(
 REDACTED = ("payload", "result")
 
 
-def _shown(request: Request, task: Task) -> dict[str, Any]:
-    """A task as this caller may see it: without payload and result unless its token holds
-    tasks:read (a tasks:read-metadata or tasks:admin-only token sees the rest)."""
-    data = task.to_json()
+def _redacted(request: Request, data: dict[str, Any]) -> dict[str, Any]:
+    """A served task as this caller may see it: without payload and result unless its token
+    holds tasks:read (a tasks:read-metadata or tasks:admin-only token sees the rest)."""
     if sees_payloads(request):
         return data
     for key in REDACTED:
         data.pop(key, None)
     data["redacted"] = list(REDACTED)
     return data
+
+
+def _shown(request: Request, task: Task) -> dict[str, Any]:
+    return _redacted(request, _served(task))
 
 
 def _task_response(request: Request, task: Task, status_code: int) -> JSONResponse:
@@ -95,12 +114,22 @@ def _scopes(request: Request) -> frozenset[str] | None:
     return frozenset(scopes) if scopes is not None else None
 
 
+def _checked_submission(data: Any, max_payload: int, scopes: frozenset[str] | None) -> Submission:
+    check(_submit, data)
+    return _submission(data, max_payload, scopes)
+
+
+def _checked_batch(state: State, data: Any, scopes: frozenset[str] | None) -> list[Submission]:
+    check(state.batch_validator, data)
+    limit = state.settings.max_payload_bytes
+    return [_submission(item, limit, scopes, f"/tasks/{i}") for i, item in enumerate(data["tasks"])]
+
+
 async def submit(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_payload_bytes
     data = await read_json(request, limit + 64 * 1024)
-    check(_submit, data)
-    sub = _submission(data, limit, _scopes(request))
+    sub = await run_in_threadpool(_checked_submission, data, limit, _scopes(request))
     state.log_payload(request, sub.type, sub.payload)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_KEY:
@@ -125,18 +154,64 @@ async def submit_batch(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
     data = await read_json(request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024)
-    check(state.batch_validator, data)
-    scopes = _scopes(request)
-    subs = [
-        _submission(item, settings.max_payload_bytes, scopes, f"/tasks/{i}")
-        for i, item in enumerate(data["tasks"])
-    ]
+    subs = await run_in_threadpool(_checked_batch, state, data, _scopes(request))
     for sub in subs:
         state.log_payload(request, sub.type, sub.payload)
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
     for task in tasks:
         state.metrics.submitted.labels(type=task.type).inc()
     return JSONResponse({"items": [t.to_json() for t in tasks]}, status_code=202)
+
+
+def _encoded(value: Any) -> bytes:
+    """What JSONResponse sends; raises for what it cannot encode."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+_UNENCODABLE = (ValueError, TypeError, RecursionError, UnicodeEncodeError)
+
+
+def _readable(task: Task) -> dict[str, Any] | None:
+    """The task as served, or -- for a record written before today's input checks, or
+    by another writer -- the record with its payload and result withheld and an error
+    saying why; None if even that cannot be served. A read never fails on one record."""
+    data = task.to_json()
+    try:
+        _encoded(data)
+        return data
+    except _UNENCODABLE as exc:
+        log.error("task %s: stored payload or result cannot be served as JSON: %s", task.id, exc)
+    why = "the stored payload or result is not valid JSON and is withheld"
+    data |= {"payload": None, "result": None, "error": {"type": "UnreadableRecord", "message": why}}
+    try:
+        _encoded(data)
+        return data
+    except _UNENCODABLE:
+        return None
+
+
+def _page(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    items = [task.to_json() for task in tasks]
+    try:
+        _encoded(items)  # one C-speed pass; item by item only when it fails
+        return items
+    except _UNENCODABLE:
+        pass
+    kept = []
+    for task in tasks:
+        data = _readable(task)
+        if data is None:
+            log.error("task %s left out of a list: its record cannot be served", task.id)
+        else:
+            kept.append(data)
+    return kept
+
+
+def _served(task: Task) -> dict[str, Any]:
+    data = _readable(task)
+    if data is None:
+        raise Problem(404, f"task {task.id} has a record that cannot be served", "not-found")
+    return data
 
 
 async def get_task(request: Request) -> Response:
@@ -177,7 +252,8 @@ def _query(request: Request) -> tuple[Status | None, str | None, int, str | None
 async def list_tasks(request: Request) -> Response:
     status, task_type, limit, cursor = _query(request)
     page = await run_in_threadpool(_state(request).engine.query, status, task_type, limit, cursor)
-    return JSONResponse({"items": [_shown(request, t) for t in page.items], "next_cursor": page.next_cursor})
+    items = [_redacted(request, data) for data in _page(page.items)]
+    return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 
 async def cancel(request: Request) -> Response:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -27,8 +28,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from conveyor import jsonsafe
 from conveyor.aws.clients import error_code, translated
-from conveyor.errors import Conflict, IdempotencyConflict, InvalidCursor, NotFound, Unavailable
+from conveyor.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidCursor,
+    NotFound,
+    RecordTooLarge,
+    Unavailable,
+)
 from conveyor.model import (
     Status,
     Task,
@@ -39,6 +48,8 @@ from conveyor.model import (
     to_rfc3339,
 )
 from conveyor.ports import Claim, Page
+
+log = logging.getLogger("conveyor.store")
 
 INDEXES = {"kind-index": "kind", "status-index": "status", "type-index": "type"}
 KEYS_ONLY = {"kind-index", "type-index"}
@@ -80,7 +91,7 @@ def task_to_item(task: Task) -> dict[str, Any]:
         if value is not None:
             item[name] = _ts(value)
     if task.result is not None:
-        item["result"] = _s(json.dumps(task.result, separators=(",", ":")))
+        item["result"] = _s(jsonsafe.dumps(task.result))
     if task.error is not None:
         item["error_type"] = _s(task.error.type)
         item["error_message"] = _s(task.error.message)
@@ -95,6 +106,18 @@ def task_to_item(task: Task) -> dict[str, Any]:
     return item
 
 
+def _decoded(item: dict[str, Any], name: str) -> tuple[Any, str | None]:
+    """An attribute holding JSON text, and why it could not be read (None when it could)."""
+    value = item.get(name)
+    if not value:
+        return None, None
+    try:
+        return json.loads(value["S"]), None
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        # Corrupt or written by another writer: withheld, so the rest of the record reads.
+        return None, f"{name}: {type(exc).__name__}"
+
+
 def item_to_task(item: dict[str, Any]) -> Task:
     def s(name: str) -> str | None:
         value = item.get(name)
@@ -103,11 +126,15 @@ def item_to_task(item: dict[str, Any]) -> Task:
     error = None
     if "error_type" in item:
         error = TaskError(s("error_type") or "", s("error_message") or "")
-    result = s("result")
+    payload, bad_payload = _decoded(item, "payload")
+    result, bad_result = _decoded(item, "result")
+    unreadable = [why for why in (bad_payload, bad_result) if why]
+    if unreadable:
+        error = TaskError("UnreadableRecord", "stored JSON withheld: " + ", ".join(unreadable))
     return Task(
         id=item["id"]["S"],
         type=item["type"]["S"],
-        payload=json.loads(item["payload"]["S"]),
+        payload=payload,
         status=Status(item["status"]["S"]),
         attempts=int(item["attempts"]["N"]),
         max_attempts=int(item["max_attempts"]["N"]),
@@ -116,7 +143,7 @@ def item_to_task(item: dict[str, Any]) -> Task:
         started_at=from_rfc3339(s("started_at")),
         finished_at=from_rfc3339(s("finished_at")),
         run_at=from_rfc3339(s("run_at")),
-        result=json.loads(result) if result is not None else None,
+        result=result,
         error=error,
         worker=s("worker"),
         cancel_requested=bool(item.get("cancel_requested", {}).get("BOOL", False)),
@@ -124,6 +151,18 @@ def item_to_task(item: dict[str, Any]) -> Task:
         expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
         submitter_scopes=frozenset(scopes.split()) if (scopes := s("submitter_scopes")) is not None else None,
     )
+
+
+def readable_tasks(items: Sequence[dict[str, Any]]) -> list[Task]:
+    """The tasks of a listed page; an item that is not a readable task record (a key or
+    state another writer broke) is logged and left out rather than failing the page."""
+    tasks = []
+    for item in items:
+        try:
+            tasks.append(item_to_task(item))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            log.error("task record %s left out of a list: %s: %s", item.get("id"), type(exc).__name__, exc)
+    return tasks
 
 
 UNPROCESSED = {"BatchWriteItem": "UnprocessedItems", "BatchGetItem": "UnprocessedKeys"}
@@ -255,7 +294,10 @@ class DynamoTaskStore:
             item = self.client.get_item(
                 TableName=self.table, Key={"id": _s(task_id)}, ConsistentRead=consistent
             ).get("Item")
-        return item_to_task(item) if item and item.get("kind", {}).get("S") == "task" else None
+        if not item or item.get("kind", {}).get("S") != "task":
+            return None
+        found = readable_tasks([item])
+        return found[0] if found else None
 
     def query(
         self,
@@ -305,7 +347,7 @@ class DynamoTaskStore:
             if len(items) >= limit or not last:
                 break
             start = last
-        tasks = self._fetch(items) if index in KEYS_ONLY else [item_to_task(i) for i in items]
+        tasks = self._fetch(items) if index in KEYS_ONLY else readable_tasks(items)
         # A short page with a key left (DynamoDB's 1 MB page, or the filtered page cap) still
         # has a next page; a cursor may lead to an empty last page, never past an item.
         return Page(tasks, _encode_cursor(last) if last else None)
@@ -314,7 +356,7 @@ class DynamoTaskStore:
         """The task records behind a keys-only page, in the page's order (a record that
         expired in between is left out)."""
         found = {i["id"]["S"]: i for i in self._batch_get([k["id"]["S"] for k in keys])}
-        return [item_to_task(found[k["id"]["S"]]) for k in keys if k["id"]["S"] in found]
+        return readable_tasks([found[k["id"]["S"]] for k in keys if k["id"]["S"] in found])
 
     def _batch_get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -507,8 +549,10 @@ class DynamoTaskStore:
         }
         names = None
         if result is not None:
-            sets.append("#res = :res")
-            values[":res"] = _s(json.dumps(result, separators=(",", ":")))
+            # First: DynamoDB refuses an oversized update whole, but moto applies the
+            # clauses in order until one overflows; a result first leaves nothing applied.
+            sets.insert(0, "#res = :res")
+            values[":res"] = _s(jsonsafe.dumps(result))
             names = {"#res": "result"}
         if error is not None:
             sets += ["error_type = :et", "error_message = :em"]
@@ -518,8 +562,13 @@ class DynamoTaskStore:
             # An earlier attempt's error; the claimed task carries it when there is one.
             update += " REMOVE error_type, error_message"
         # Nothing read back: the new record is the claimed one with these changes.
-        if self._update(task.id, update, condition, values, names, returns="NONE") is None:
-            return None
+        try:
+            if self._update(task.id, update, condition, values, names, returns="NONE") is None:
+                return None
+        except ClientError as exc:
+            if error_code(exc) == "ValidationException" and "maximum allowed size" in str(exc):
+                raise RecordTooLarge(f"dynamodb UpdateItem: {exc}") from exc
+            raise
         return task.with_(
             status=status,
             finished_at=at,

@@ -1,0 +1,129 @@
+"""One hostile submit must not stall the API: for every shipped TaskType, a payload built
+to make its schema's evaluation slow (backtracking patterns, format checks, wide or deep
+values), sent to the real app under uvicorn while /healthz is probed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from conveyor.engine import Engine
+from conveyor.memory import MemoryBroker, MemoryTaskStore
+from conveyor.registry import RegistryWatcher
+from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings
+
+N = 200_000  # characters: the body stays under the default 256 KiB payload limit
+
+PATHOLOGICAL = {
+    "data-export": {"rows": [], "bucket": "a" * N + "!"},
+    "echo": {"a": [{"b": [1] * 10} for _ in range(4000)]},
+    "email": {"to": ["@" * N + " "], "subject": "s", "text": "t"},
+    "fail": {"message": "x" * N, "permanent": False},
+    "image-resize": {"key": "k", "width": 1, "height": 1, "output_bucket": "a" * N + "!"},
+    "sleep": {"seconds": 1, **{f"k{i}": i for i in range(15_000)}},
+    "text-transform": {"text": "x" * N},
+    "webhook": {"url": "http://" + "/" * N + " "},
+    "webhook-headers": {"url": "https://h.example", "headers": {"a" * N + "\n": "v"}},
+}
+PROBE_LIMIT = 0.1
+
+
+def test_every_shipped_type_has_a_pathological_payload():
+    shipped = {p.stem for p in EXAMPLES.glob("*.yaml")}
+    assert shipped <= {name.removesuffix("-headers") for name in PATHOLOGICAL}
+
+
+class Server:
+    def __init__(self, app) -> None:
+        self.sock = socket.socket()
+        # Accepted connections inherit it; without it, Nagle and delayed ACKs add ~40 ms
+        # to every small response on a socket handed to uvicorn.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    from api.app import create_app
+
+    settings = make_settings(tasktypes=str(EXAMPLES), rate_limit="off")
+    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    with Server(create_app(engine, CollectorRegistry())) as s:
+        yield s
+
+
+def one_round(server: Server, bodies: dict[str, bytes]) -> tuple[dict[str, tuple[int, float]], list[float]]:
+    """Submit every body in turn from one thread while another probes /healthz; the
+    answers (status, seconds) and the probe latencies."""
+    answers: dict[str, tuple[int, float]] = {}
+    done = threading.Event()
+    headers = {**AUTH_HEADERS, "content-type": "application/json"}
+
+    def submit() -> None:
+        try:
+            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+                for name, body in bodies.items():
+                    start = time.perf_counter()
+                    r = client.post("/v1/tasks", content=body)
+                    answers[name] = (r.status_code, time.perf_counter() - start)
+        finally:
+            done.set()
+
+    probes: list[float] = []
+    with httpx.Client(base_url=server.url, timeout=30) as probe:
+        probe.get("/healthz")  # connection up before the clock starts
+        thread = threading.Thread(target=submit)
+        thread.start()
+        while not done.is_set():
+            start = time.perf_counter()
+            assert probe.get("/healthz").status_code == 200
+            probes.append(time.perf_counter() - start)
+            time.sleep(0.005)
+        thread.join()
+    return answers, probes
+
+
+def test_hostile_payloads_never_stall_the_api(server):
+    # Encoded up front: the client's own encoding would hold this process's GIL.
+    bodies = {
+        name: json.dumps({"type": name.removesuffix("-headers"), "payload": payload}).encode()
+        for name, payload in PATHOLOGICAL.items()
+    }
+    worst: list[float] = []
+    for _ in range(3):  # a shared, busy machine may deschedule a round; a stall fails every one
+        answers, probes = one_round(server, bodies)
+        assert set(answers) == set(PATHOLOGICAL)
+        for name, (status, seconds) in answers.items():
+            assert status in (202, 422), (name, status)
+            assert seconds < 2.0, (name, seconds)
+        assert answers["email"][0] == answers["webhook"][0] == answers["data-export"][0] == 422
+        assert len(probes) >= 5 and max(probes) < 1.0, probes
+        worst.append(max(probes))
+        if worst[-1] < PROBE_LIMIT:
+            break
+    assert min(worst) < PROBE_LIMIT, (worst, statistics.median(probes))
