@@ -174,6 +174,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
     forbidden = _problem("The token lacks the scope.")
     limited = _problem("Too many requests; see Retry-After.")
     common = {"401": unauthorized, "403": forbidden, "429": limited, "503": unavailable}
+    bad_id = _problem("The id is not a task id (a ULID), or the path holds a control character.")
     body_errors = {
         "400": _problem("Body is not JSON."),
         "413": _problem("Body or payload too large."),
@@ -301,6 +302,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "parameters": [task_id],
                     "responses": {
                         "200": _json("The task.", "Task"),
+                        "400": bad_id,
                         "404": _problem("No such task."),
                         **common,
                     },
@@ -312,6 +314,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "parameters": [task_id],
                     "responses": {
                         "200": _json("Cancelled, or cancel requested of a running task.", "Task"),
+                        "400": bad_id,
                         "404": _problem("No such task."),
                         "409": _problem("The task is already finished."),
                         **common,
@@ -324,6 +327,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "parameters": [task_id],
                     "responses": {
                         "202": _json("Queued again, attempts reset.", "Task"),
+                        "400": bad_id,
                         "404": _problem("No such task."),
                         "409": _problem("Only failed or cancelled tasks can be retried."),
                         **common,
