@@ -36,7 +36,7 @@ def test_every_cited_test_exists(doc):
     for path, name in refs:
         file = ROOT / path if path.startswith("tests/") else ROOT / "tests" / "faults" / path
         assert file.exists(), path
-        assert re.search(rf"^def {name}\(", file.read_text(), re.M), f"{path}::{name}"
+        assert re.search(rf"^(?:async )?def {name}\(", file.read_text(), re.M), f"{path}::{name}"
 
 
 def test_every_security_setting_is_documented():
