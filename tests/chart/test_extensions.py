@@ -132,3 +132,15 @@ def test_prometheus_operator_objects_only_where_their_api_exists(name: str) -> N
 def test_the_schema_types_the_new_values(values: dict[str, Any], field: str) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=field):
         chart.validate_schema(chart.merge_values(values))
+
+
+def test_the_failure_limit_and_trusted_proxies_reach_the_api() -> None:
+    """The per-address failed-authentication limit counts the real client only when the API
+    trusts the ingress's X-Forwarded-For: both are chart values."""
+    default = {e["name"]: e.get("value") for e in _container(render_values({}), "api")[1]["env"]}
+    assert default["CONVEYOR_AUTH_FAILURE_LIMIT"] == "20/minute"
+    assert "FORWARDED_ALLOW_IPS" not in default  # uvicorn's own default: loopback only
+    values = {"auth": {"failureLimit": "off", "trustedProxies": ["10.0.0.0/8", "192.168.1.7"]}}
+    env = {e["name"]: e.get("value") for e in _container(render_values(values), "api")[1]["env"]}
+    assert env["CONVEYOR_AUTH_FAILURE_LIMIT"] == "off"
+    assert env["FORWARDED_ALLOW_IPS"] == "10.0.0.0/8,192.168.1.7"
