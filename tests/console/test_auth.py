@@ -95,3 +95,34 @@ def test_token_prompt_session_storage_and_scopes(
     assert page.evaluate("sessionStorage.getItem('conveyor.token')") is None
     expect(page.get_by_text("Token set")).to_be_hidden()
     expect(dialog).to_be_visible()
+
+
+def test_a_metadata_token_sees_that_the_payload_is_hidden(
+    runtime: Runtime,
+    tmp_path: Path,
+    make_server: Callable[..., ServerThread],
+    console_factory: Callable[..., Console],
+) -> None:
+    """A tasks:read-metadata token is served tasks without payload and result; the task view
+    says so instead of printing a missing value."""
+    from api.app import create_app
+    from api.auth import Authenticator
+    from conveyor.engine import Submission
+
+    viewer = tokens.generate_token()
+    tokens_file = tmp_path / "tokens.json"
+    scopes = frozenset({tokens.READ_METADATA})
+    tokens.write_tokens_file(
+        tokens_file, tokens.TokenSet([tokens.TokenEntry("viewer", tokens.hash_token(viewer), scopes)])
+    )
+    auth = Authenticator.from_settings(replace(runtime.settings, auth_tokens_file=str(tokens_file)))
+    app = create_app(runtime.engine, CollectorRegistry(), auth=auth)
+    task, _ = runtime.engine.submit(Submission(type="echo", payload={"secret": "s3cr3t-value"}))
+    console = console_factory(make_server(app), token=viewer)
+    page = console.page
+    console.open(f"#/tasks/{task.id}")
+    hidden = page.locator("[data-field=payload-redacted]")
+    expect(hidden).to_contain_text("Payload hidden")
+    expect(page.get_by_text("s3cr3t-value")).to_have_count(0)
+    expect(page.get_by_text("undefined")).to_have_count(0)
+    console.shot("payload-hidden")

@@ -6,6 +6,19 @@ import { badge, clear, codeBlock, h, TERMINAL, timeEl } from "../dom.js";
 import { durationText, errorBox, pageHeader, poll, report } from "../ui.js";
 import { listHref } from "./tasks.js";
 
+// A token without tasks:read is shown tasks without payload and result: say so, rather
+// than print a missing value.
+function shownBlock(t, key, label) {
+  if ((t.redacted || []).includes(key)) {
+    return h(
+      "p",
+      { class: "muted", "data-field": `${key}-redacted` },
+      `${label} hidden: this token may not read payloads and results (tasks:read).`,
+    );
+  }
+  return codeBlock(t[key], label);
+}
+
 const LIVE_MS = 2000;
 
 function canCancel(t) {
@@ -137,7 +150,7 @@ export function taskView(main, route, { signal }) {
           "section",
           { class: "panel", "aria-labelledby": "res-h" },
           h("h2", { id: "res-h" }, "Result"),
-          codeBlock(t.result, "Result"),
+          shownBlock(t, "result", "Result"),
         ),
       );
     }
@@ -193,7 +206,7 @@ export function taskView(main, route, { signal }) {
         "section",
         { class: "panel", "aria-labelledby": "pl-h" },
         h("h2", { id: "pl-h" }, "Payload"),
-        codeBlock(t.payload, "Payload"),
+        shownBlock(t, "payload", "Payload"),
       ),
     );
   }
