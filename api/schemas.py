@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor import __version__
+from conveyor.engine import MAX_DELAY_SECONDS
 from conveyor.model import Status
-
-MAX_DELAY = 14 * 24 * 3600
 
 SUBMIT = {
     "type": "object",
@@ -19,7 +18,7 @@ SUBMIT = {
         "delay_seconds": {
             "type": "number",
             "minimum": 0,
-            "maximum": MAX_DELAY,
+            "maximum": MAX_DELAY_SECONDS,
             "description": "Run no earlier than this many seconds from now (at most 14 days).",
         },
         "run_at": {

@@ -23,14 +23,13 @@ from typing import Any
 from conveyor import jsonsafe
 from conveyor.errors import NotFound, Unavailable, ValidationError
 from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id, now
-from conveyor.ports import Broker, Page, TaskStore
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore
 from conveyor.registry import Registry, RegistryWatcher, TaskType
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.engine")
 
 MAX_DELAY_SECONDS = 14 * 24 * 3600  # SQS retention: no message outlives it
-SQS_MAX_DELAY = 900
 # A result is stored in the task's DynamoDB item beside its payload; the item may hold
 # 400 KB in all. A result gets at most MAX_RESULT_BYTES of JSON, and never more than the
 # item has left after the payload and ITEM_RESERVE (attribute names, times, error text).
@@ -181,7 +180,7 @@ class Engine:
     def _delay(task: Task) -> int:
         if task.run_at is None:
             return 0
-        return max(0, min(SQS_MAX_DELAY, int((task.run_at - now()).total_seconds() + 0.999)))
+        return max(0, min(BROKER_MAX_DELAY_SECONDS, int((task.run_at - now()).total_seconds() + 0.999)))
 
     def submit(
         self, sub: Submission, idempotency_key: str | None = None, body: Any = None

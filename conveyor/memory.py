@@ -78,14 +78,6 @@ class MemoryTaskStore:
     def get(self, task_id: str, consistent: bool = False) -> Task | None:
         return self._tasks.get(task_id)
 
-    def delete_queued(self, task_id: str) -> bool:
-        with self._lock:
-            task = self._tasks.get(task_id)
-            if task is None or task.status is not Status.QUEUED:
-                return False
-            del self._tasks[task_id]
-            return True
-
     def query(
         self,
         status: Status | None = None,

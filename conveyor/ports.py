@@ -36,8 +36,6 @@ class TaskStore(Protocol):
 
     def get(self, task_id: str, consistent: bool = False) -> Task | None: ...
 
-    def delete_queued(self, task_id: str) -> bool: ...
-
     def query(
         self,
         status: Status | None = None,
@@ -91,6 +89,11 @@ class TaskStore(Protocol):
     def worker(self, worker_id: str) -> WorkerInfo | None: ...
 
     def ping(self) -> None: ...
+
+
+# A broker delays a message at most this long (SQS's DelaySeconds ceiling); a task due later
+# is re-hidden by the worker until its run_at.
+BROKER_MAX_DELAY_SECONDS = 900
 
 
 class Broker(Protocol):

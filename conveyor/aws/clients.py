@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import boto3
@@ -56,18 +55,6 @@ def translated(what: str) -> Iterator[None]:
         raise
     except (BotoCoreError, OSError) as exc:
         raise Unavailable(f"{what}: {type(exc).__name__}", 2) from exc
-
-
-def aws_call(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def inner(*args: P.args, **kwargs: P.kwargs) -> R:
-            with translated(what):
-                return fn(*args, **kwargs)
-
-        return inner
-
-    return wrap
 
 
 class AwsBackend:

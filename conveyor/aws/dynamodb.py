@@ -269,22 +269,6 @@ class DynamoTaskStore:
             requests = [{"PutRequest": {"Item": task_to_item(t)}} for t in tasks[start : start + 25]]
             _until_processed("BatchWriteItem", self.client.batch_write_item, {self.table: requests})
 
-    def delete_queued(self, task_id: str) -> bool:
-        try:
-            with translated("dynamodb DeleteItem"):
-                self.client.delete_item(
-                    TableName=self.table,
-                    Key={"id": _s(task_id)},
-                    ConditionExpression="#s = :q",
-                    ExpressionAttributeNames={"#s": "status"},
-                    ExpressionAttributeValues={":q": _s("queued")},
-                )
-            return True
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-
     # -- reads --------------------------------------------------------------------------
 
     def get(self, task_id: str, consistent: bool = False) -> Task | None:
@@ -781,7 +765,3 @@ class DynamoTaskStore:
     def ping(self) -> None:
         with translated("dynamodb DescribeTable"):
             self.client.describe_table(TableName=self.table)
-
-
-def expires_after(at: datetime, seconds: int) -> int:
-    return _epoch(at + timedelta(seconds=seconds))

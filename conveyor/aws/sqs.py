@@ -9,8 +9,8 @@ from typing import Any
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
 from conveyor.model import Message, QueueDepth, decode_message, encode_message
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS
 
-MAX_DELAY = 900  # SQS DelaySeconds ceiling; longer delays are re-hidden by the worker
 # SQS caps the total visibility since receipt at 12 h; keep a margin for the time already spent.
 MAX_VISIBILITY = 12 * 3600 - 300
 
@@ -34,7 +34,7 @@ class SqsBroker:
             self.client.send_message(
                 QueueUrl=self.url,
                 MessageBody=encode_message(task_id, task_type),
-                DelaySeconds=max(0, min(MAX_DELAY, int(delay_seconds))),
+                DelaySeconds=max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay_seconds))),
             )
 
     def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
@@ -45,7 +45,7 @@ class SqsBroker:
                 {
                     "Id": str(n),
                     "MessageBody": encode_message(task_id, task_type),
-                    "DelaySeconds": max(0, min(MAX_DELAY, int(delay))),
+                    "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay))),
                 }
                 for n, (task_id, task_type, delay) in enumerate(chunk)
             ]
