@@ -11,6 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError
 
 from conveyor.errors import Unavailable
+from conveyor.ports import BlobStore, Broker, TaskStore
 from conveyor.settings import Settings
 
 THROTTLING = {
@@ -95,22 +96,22 @@ class AwsBackend:
             self._queue_urls[name_or_url] = url
         return self._queue_urls[name_or_url]
 
-    def store(self) -> Any:
+    def store(self) -> TaskStore:
         from conveyor.aws.dynamodb import DynamoTaskStore
 
         return DynamoTaskStore(self.dynamodb, self.settings.table, self.settings.retention_seconds)
 
-    def broker(self) -> Any:
+    def broker(self) -> Broker:
         from conveyor.aws.sqs import SqsBroker
 
         return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.queue))
 
-    def dead_letters(self) -> Any:
+    def dead_letters(self) -> Broker:
         from conveyor.aws.sqs import SqsBroker
 
         return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.dlq))
 
-    def blobs(self, bucket: str | None = None) -> Any:
+    def blobs(self, bucket: str | None = None) -> BlobStore:
         from conveyor.aws.s3 import S3BlobStore
 
         return S3BlobStore(self.s3, bucket or self.settings.bucket)
