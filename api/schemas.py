@@ -207,6 +207,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
     forbidden = _problem("The token lacks the scope.")
     limited = _problem("Too many requests; see Retry-After.")
     common = {"401": unauthorized, "403": forbidden, "429": limited, "503": unavailable}
+    bad_name = _problem("The path holds a control character.")
     bad_id = _problem("The id is not a task id (a ULID), or the path holds a control character.")
     body_errors = {
         "400": _problem("Body is not JSON."),
@@ -399,6 +400,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "parameters": [schedule_name],
                     "responses": {
                         "200": _json("The schedule, with its next 5 runs in next_runs.", "Schedule"),
+                        "400": bad_name,
                         "404": _problem("No such schedule."),
                         **common,
                     },
@@ -420,6 +422,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "responses": {
                         "202": _json("Queued: the schedule's task, outside its slots.", "Task"),
                         "200": _json("A repeat of an Idempotency-Key: the same task.", "Task"),
+                        "400": bad_name,
                         "404": _problem("No such schedule."),
                         "409": _problem(
                             "The schedule is not ready (detail says why), or Idempotency-Key reused."
