@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from conveyor import tokens
 from conveyor.bootstrap import build
 from conveyor.model import from_rfc3339
 from conveyor.settings import Settings
-from tests.conftest import AUTH_HEADERS, EXAMPLES
+from tests.conftest import AUTH_HEADERS, EXAMPLES, wait_for
 
 SCHEDULES = """\
 apiVersion: conveyor.dev/v1alpha1
@@ -140,3 +141,25 @@ def test_a_submit_only_token_triggers_but_does_not_see_the_payload(
         assert response.status_code == 202
         assert "payload" not in response.json() and response.json()["redacted"] == ["payload", "result"]
         assert c.get("/v1/schedules").status_code == 403
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_api_lifespan_runs_the_firing_loop_when_enabled(
+    settings_factory: Callable[..., Settings], registry_dir: Path, enabled: bool
+) -> None:
+    settings = settings_factory(
+        tasktypes=str(registry_dir), scheduler_enabled=enabled, scheduler_interval_seconds=0.05
+    )
+    app = create_app(build(settings).engine, CollectorRegistry())
+    firing = app.state.scheduler
+    with TestClient(app, headers=AUTH_HEADERS):
+        if enabled:
+            wait_for(lambda: firing.ticks >= 3, timeout=10)
+            # Its first look recorded where each ready schedule starts from.
+            assert firing.engine.store.schedule_state("default/every-minute").last_slot is not None
+        else:
+            time.sleep(0.3)
+            assert firing.ticks == 0
+    ticks = firing.ticks
+    time.sleep(0.2)
+    assert firing.ticks == ticks  # stopped with the app
