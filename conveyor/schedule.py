@@ -132,9 +132,9 @@ class ScheduleSpec:
             return value
 
         def integer(name: str, default: int | None, low: int, high: int) -> int | None:
-            value = data.get(name, default)
-            if value is None:
-                return None
+            value = data.get(name)
+            if value is None:  # absent or null: the CRD's default
+                return default
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name}: an integer from {low} to {high} is required")
             return value
@@ -159,7 +159,7 @@ class ScheduleSpec:
             jitter_seconds=integer("jitterSeconds", 0, 0, 24 * 3600) or 0,
             concurrency_policy=policy,
             starting_deadline_seconds=integer("startingDeadlineSeconds", None, 0, 366 * 24 * 3600),
-            max_catch_up=integer("maxCatchUp", 1, 0, MAX_LOOKBACK) or 0,
+            max_catch_up=int(integer("maxCatchUp", 1, 0, MAX_LOOKBACK) or 0),
             suspend=flag("suspend", False),
             max_attempts=integer("maxAttempts", None, 1, 100),
             ready=flag("ready", True),

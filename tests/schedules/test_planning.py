@@ -211,3 +211,19 @@ def test_the_json_item_round_trips_and_bad_fields_are_named() -> None:
     ]:
         with pytest.raises(ValueError, match=field):
             ScheduleSpec.from_json(s.to_json() | {field: value})
+    # Absent or null: the CRD's defaults.
+    sparse = {
+        "name": "n",
+        "taskType": "echo",
+        "schedule": "@daily",
+        "maxCatchUp": None,
+        "jitterSeconds": None,
+    }
+    read = ScheduleSpec.from_json(sparse)
+    assert (read.namespace, read.max_catch_up, read.jitter_seconds, read.time_zone) == (
+        "default",
+        1,
+        0,
+        "UTC",
+    )
+    assert (read.concurrency_policy, read.starting_deadline_seconds, read.ready) == ("Allow", None, True)
