@@ -141,6 +141,7 @@ def _scheduler(engine: Engine, registry: CollectorRegistry) -> scheduler.Schedul
     """The firing loop over the schedules beside the TaskType registry; in a cluster it
     also writes each TaskSchedule's status (the sink is None elsewhere)."""
     status_sink: scheduler.StatusSink | None = None
+    # The in-cluster writer of conveyor/kube.py (with `from conveyor import kube` above):
     # status_sink = getattr(kube.KubeStatusWriter.from_environment(), "patch_schedule_status", None)
     return scheduler.Scheduler(
         engine,
