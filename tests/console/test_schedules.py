@@ -54,7 +54,9 @@ def test_list_shows_what_the_api_holds_and_run_now_makes_a_task(
     rows = page.locator("tbody tr")
     expect(rows).to_have_count(len(api))
     assert rows.evaluate_all("rs => rs.map(r => r.dataset.schedule)") == [s["name"] for s in api]
-    expect(page.get_by_role("link", name="Schedules")).to_have_attribute("aria-current", "page")
+    expect(
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Schedules")
+    ).to_have_attribute("aria-current", "page")
 
     by_name = {s["name"]: s for s in api}
     for name, s in by_name.items():
@@ -107,7 +109,9 @@ def test_schedule_page_next_runs_last_task_and_refusals(
     page.get_by_role("link", name=READY, exact=True).click()
     expect(page).to_have_url(f"{console.url}/#/schedules/{READY}")
     expect(page.get_by_role("heading", level=1)).to_contain_text(READY)
-    expect(page.get_by_role("link", name="Schedules")).to_have_attribute("aria-current", "page")
+    expect(
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Schedules")
+    ).to_have_attribute("aria-current", "page")
 
     # The next five runs are the API's, each also in the schedule's zone (02:00 in Paris).
     s = schedule(console, READY)

@@ -360,7 +360,7 @@ export function scheduleView(main, route, { signal }) {
         clear(actions);
         clear(statusSlot);
         schedule = null;
-        return;
+        return false; // gone, or never was: nothing to refresh
       }
       clear(liveProblem, report(err, "load the schedule"));
       if (!schedule) clear(content);
