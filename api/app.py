@@ -17,12 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import NONE, Authenticator, AuthMiddleware, ScopedMount
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
-from api.routes import system, tasks
+from api.routes import schedules, system, tasks
 from api.state import State
-from conveyor import maintenance
+from conveyor import maintenance, scheduler
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
-from conveyor.metrics import ApiMetrics, QueueCollector
+from conveyor.metrics import ApiMetrics, QueueCollector, SchedulerMetrics
+from conveyor.schedule_source import ScheduleWatcher
 
 STATIC = Path(__file__).parent / "static"
 
@@ -121,16 +122,32 @@ def _queue_gauges(engine: Engine) -> dict[str, float]:
     return values
 
 
-def _lifespan(engine: Engine) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """The sweeper and DLQ reaper run here, not in the workers: the API is always up,
-    workers may be scaled to zero (conveyor/maintenance.py)."""
+def _lifespan(
+    engine: Engine, firing: scheduler.Scheduler
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The sweeper, the DLQ reaper and the schedules' firing loop run here, not in the
+    workers: the API is always up, workers may be scaled to zero (conveyor/maintenance.py,
+    conveyor/scheduler.py)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with maintenance.background(engine):
+        async with maintenance.background(engine), scheduler.background(firing):
             yield
 
     return lifespan
+
+
+def _scheduler(engine: Engine, registry: CollectorRegistry) -> scheduler.Scheduler:
+    """The firing loop over the schedules beside the TaskType registry; in a cluster it
+    also writes each TaskSchedule's status (the sink is None elsewhere)."""
+    status_sink: scheduler.StatusSink | None = None
+    # status_sink = getattr(kube.KubeStatusWriter.from_environment(), "patch_schedule_status", None)
+    return scheduler.Scheduler(
+        engine,
+        ScheduleWatcher(engine.settings.tasktypes).current,
+        metrics=SchedulerMetrics(registry),
+        status_sink=status_sink,
+    )
 
 
 def create_app(
@@ -143,7 +160,8 @@ def create_app(
     auth = auth or Authenticator.from_settings(engine.settings)
     metrics = ApiMetrics(registry)
     registry.register(QueueCollector(lambda: _queue_gauges(engine), ttl=engine.settings.stats_cache_seconds))
-    routes: list[BaseRoute] = [*tasks.routes, *system.routes]
+    firing = _scheduler(engine, registry)
+    routes: list[BaseRoute] = [*tasks.routes, *schedules.routes, *system.routes]
     if (STATIC / "index.html").exists():
         console = StaticFiles(directory=STATIC, html=True)
         routes.append(ScopedMount("/", console, name="console", scope=NONE))
@@ -161,8 +179,9 @@ def create_app(
             ConveyorError: on_conveyor_error,
             Exception: on_unexpected,
         },
-        lifespan=_lifespan(engine),
+        lifespan=_lifespan(engine, firing),
     )
     app.state.conveyor = State(engine, metrics)
     app.state.auth = auth
+    app.state.scheduler = firing
     return app

@@ -153,6 +153,33 @@ TASK_TYPE = {
 }
 
 
+SCHEDULE = {
+    "type": "object",
+    "required": [
+        "name", "namespace", "task_type", "schedule", "time_zone", "suspended",
+        "next_run_at", "last_run_at", "last_task_id", "ready", "reason",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "namespace": {"type": "string"},
+        "task_type": {"type": "string"},
+        "schedule": {"type": "string", "description": "5-field cron, or a macro such as @daily."},
+        "time_zone": {"type": "string", "description": "IANA zone the slots are wall-clock times in."},
+        "suspended": {"type": "boolean"},
+        "next_run_at": {**NULLABLE_TIME, "description": "The next slot (null when suspended or not ready)."},
+        "last_run_at": {**NULLABLE_TIME, "description": "The slot (or trigger time) of the last task."},
+        "last_task_id": {"type": ["string", "null"]},
+        "ready": {"type": "boolean", "description": "False: the schedule never fires; see reason."},
+        "reason": {"type": "string"},
+        "next_runs": {
+            "type": "array",
+            "items": {"type": "string", "format": "date-time"},
+            "description": "One schedule only: its next 5 slots.",
+        },
+    },
+}  # fmt: skip
+
+
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -169,6 +196,12 @@ def _json(description: str, ref: str) -> dict[str, Any]:
 
 def openapi(max_batch: int) -> dict[str, Any]:
     task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    schedule_name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 253},
+    }
     unavailable = _problem("The backend is unavailable; see Retry-After.")
     unauthorized = _problem("Missing or bad token.")
     forbidden = _problem("The token lacks the scope.")
@@ -193,6 +226,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 "Stats": STATS,
                 "Worker": WORKER,
                 "TaskType": TASK_TYPE,
+                "Schedule": SCHEDULE,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -330,6 +364,69 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "400": bad_id,
                         "404": _problem("No such task."),
                         "409": _problem("Only failed or cancelled tasks can be retried."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/schedules": {
+                "get": {
+                    "operationId": "listSchedules",
+                    "summary": "List the TaskSchedules, with their next and last runs",
+                    "responses": {
+                        "200": {
+                            "description": "Every schedule, ready or not.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "items": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Schedule"},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **common,
+                    },
+                }
+            },
+            "/v1/schedules/{name}": {
+                "get": {
+                    "operationId": "getSchedule",
+                    "parameters": [schedule_name],
+                    "responses": {
+                        "200": _json("The schedule, with its next 5 runs in next_runs.", "Schedule"),
+                        "404": _problem("No such schedule."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/schedules/{name}/trigger": {
+                "post": {
+                    "operationId": "triggerSchedule",
+                    "summary": "Run the schedule's task once now",
+                    "parameters": [
+                        schedule_name,
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        },
+                    ],
+                    "responses": {
+                        "202": _json("Queued: the schedule's task, outside its slots.", "Task"),
+                        "200": _json("A repeat of an Idempotency-Key: the same task.", "Task"),
+                        "404": _problem("No such schedule."),
+                        "409": _problem(
+                            "The schedule is not ready (detail says why), or Idempotency-Key reused."
+                        ),
+                        "422": _problem(
+                            "The schedule's payload no longer matches its task type, or a bad header."
+                        ),
                         **common,
                     },
                 }

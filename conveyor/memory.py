@@ -26,7 +26,7 @@ from conveyor.errors import (
     RecordTooLarge,
 )
 from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
-from conveyor.ports import Claim, Page
+from conveyor.ports import Claim, Page, ScheduleState
 
 ITEM_BYTES = 400 * 1024  # DynamoDB's item limit, kept here too
 
@@ -51,6 +51,7 @@ class MemoryTaskStore:
         self._idem: dict[str, tuple[str, str]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._cancel: dict[str, set[str]] = {}
+        self._schedules: dict[str, ScheduleState] = {}
         self._lock = threading.RLock()  # every method is one atomic step, as in DynamoDB
 
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
@@ -304,6 +305,27 @@ class MemoryTaskStore:
 
     def worker(self, worker_id: str) -> WorkerInfo | None:
         return self._workers.get(worker_id)
+
+    def schedule_state(self, key: str) -> ScheduleState | None:
+        return self._schedules.get(key)
+
+    def advance_schedule(
+        self, key: str, slot: datetime, task_id: str | None = None, run_at: datetime | None = None
+    ) -> bool:
+        with self._lock:
+            current = self._schedules.get(key) or ScheduleState(key)
+            if current.last_slot is not None and current.last_slot >= slot:
+                return False
+            changes: dict[str, Any] = {"last_slot": slot}
+            if task_id is not None:
+                changes |= {"last_task_id": task_id, "last_run_at": run_at or slot}
+            self._schedules[key] = replace(current, **changes)
+            return True
+
+    def record_schedule_task(self, key: str, task_id: str, run_at: datetime) -> None:
+        with self._lock:
+            current = self._schedules.get(key) or ScheduleState(key)
+            self._schedules[key] = replace(current, last_task_id=task_id, last_run_at=run_at)
 
     def ping(self) -> None:
         return None

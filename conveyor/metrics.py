@@ -41,6 +41,31 @@ class ApiMetrics:
         )
 
 
+# How late a schedule's task is submitted after its slot (plus jitter) came due.
+LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class SchedulerMetrics:
+    """The API's firing loop (conveyor/scheduler.py). ``schedule`` is namespace/name: one
+    series per TaskSchedule, which cluster admins create, never per task."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.fires = Counter(
+            f"{PREFIX}_schedule_fires_total",
+            "Schedule slots handled, by outcome (submitted, catch_up, skipped_overlap, "
+            "skipped_deadline, failed).",
+            ["schedule", "outcome"],
+            registry=registry,
+        )
+        self.lag = Histogram(
+            f"{PREFIX}_schedule_lag_seconds",
+            "Time from when a slot came due (after its jitter) to when its task was submitted.",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry

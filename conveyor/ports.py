@@ -26,6 +26,17 @@ class Claim:
     current: Task | None
 
 
+@dataclass(frozen=True)
+class ScheduleState:
+    """What the store keeps per schedule (``key`` is ``namespace/name``): the newest slot
+    handled (fired or skipped), and the last task the schedule started and when."""
+
+    key: str
+    last_slot: datetime | None = None
+    last_task_id: str | None = None
+    last_run_at: datetime | None = None
+
+
 class TaskStore(Protocol):
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         """Write a new record. With ``task.idempotency_key`` set, a second create with the
@@ -89,6 +100,19 @@ class TaskStore(Protocol):
     def workers(self) -> list[WorkerInfo]: ...
 
     def worker(self, worker_id: str) -> WorkerInfo | None: ...
+
+    def schedule_state(self, key: str) -> ScheduleState | None: ...
+
+    def advance_schedule(
+        self, key: str, slot: datetime, task_id: str | None = None, run_at: datetime | None = None
+    ) -> bool:
+        """Move the schedule's last slot to ``slot`` if that is later than the stored one
+        (a conditional write: the state only moves forward); with ``task_id``, record it as
+        the last task, started at ``run_at``. False when the state was already at or past
+        ``slot``. Never listed or counted as a task."""
+
+    def record_schedule_task(self, key: str, task_id: str, run_at: datetime) -> None:
+        """Record a task started outside the slots (a manual trigger) as the last task."""
 
     def ping(self) -> None: ...
 

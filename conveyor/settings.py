@@ -47,6 +47,9 @@ class Settings:
     # (0 = a quarter of redispatch_after_seconds, at least 5 s).
     maintenance_enabled: bool = True
     maintenance_interval_seconds: float = 0.0
+    # The API fires schedules (conveyor/scheduler.py), looking every interval seconds.
+    scheduler_enabled: bool = True
+    scheduler_interval_seconds: float = 5.0
     hold_seconds: int = 30  # a paused or disabled type's message waits this long between checks
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -88,6 +88,8 @@ def make_settings(tmp: str | None = None, **overrides: Any) -> Settings:
         stats_cache_seconds=0.0,
         max_receive_count=20,
         auth_tokens_file=str(TEST_TOKENS_FILE),
+        # The examples hold a TaskSchedule; a test wanting its tasks turns firing on.
+        scheduler_enabled=False,
     )
     return replace(base, **overrides)
 
@@ -200,6 +202,7 @@ def service_env(settings: Settings, handler_modules: str, **extra: str) -> dict[
         "CONVEYOR_REDISPATCH_AFTER_SECONDS": str(settings.redispatch_after_seconds),
         "CONVEYOR_STATS_CACHE_SECONDS": str(settings.stats_cache_seconds),
         "CONVEYOR_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+        "CONVEYOR_SCHEDULER_ENABLED": str(settings.scheduler_enabled).lower(),
         "CONVEYOR_AUTH_TOKENS_FILE": settings.auth_tokens_file,
         "CONVEYOR_RATE_LIMIT": settings.rate_limit,
         "CONVEYOR_WORKER_METRICS_PORT": "0",

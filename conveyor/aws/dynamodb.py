@@ -12,7 +12,9 @@ only (no task attribute they hold ever changes, so status changes skip them; the
 queries fetch the page with one BatchGetItem), and status changes move only
 ``status-index``: 4 units to create a task and 3 per status change.
 Worker items (``worker#<id>``) and idempotency items (``idem#<hash>``) carry a TTL
-attribute ``expires_at``, as do finished tasks.
+attribute ``expires_at``, as do finished tasks. Schedule state items
+(``schedule#<namespace>/<name>``, kind ``schedule``) have no status and no type, so no
+task list or count sees them, and no TTL: they last as long as the schedule.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from conveyor.model import (
     is_task_id,
     to_rfc3339,
 )
-from conveyor.ports import Claim, Page
+from conveyor.ports import Claim, Page, ScheduleState
 
 log = logging.getLogger("conveyor.store")
 
@@ -56,6 +58,8 @@ KEYS_ONLY = {"kind-index", "type-index"}
 # A status-and-type list reads status-index pages and keeps the type's tasks: at most
 # this many pages per request, then it answers with what it found and a cursor.
 FILTERED_PAGES = 10
+# Key prefixes of the items that are not tasks.
+NOT_TASKS = ("worker#", "idem#", "schedule#")
 
 
 def _s(value: str) -> dict[str, str]:
@@ -288,7 +292,7 @@ class DynamoTaskStore:
     # -- reads --------------------------------------------------------------------------
 
     def get(self, task_id: str, consistent: bool = False) -> Task | None:
-        if task_id.startswith(("worker#", "idem#")):
+        if task_id.startswith(NOT_TASKS):
             return None
         with translated("dynamodb GetItem"):
             item = self.client.get_item(
@@ -476,7 +480,7 @@ class DynamoTaskStore:
             return None
 
     def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim:
-        if task_id.startswith(("worker#", "idem#")):
+        if task_id.startswith(NOT_TASKS):
             return Claim(None, None)
         # moto's CPU per UpdateItem grows with each clause (about 0.5 ms per SET clause,
         # measured): ADD is cheaper than SET x = x + 1, and cancel_requested is reset on
@@ -777,6 +781,59 @@ class DynamoTaskStore:
                 TableName=self.table, Key={"id": _s("worker#" + worker_id)}, ConsistentRead=True
             ).get("Item")
         return self._worker(item) if item else None
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def schedule_state(self, key: str) -> ScheduleState | None:
+        with translated("dynamodb GetItem"):
+            item = self.client.get_item(
+                TableName=self.table, Key={"id": _s("schedule#" + key)}, ConsistentRead=True
+            ).get("Item")
+        if not item:
+            return None
+
+        def s(name: str) -> str | None:
+            return item[name]["S"] if name in item else None
+
+        return ScheduleState(
+            key=key,
+            last_slot=from_rfc3339(s("last_slot")),
+            last_task_id=s("last_task_id"),
+            last_run_at=from_rfc3339(s("last_run_at")),
+        )
+
+    def advance_schedule(
+        self, key: str, slot: datetime, task_id: str | None = None, run_at: datetime | None = None
+    ) -> bool:
+        update = "SET kind = :k, last_slot = :s, slot_epoch = :e"
+        values: dict[str, Any] = {":k": _s("schedule"), ":s": _ts(slot), ":e": _n(slot.timestamp())}
+        if task_id is not None:
+            update += ", last_task_id = :t, last_run_at = :r"
+            values |= {":t": _s(task_id), ":r": _ts(run_at or slot)}
+        try:
+            with translated("dynamodb UpdateItem"):
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"id": _s("schedule#" + key)},
+                    UpdateExpression=update,
+                    # Only forward: of replicas racing on one slot, one moves it.
+                    ConditionExpression="attribute_not_exists(slot_epoch) OR slot_epoch < :e",
+                    ExpressionAttributeValues=values,
+                )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def record_schedule_task(self, key: str, task_id: str, run_at: datetime) -> None:
+        with translated("dynamodb UpdateItem"):
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": _s("schedule#" + key)},
+                UpdateExpression="SET kind = :k, last_task_id = :t, last_run_at = :r",
+                ExpressionAttributeValues={":k": _s("schedule"), ":t": _s(task_id), ":r": _ts(run_at)},
+            )
 
     def ping(self) -> None:
         with translated("dynamodb DescribeTable"):

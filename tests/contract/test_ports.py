@@ -268,3 +268,45 @@ def test_a_resend_is_claimed_once_under_concurrency(store):
     assert fresh.updated_at > t.updated_at and fresh.status is Status.QUEUED
     assert store.claim(t.id, t.type, "w", now()).task is not None
     assert store.mark_redispatched(store.get(t.id, consistent=True), now()) is False  # not queued
+
+
+def test_schedule_state_only_moves_forward_and_is_never_a_task(store):
+    key = "default/nightly"
+    assert store.schedule_state(key) is None
+    t = task()
+    store.create(t)
+    slot = now().replace(microsecond=0)
+    assert store.advance_schedule(key, slot, t.id, slot)
+    # The same slot again, or an older one, does not move it (replicas racing on a slot).
+    assert not store.advance_schedule(key, slot, "other")
+    assert not store.advance_schedule(key, slot - timedelta(minutes=1), "other")
+    state = store.schedule_state(key)
+    assert (state.last_slot, state.last_task_id, state.last_run_at) == (slot, t.id, slot)
+    # A skipped slot moves the slot but keeps the last task; a trigger records a task only.
+    later = slot + timedelta(minutes=1)
+    assert store.advance_schedule(key, later)
+    trigger_at = later + timedelta(seconds=5)
+    store.record_schedule_task(key, "01ARZ3NDEKTSV4RRFFQ69G5FAV", trigger_at)
+    state = store.schedule_state(key)
+    assert state.last_slot == later and state.last_task_id == "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    assert state.last_run_at == trigger_at
+    # Of concurrent writers of one slot, exactly one wins.
+    wins: list[bool] = []
+    barrier = threading.Barrier(4)
+    newest = later + timedelta(minutes=1)
+
+    def go() -> None:
+        barrier.wait()
+        wins.append(store.advance_schedule(key, newest, new_id(), newest))
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(wins) == [False, False, False, True]
+    # Never listed, counted or read as a task.
+    assert [x.id for x in store.query(limit=50).items] == [t.id]
+    assert sum(store.count_by_status().values()) == 1
+    assert store.get("schedule#" + key) is None
+    assert store.claim("schedule#" + key, "echo", "w", now()).task is None
