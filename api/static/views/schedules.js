@@ -208,7 +208,7 @@ export function schedulesView(main, _route, { signal }) {
           "div",
           null,
           statePill(s),
-          !s.ready && s.reason ? h("span", { class: "cell-sub reason wrap" }, s.reason) : null,
+          !s.ready && s.reason ? h("span", { class: "cell-sub reason" }, s.reason) : null,
         ),
       ),
       h("td", { "data-label": "Last run" }, shortTime(s.last_run_at)),
