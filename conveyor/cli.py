@@ -317,6 +317,7 @@ def _when(iso: str | None) -> str:
 
 def _schedule_table(items: list[dict[str, Any]]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     columns = ["NAME", "SCHEDULE", "TIMEZONE", "TYPE", "SUSPEND", "LAST", "NEXT", "LAST TASK", "READY"]
@@ -337,7 +338,8 @@ def _schedule_table(items: list[dict[str, Any]]) -> Any:
         ]
         if with_reason:
             row.append("" if s["ready"] else s.get("reason") or "")
-        table.add_row(*row)
+        # Text, not str: a "[" in a cron or a reason is shown as written, never read as markup.
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 

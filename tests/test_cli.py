@@ -126,6 +126,9 @@ def test_schedules_list_get_and_trigger(schedules_url):
     broken = next(s for s in api if s["name"] == "broken-cron")
     assert "False" in by_name["broken-cron"] and broken["reason"] in by_name["broken-cron"]
     assert "REASON" in lines[0]
+    # Text from the API is printed as it is, never read as table markup.
+    bracket = next(s for s in api if s["name"] == "bracket-cron")
+    assert "0 2 [/] [b]x *" in by_name["bracket-cron"] and bracket["reason"] in by_name["bracket-cron"]
 
     got = run("schedules", "get", "nightly-report", "--url", schedules_url)
     assert got.exit_code == 0, got.output

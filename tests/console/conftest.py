@@ -259,8 +259,9 @@ def own_tasks_console(shared_server: ServerThread, console_factory: Callable[...
     return console_factory(shared_server)
 
 
-# TaskSchedules for the schedules pages and CLI: one ready, one suspended, one the loader
-# must refuse (an hour of 25), one with a long name and payload (layout).
+# TaskSchedules for the schedules pages and CLI: one ready, one suspended, two the loader
+# must refuse (an hour of 25; markup-like brackets, shown as text), one with a long name
+# and zone (layout).
 SCHEDULES_YAML = """\
 apiVersion: conveyor.dev/v1alpha1
 kind: TaskSchedule
@@ -287,6 +288,14 @@ spec:
   taskType: echo
   payload: {}
   schedule: "0 25 * * *"
+---
+apiVersion: conveyor.dev/v1alpha1
+kind: TaskSchedule
+metadata: {name: bracket-cron}
+spec:
+  taskType: echo
+  payload: {}
+  schedule: "0 2 [/] [b]x *"
 ---
 apiVersion: conveyor.dev/v1alpha1
 kind: TaskSchedule
