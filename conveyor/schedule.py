@@ -281,6 +281,7 @@ class Outcome(enum.StrEnum):
     CATCH_UP = "catch_up"
     SKIPPED_OVERLAP = "skipped_overlap"
     SKIPPED_DEADLINE = "skipped_deadline"
+    FAILED = "failed"  # the task could not be submitted (its payload or type was refused)
 
 
 @dataclass(frozen=True)

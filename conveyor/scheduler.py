@@ -89,6 +89,7 @@ class Scheduler:
         # so a tick reads nothing from the store for it.
         self._next_due: dict[str, tuple[dict[str, Any], datetime | None]] = {}
         self._status_sent: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._counted: set[str] = set()
         self.ticks = 0
 
     # -- the schedules ---------------------------------------------------------------
@@ -192,8 +193,8 @@ class Scheduler:
         except ValidationError as exc:
             log.error("schedule %s: slot %s not fired: %s", spec.key, slot, exc)
             if self.engine.store.advance_schedule(spec.key, slot):
-                self._count(spec, "failed")
-            return Fired(spec.key, slot, "failed")
+                self._count(spec, Outcome.FAILED)
+            return Fired(spec.key, slot, Outcome.FAILED)
         self.engine.store.advance_schedule(spec.key, slot, task.id, slot)
         if created:
             self._count(spec, outcome)
@@ -266,6 +267,11 @@ class Scheduler:
         the others; AWS being down leaves its slots for the next tick (within deadline)."""
         fired: list[Fired] = []
         for spec in self.specs():
+            if self.metrics is not None and spec.key not in self._counted:
+                # Every outcome's series from 0, so the first miss shows as an increase.
+                self._counted.add(spec.key)
+                for outcome in Outcome:
+                    self.metrics.fires.labels(schedule=spec.key, outcome=outcome.value)
             try:
                 done = self.run_schedule(spec)
                 fired += done

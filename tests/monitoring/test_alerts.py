@@ -23,6 +23,7 @@ ALERTS = {
     "ConveyorApiDown",
     "ConveyorWorkerDown",
     "ConveyorKedaScalerErrors",
+    "ConveyorScheduleMissed",
 }
 
 

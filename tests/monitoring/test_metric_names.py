@@ -57,6 +57,7 @@ def test_alerts_and_dashboard_use_only_exported_metrics(
         ):
             wait_for(lambda task_id=task_id, final=final: _status(api, task_id) == final, timeout=30)
 
+        _fire_a_schedule(api)
         worker_text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).text
         api_text = api.get("/metrics").text
     finally:
@@ -84,6 +85,24 @@ def test_alerts_and_dashboard_use_only_exported_metrics(
         _family(n) for n in exported if n.startswith("conveyor_") and not n.endswith("_created")
     } - shown
     assert not unshown, f"exported but on no panel or alert: {sorted(unshown)}"
+
+
+def _fire_a_schedule(api: TestClient) -> None:
+    """The API's firing loop fires one slot (its clock driven), into the API's registry."""
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor.schedule import ScheduleSpec
+    from conveyor.scheduler import Scheduler
+
+    at = [datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)]
+    spec = ScheduleSpec("metrics", "default", "echo", {"hello": "schedule"}, "* * * * *")
+    app: Any = api.app
+    firing = Scheduler(
+        app.state.conveyor.engine, lambda: [spec], metrics=app.state.scheduler.metrics, clock=lambda: at[0]
+    )
+    firing.tick()
+    at[0] += timedelta(minutes=1)
+    assert [f.outcome for f in firing.tick()] == ["submitted"]
 
 
 def _family(name: str) -> str:
