@@ -150,6 +150,14 @@ def token_create(name: str, scopes: list[str]) -> None:
 def _api_command(fn: Any) -> Any:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
+        # A subcommand takes its group's --url/--token unless given its own, so
+        # `conveyor schedules --url X trigger NAME` and `... trigger NAME --url X` agree.
+        ctx = click.get_current_context()
+        parent = ctx.parent.params if ctx.parent else {}
+        if parent.get("url") and ctx.get_parameter_source("url") is click.core.ParameterSource.DEFAULT:
+            kwargs["url"] = parent["url"]
+        if kwargs.get("token") is None and parent.get("token"):
+            kwargs["token"] = parent["token"]
         try:
             return fn(*args, **kwargs)
         except httpx.TransportError as exc:
@@ -212,21 +220,27 @@ def submit(
             if not wait_:
                 _print(task)
                 return
-            from rich.console import Console
-
-            console = Console(stderr=True)
-            with console.status(f"{task['id']} queued") as status:
-                task = client.wait(
-                    task["id"],
-                    timeout=timeout,
-                    on_change=lambda t: status.update(f"{t['id']} {t['status']} (attempt {t['attempts']})"),
-                )
-            _print(task)
-            sys.exit(0 if task["status"] == "succeeded" else 2)
+            _wait_and_print(client, task, timeout)
         except ConveyorHTTPError as exc:
             _fail(exc)
-        except TimeoutError as exc:
-            raise click.ClickException(str(exc)) from exc
+
+
+def _wait_and_print(client: Client, task: dict[str, Any], timeout: float) -> None:
+    """Follow a task to its end on stderr, print it, exit 0 if it succeeded, else 2."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        with console.status(f"{task['id']} {task['status']}") as status:
+            task = client.wait(
+                task["id"],
+                timeout=timeout,
+                on_change=lambda t: status.update(f"{t['id']} {t['status']} (attempt {t['attempts']})"),
+            )
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print(task)
+    sys.exit(0 if task["status"] == "succeeded" else 2)
 
 
 @main.command()
@@ -292,6 +306,100 @@ def stats(url: str, token: str | None) -> None:
     with Client(url, token) as client:
         try:
             _print(client.stats())
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
+def _when(iso: str | None) -> str:
+    # RFC 3339 UTC from the API, shown to the second with its Z: sortable and unambiguous.
+    return iso.replace("+00:00", "Z") if iso else "-"
+
+
+def _schedule_table(items: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["NAME", "SCHEDULE", "TIMEZONE", "TYPE", "SUSPEND", "LAST", "NEXT", "LAST TASK", "READY"]
+    with_reason = any(not s.get("ready", True) and s.get("reason") for s in items)
+    for name in [*columns, *(["REASON"] if with_reason else [])]:
+        table.add_column(name, no_wrap=name != "REASON", overflow="fold")
+    for s in items:
+        row = [
+            s["name"],
+            s["schedule"],
+            s["time_zone"],
+            s["task_type"],
+            "True" if s["suspended"] else "False",
+            _when(s.get("last_run_at")),
+            _when(s.get("next_run_at")),
+            s.get("last_task_id") or "-",
+            "True" if s["ready"] else "False",
+        ]
+        if with_reason:
+            row.append("" if s["ready"] else s.get("reason") or "")
+        # Text, not str: a "[" in a cron or a reason is shown as written, never read as markup.
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+@_api_command
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool, url: str, token: str | None) -> None:
+    """List the TaskSchedules: cron, zone, type, last and next run, last task, readiness."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with Client(url, token) as client:
+        try:
+            items = client.schedules()
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+            return
+    if as_json:
+        _print({"items": items})
+        return
+    if not items:
+        click.echo("No schedules.", err=True)
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured: one line per schedule, never wrapped at an assumed 80 columns.
+        console.width = 1000
+    console.print(_schedule_table(items))
+
+
+@schedules.command(name="get")
+@click.argument("name")
+@_api_command
+def schedules_get(name: str, url: str, token: str | None) -> None:
+    """Show one schedule as JSON, with its next five run times."""
+    with Client(url, token) as client:
+        try:
+            _print(client.schedule(name))
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
+@schedules.command(name="trigger")
+@click.argument("name")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the task finishes, showing its progress.")
+@click.option(
+    "--timeout", type=float, default=300, show_default=True, help="With --wait: give up after this long."
+)
+@_api_command
+def schedules_trigger(name: str, wait_: bool, timeout: float, url: str, token: str | None) -> None:
+    """Run the schedule's task now (outside its slots) and print the task."""
+    with Client(url, token) as client:
+        try:
+            task = client.trigger_schedule(name)
+            if not wait_:
+                _print(task)
+                return
+            _wait_and_print(client, task, timeout)
         except ConveyorHTTPError as exc:
             _fail(exc)
 

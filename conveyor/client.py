@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -24,6 +25,11 @@ def default_token() -> str | None:
         return token
     path = Path(os.environ.get("CONVEYOR_TOKEN_FILE", ".conveyor/token"))
     return path.read_text().strip() if path.exists() else None
+
+
+def _segment(value: str) -> str:
+    # A name is one path segment: a "/" or "?" in it must not reach another route.
+    return quote(value, safe="")
 
 
 class ConveyorHTTPError(Exception):
@@ -141,6 +147,20 @@ class Client:
     def task_types(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._call("GET", "/v1/task-types")["items"]
         return items
+
+    def schedules(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("GET", "/v1/schedules")["items"]
+        return items
+
+    def schedule(self, name: str) -> dict[str, Any]:
+        """One schedule, with its next five run times (``next_runs``)."""
+        result: dict[str, Any] = self._call("GET", f"/v1/schedules/{_segment(name)}")
+        return result
+
+    def trigger_schedule(self, name: str) -> dict[str, Any]:
+        """Run the schedule's task now, outside its slots; returns the new task."""
+        result: dict[str, Any] = self._call("POST", f"/v1/schedules/{_segment(name)}/trigger")
+        return result
 
     def wait(
         self,

@@ -11,13 +11,14 @@ import uvicorn
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
+from conveyor.bootstrap import build
 from conveyor.cli import main
 from conveyor.client import Client, ConveyorHTTPError
 from conveyor.local import free_port
+from tests.console.conftest import schedules_registry
 
 
-@pytest.fixture
-def live_url(runtime, start_worker, monkeypatch):
+def _serve(runtime, start_worker, monkeypatch):
     from api.app import create_app
 
     port = free_port()
@@ -30,11 +31,23 @@ def live_url(runtime, start_worker, monkeypatch):
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    start_worker()
+    start_worker(runtime)
     monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture
+def live_url(runtime, start_worker, monkeypatch):
+    yield from _serve(runtime, start_worker, monkeypatch)
+
+
+@pytest.fixture
+def schedules_url(settings_factory, start_worker, monkeypatch, tmp_path):
+    """A live API whose registry holds the console tests' TaskSchedules."""
+    settings = settings_factory(tasktypes=str(schedules_registry(tmp_path / "registry")))
+    yield from _serve(build(settings), start_worker, monkeypatch)
 
 
 def run(*args: str):
@@ -87,3 +100,61 @@ def test_client(live_url):
         with pytest.raises(ConveyorHTTPError) as err:
             c.get("01ARZ3NDEKTSV4RRFFQ69G5FAV")
         assert err.value.status == 404
+
+
+def test_schedules_list_get_and_trigger(schedules_url):
+    with Client(schedules_url) as c:
+        api = c.schedules()
+    names = [s["name"] for s in api]
+    assert {"nightly-report", "paused-cleanup", "broken-cron"} <= set(names)
+
+    # --json is the API's list as it is; the table has one line per schedule, in order.
+    listed = run("schedules", "--json", "--url", schedules_url)
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == {"items": api}
+    table = run("schedules", "--url", schedules_url)
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:6] == ["NAME", "SCHEDULE", "TIMEZONE", "TYPE", "SUSPEND", "LAST"]
+    assert [line.split()[0] for line in lines[1:]] == names
+    by_name = {line.split()[0]: line for line in lines[1:]}
+    nightly = next(s for s in api if s["name"] == "nightly-report")
+    assert by_name["nightly-report"].split()[1:8] == [
+        "0", "2", "*", "*", "*", "Europe/Paris", "echo",
+    ]  # fmt: skip
+    assert nightly["next_run_at"].replace("+00:00", "Z") in by_name["nightly-report"]
+    broken = next(s for s in api if s["name"] == "broken-cron")
+    assert "False" in by_name["broken-cron"] and broken["reason"] in by_name["broken-cron"]
+    assert "REASON" in lines[0]
+    # Text from the API is printed as it is, never read as table markup.
+    bracket = next(s for s in api if s["name"] == "bracket-cron")
+    assert "0 2 [/] [b]x *" in by_name["bracket-cron"] and bracket["reason"] in by_name["bracket-cron"]
+
+    got = run("schedules", "get", "nightly-report", "--url", schedules_url)
+    assert got.exit_code == 0, got.output
+    detail = json.loads(got.stdout)
+    assert detail["name"] == "nightly-report" and len(detail["next_runs"]) == 5
+
+    # The group's --url reaches the subcommand; --wait follows the task to its end.
+    ran = run("schedules", "--url", schedules_url, "trigger", "nightly-report", "--wait")
+    assert ran.exit_code == 0, ran.output
+    task = json.loads(ran.stdout)
+    assert task["type"] == "echo" and task["status"] == "succeeded"
+    assert task["result"] == {"report": "nightly"}
+
+    # Refusals: the API's problem in words, exit 1, no traceback.
+    not_ready = run("schedules", "trigger", "broken-cron", "--url", schedules_url)
+    assert not_ready.exit_code == 1 and "error 409" in not_ready.output
+    assert "Traceback" not in not_ready.output
+    unknown = run("schedules", "trigger", "no-such-schedule", "--url", schedules_url)
+    assert unknown.exit_code == 1 and "error 404" in unknown.output
+    missing = run("schedules", "get", "no-such-schedule", "--url", schedules_url)
+    assert missing.exit_code == 1 and "error 404" in missing.output
+
+
+def test_schedules_with_an_unreachable_api_is_a_clear_error(unused_tcp_port):
+    url = f"http://127.0.0.1:{unused_tcp_port}"
+    for args in (["schedules"], ["schedules", "trigger", "x"], ["schedules", "--url", url, "get", "x"]):
+        out = run(*args, *([] if "--url" in args else ["--url", url]))
+        assert out.exit_code == 1, args
+        assert f"cannot reach the API at {url}" in out.output and "Traceback" not in out.output

@@ -118,4 +118,8 @@ export const api = {
     }),
   cancel: (id, opts) => request("POST", `/v1/tasks/${encodeURIComponent(id)}/cancel`, opts),
   retry: (id, opts) => request("POST", `/v1/tasks/${encodeURIComponent(id)}/retry`, opts),
+  schedules: (opts) => request("GET", "/v1/schedules", opts),
+  getSchedule: (name, opts) => request("GET", `/v1/schedules/${encodeURIComponent(name)}`, opts),
+  triggerSchedule: (name, opts) =>
+    request("POST", `/v1/schedules/${encodeURIComponent(name)}/trigger`, opts),
 };

@@ -5,12 +5,37 @@ import { getToken, setToken } from "./api.js";
 import { clear, h } from "./dom.js";
 import { initTokenDialog, pageHeader } from "./ui.js";
 import { overviewView } from "./views/overview.js";
+import { scheduleView, schedulesView } from "./views/schedules.js";
 import { submitView } from "./views/submit.js";
 import { taskView } from "./views/task.js";
 import { tasksView } from "./views/tasks.js";
 
-const VIEWS = { overview: overviewView, submit: submitView, tasks: tasksView, task: taskView };
-const TITLES = { overview: "Overview", submit: "Submit", tasks: "Tasks", task: "Task" };
+const VIEWS = {
+  overview: overviewView,
+  submit: submitView,
+  tasks: tasksView,
+  task: taskView,
+  schedules: schedulesView,
+  schedule: scheduleView,
+};
+const TITLES = {
+  overview: "Overview",
+  submit: "Submit",
+  tasks: "Tasks",
+  task: "Task",
+  schedules: "Schedules",
+  schedule: "Schedule",
+};
+// Detail views, reached from a list: the list's nav entry stays current on them.
+const SECTION = { task: "tasks", schedule: "schedules" };
+
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part; // a stray "%": shown as typed, and the API answers 404 for it
+  }
+}
 
 export function parseRoute(hash) {
   const raw = hash.replace(/^#/, "") || "/overview";
@@ -19,8 +44,10 @@ export function parseRoute(hash) {
   const parts = path.split("/").filter(Boolean);
   if (parts.length === 0) return { name: "overview", params };
   if (parts[0] === "tasks" && parts.length === 2)
-    return { name: "task", id: decodeURIComponent(parts[1]), params };
-  if (parts.length === 1 && parts[0] in VIEWS && parts[0] !== "task") return { name: parts[0], params };
+    return { name: "task", id: decode(parts[1]), params };
+  if (parts[0] === "schedules" && parts.length === 2)
+    return { name: "schedule", id: decode(parts[1]), params };
+  if (parts.length === 1 && parts[0] in VIEWS && !(parts[0] in SECTION)) return { name: parts[0], params };
   return { name: "missing", path, params };
 }
 
@@ -35,7 +62,7 @@ function render({ focus = true } = {}) {
   const focusedId = sameView ? document.activeElement?.id : "";
   current = { controller, name: route.name };
   for (const link of document.querySelectorAll(".nav a")) {
-    const section = route.name === "task" ? "tasks" : route.name;
+    const section = SECTION[route.name] || route.name;
     if (link.dataset.route === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }

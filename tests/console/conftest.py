@@ -257,3 +257,86 @@ def shared_server(moto_server: MotoServer) -> Iterator[ServerThread]:
 def own_tasks_console(shared_server: ServerThread, console_factory: Callable[..., Console]) -> Console:
     """A 1280 px page on the module's shared system."""
     return console_factory(shared_server)
+
+
+# TaskSchedules for the schedules pages and CLI: one ready, one suspended, two the loader
+# must refuse (an hour of 25; markup-like brackets, shown as text), one with a long name
+# and zone (layout).
+SCHEDULES_YAML = """\
+apiVersion: conveyor.dev/v1alpha1
+kind: TaskSchedule
+metadata: {name: nightly-report}
+spec:
+  taskType: echo
+  payload: {report: nightly}
+  schedule: "0 2 * * *"
+  timeZone: Europe/Paris
+---
+apiVersion: conveyor.dev/v1alpha1
+kind: TaskSchedule
+metadata: {name: paused-cleanup}
+spec:
+  taskType: echo
+  payload: {}
+  schedule: "*/5 * * * *"
+  suspend: true
+---
+apiVersion: conveyor.dev/v1alpha1
+kind: TaskSchedule
+metadata: {name: broken-cron}
+spec:
+  taskType: echo
+  payload: {}
+  schedule: "0 25 * * *"
+---
+apiVersion: conveyor.dev/v1alpha1
+kind: TaskSchedule
+metadata: {name: bracket-cron}
+spec:
+  taskType: echo
+  payload: {}
+  schedule: "0 2 [/] [b]x *"
+---
+apiVersion: conveyor.dev/v1alpha1
+kind: TaskSchedule
+metadata: {name: a-rather-long-schedule-name-for-the-narrow-layout-of-the-console-0123456789}
+spec:
+  taskType: text-transform
+  payload: {text: hello}
+  schedule: "30 8 * * 1-5"
+  timeZone: America/Argentina/Buenos_Aires
+"""
+
+
+def schedules_registry(directory: Path) -> Path:
+    """A registry directory as `make run` reads one: the example TaskTypes and the
+    TaskSchedules above, as YAML manifests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in (ROOT / "k8s" / "examples").glob("*.yaml"):
+        if "kind: TaskType\n" in path.read_text():
+            (directory / path.name).write_text(path.read_text())
+    (directory / "schedules.yaml").write_text(SCHEDULES_YAML)
+    return directory
+
+
+@dataclass
+class System:
+    server: ServerThread
+    runtime: Runtime
+
+
+@pytest.fixture(scope="module")
+def schedules_system(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """A system (API and one worker) whose registry holds SCHEDULES_YAML. The API runs
+    without its lifespan, so no slot fires by itself: every task seen was triggered."""
+    from api.app import create_app
+
+    registry = schedules_registry(tmp_path_factory.mktemp("schedules"))
+    settings = make_settings(tasktypes=str(registry))
+    provision(AwsBackend(settings))
+    runtime = build(settings)
+    worker = WorkerThread(runtime).start()
+    server = ServerThread(create_app(runtime.engine, CollectorRegistry())).start()
+    yield System(server, runtime)
+    server.stop()
+    worker.stop()

@@ -100,12 +100,12 @@ def test_keyboard_reaches_everything_in_order(own_tasks_console: Console) -> Non
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     order = []
-    for _ in range(12):
+    for _ in range(13):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
-    assert order[:5] == ["Conveyor", "Overview", "Submit", "Tasks", "forget-token"], order
+    assert order[:6] == ["Conveyor", "Overview", "Submit", "Tasks", "Schedules", "forget-token"], order
     form = ["f-type", "Reset to the example", "f-payload", "f-delay", "f-attempts", "f-idem", "Submit task"]
-    assert order[5:12] == form, order
+    assert order[6:13] == form, order
     # A whole submission by keyboard alone: Enter in a field submits the form.
     page.get_by_label("Idempotency-Key").focus()
     page.keyboard.type("kbd-1")
