@@ -26,25 +26,31 @@ from kopf.testing import KopfRunner
 from tests.conftest import ROOT
 
 CRD = ROOT / "charts" / "conveyor" / "crds" / "tasktypes.conveyor.dev.yaml"
+SCHEDULE_CRD = ROOT / "charts" / "conveyor" / "crds" / "taskschedules.conveyor.dev.yaml"
 OPERATOR = ROOT / "k8s" / "controller" / "tasktypes.py"
 NAMESPACE = "conveyor"
 CONFIGMAP = "test-tasktypes"
 TASKTYPES = "conveyor.dev/v1alpha1/tasktypes"
+TASKSCHEDULES = "conveyor.dev/v1alpha1/taskschedules"
 BASE = f"/apis/conveyor.dev/v1alpha1/namespaces/{NAMESPACE}/tasktypes"
+SCHEDULES_BASE = f"/apis/conveyor.dev/v1alpha1/namespaces/{NAMESPACE}/taskschedules"
 
 
-def _declare(emulator: kmock.KubernetesEmulator) -> None:
-    crd = yaml.safe_load(CRD.read_text())
-    names = crd["spec"]["names"]
-    version = next(v for v in crd["spec"]["versions"] if v["served"])
-    emulator.resources[f"{crd['spec']['group']}/{version['name']}/{names['plural']}"] = kmock.ResourceInfo(
-        kind=names["kind"],
-        singular=names["singular"],
-        shortnames=set(names["shortNames"]),
-        namespaced=crd["spec"]["scope"] == "Namespaced",
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        subresources=set(version.get("subresources", {})),
-    )
+def _declare(emulator: kmock.KubernetesEmulator, schedules: bool = True) -> None:
+    for path in (CRD, SCHEDULE_CRD) if schedules else (CRD,):
+        crd = yaml.safe_load(path.read_text())
+        names = crd["spec"]["names"]
+        version = next(v for v in crd["spec"]["versions"] if v["served"])
+        emulator.resources[f"{crd['spec']['group']}/{version['name']}/{names['plural']}"] = (
+            kmock.ResourceInfo(
+                kind=names["kind"],
+                singular=names["singular"],
+                shortnames=set(names["shortNames"]),
+                namespaced=crd["spec"]["scope"] == "Namespaced",
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+                subresources=set(version.get("subresources", {})),
+            )
+        )
     # kopf lists namespaces at startup; without this resource it waits silently forever.
     emulator.resources["v1/namespaces"] = kmock.ResourceInfo(
         kind="Namespace", namespaced=False, verbs={"get", "list", "watch"}
