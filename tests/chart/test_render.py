@@ -546,8 +546,11 @@ def test_operator_rbac_is_limited_to_its_resources() -> None:
 def test_the_chart_crd_is_the_single_source_copy() -> None:
     from tests.chart.render import ROOT
 
-    # The chart's crds/ holds the only copy of the TaskType CRD.
-    assert [p.name for p in (CHART / "crds").iterdir()] == ["tasktypes.conveyor.dev.yaml"]
+    # The chart's crds/ holds the only copy of the TaskType and TaskSchedule CRDs.
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [
+        "taskschedules.conveyor.dev.yaml",
+        "tasktypes.conveyor.dev.yaml",
+    ]
     assert not list((ROOT / "k8s").rglob("*.conveyor.dev.yaml"))
 
 
