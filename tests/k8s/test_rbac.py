@@ -87,6 +87,9 @@ async def test_the_role_grants_exactly_what_the_operator_uses(
         await cluster.apply("a", {"handler": "echo"})
         await cluster.apply("b", {"handler": "missing"})
         await eventually(lambda: len(cluster.registry() or {}) == 2)
+        # A schedule: listed, watched, its status patched, an Event posted.
+        await cluster.apply_schedule("s", {"taskType": "a", "schedule": "@hourly"})
+        await eventually(lambda: cluster.schedule_ready("s") and "s" in (cluster.schedules() or {}))
         await cluster.apply("a", {"handler": "echo", "paused": True})
         await cluster.delete("b")
         await eventually(lambda: set(cluster.registry()) == {"a"})
