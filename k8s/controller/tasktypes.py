@@ -276,9 +276,12 @@ def _schedule_verdict(
     errors = registry.validate_payload(name, item["payload"])
     if errors:
         found = "; ".join(
-            f"{e['pointer'].replace('/payload', 'spec.payload', 1)}: {e['message']}" for e in errors
+            f"{e['message']} (at {e['pointer'].removeprefix('/payload') or '/'})" for e in errors
         )
-        return "InvalidPayload", f"spec.payload does not match TaskType {name!r}'s payloadSchema: {found}"
+        return (
+            "InvalidPayload",
+            f"spec.payload does not match the payloadSchema of TaskType {name!r}: {found}",
+        )
     if item["suspend"]:
         return "Suspended", "valid; suspended: no slot fires until spec.suspend is false"
     return "Ready", f"valid; fires {name!r} on {item['schedule']!r} in {item['timeZone']}"

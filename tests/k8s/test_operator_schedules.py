@@ -95,7 +95,7 @@ async def test_each_reason_a_schedule_cannot_fire_is_named(cluster: Cluster):
         "bad-payload": (
             defaulted(taskType="email", schedule="@hourly", payload={"to": 5}),
             "InvalidPayload",
-            "spec.payload/to",
+            "(at /to)",
         ),
     }
     async with cluster.operator():
