@@ -5,6 +5,7 @@ condition, and is re-evaluated when the TaskType it names changes."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import yaml
@@ -277,3 +278,24 @@ def test_the_written_item_reads_back_as_the_apis_schedule():
     parsed = spec_class.from_json(entry.item)
     assert (parsed.name, parsed.namespace, parsed.task_type, parsed.ready) == ("s", "tasks", "echo", True)
     assert parsed.to_json() == entry.item
+
+
+def test_a_payload_over_the_apis_limit_is_not_ready_and_the_limit_is_exact():
+    operator = load_operator()
+    registry = Registry({"echo": TaskType(name="echo", handler="echo")})
+    payload = {"text": "x" * 100}
+    size = len(json.dumps(payload, separators=(",", ":")))
+    spec = defaulted(taskType="echo", schedule="@daily", payload=payload)
+    fits = operator.evaluate_schedule("s", "tasks", spec, registry, max_payload=size)
+    over = operator.evaluate_schedule("s", "tasks", spec, registry, max_payload=size - 1)
+    assert fits.ready and fits.reason == "Ready"
+    assert not over.ready and over.reason == "InvalidPayload" and f"{size} bytes" in over.message
+
+
+def test_a_deadline_no_longer_than_the_jitter_is_refused_even_without_the_crds_rule():
+    operator = load_operator()
+    registry = Registry({"echo": TaskType(name="echo", handler="echo")})
+    spec = {"taskType": "echo", "schedule": "@daily", "jitterSeconds": 60, "startingDeadlineSeconds": 60}
+    entry = operator.evaluate_schedule("s", "tasks", spec, registry)
+    assert entry.reason == "InvalidSpec" and "jitterSeconds" in entry.message
+    assert entry.item["ready"] is False and entry.item["reason"].startswith("InvalidSpec: ")
