@@ -441,11 +441,27 @@ def validate(
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-@kopf.on.event(GROUP, VERSION, SCHEDULES)
 async def changed(memo: kopf.Memo, **_: Any) -> None:
-    """Every add, change and delete of a TaskType or a TaskSchedule: the registry needs
-    writing (async: Event is not thread-safe). Schedules have no per-object handler: the
-    writer sets their Ready condition, since a TaskType change can change it too."""
+    """Every add, change and delete: the registry needs writing (async: Event is not thread-safe)."""
+    _writer(memo).kick.set()
+
+
+@kopf.on.event(GROUP, VERSION, SCHEDULES)
+async def schedule_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A TaskSchedule added, deleted or with a new spec: the registry needs writing.
+    Schedules have no per-object handler: the writer sets their Ready condition, since a
+    TaskType change can change it too."""
+    obj = event.get("object") or {}
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    if (
+        event.get("type") == "MODIFIED"
+        and not meta.get("deletionTimestamp")
+        and meta.get("generation") is not None
+        and status.get("observedGeneration") == meta.get("generation")
+    ):
+        # A status write (the API's last and next slot, every ~30 s per schedule, or this
+        # operator's own condition): nothing the registry holds has changed.
+        return
     _writer(memo).kick.set()
 
 

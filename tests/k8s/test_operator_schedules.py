@@ -252,6 +252,39 @@ async def test_an_unchanged_schedule_is_neither_rewritten_nor_repatched(cluster:
         assert writes() == before
 
 
+async def test_the_apis_status_writes_do_not_wake_the_operator(cluster: Cluster):
+    """The API writes every schedule's status every ~30 s: those writes must not cost a full
+    pass each (a list of TaskTypes, a list of schedules, a ConfigMap read)."""
+
+    def lists() -> int:
+        return sum(
+            1
+            for r in list(cluster.emulator)
+            if r.resource is not None
+            and r.resource.plural == "taskschedules"
+            and r.method == "GET"
+            and r.name is None
+            and r.params.get("watch") != "true"
+        )
+
+    async with cluster.operator():
+        await cluster.apply("echo", {"handler": "echo"})
+        await cluster.apply_schedule("s", defaulted(taskType="echo", schedule="* * * * *"))
+        await eventually(lambda: cluster.schedule_ready("s"))
+        await asyncio.sleep(0.8)
+        before = lists()
+        for minute in range(5):
+            fields = {"lastScheduleTime": f"2026-12-03T09:0{minute}:00Z", "lastTaskStatus": "queued"}
+            resp = await cluster.emulator.patch(f"{SCHEDULES_BASE}/s/status", json={"status": fields})
+            assert resp.status < 300
+        await asyncio.sleep(1.0)
+        assert lists() == before
+        # A spec change still does (the generation moves past observedGeneration).
+        await cluster.apply_schedule("s", defaulted(taskType="echo", schedule="*/5 * * * *"))
+        await eventually(lambda: lists() > before)
+        await eventually(lambda: cluster.schedules()["s"]["schedule"] == "*/5 * * * *")
+
+
 async def test_without_the_taskschedule_crd_tasktypes_still_work(cluster: Cluster):
     """An upgrade whose `helm upgrade` did not install the new CRD (Helm installs crds/ only on
     install): the registry is written, with no schedules."""
