@@ -173,6 +173,7 @@ def _condition(
 # -- TaskSchedules: pure, checked against the registry the same pass builds -------------------
 
 POLICIES = ("Allow", "Forbid", "Replace")
+MESSAGE_LIMIT = 4096  # of a schedule's Ready message (and its schedules.json reason)
 # The CRD's bounds, restated: kmock and a CRD edited by hand enforce nothing, and the API must
 # never read a value it cannot use (tests/k8s/test_schedule_crd.py holds them equal).
 BOUNDS = {
@@ -241,6 +242,10 @@ def evaluate_schedule(
     if deadline is not None and item["jitterSeconds"] >= deadline:
         invalid.append("spec.jitterSeconds must be less than spec.startingDeadlineSeconds")
     reason, message = _schedule_verdict(item, invalid, registry, max_payload)
+    if len(message) > MESSAGE_LIMIT:
+        # Every payload error of a large payload would bloat the status and the ConfigMap.
+        tail = " ... (truncated)"
+        message = message[: MESSAGE_LIMIT - len(tail)] + tail
     ready = reason in ("Ready", "Suspended")
     item["ready"] = ready
     # The API shows and answers with this one string: the reason and what to fix.

@@ -332,3 +332,15 @@ def test_a_deadline_no_longer_than_the_jitter_is_refused_even_without_the_crds_r
     entry = operator.evaluate_schedule("s", "tasks", spec, registry)
     assert entry.reason == "InvalidSpec" and "jitterSeconds" in entry.message
     assert entry.item["ready"] is False and entry.item["reason"].startswith("InvalidSpec: ")
+
+
+def test_a_long_verdict_is_truncated():
+    """A payload with thousands of schema errors must not bloat the status or the ConfigMap."""
+    operator = load_operator()
+    schema = {"type": "array", "items": {"type": "string"}}
+    registry = Registry({"list": TaskType(name="list", handler="echo", payload_schema=schema)})
+    entry = operator.evaluate_schedule(
+        "s", "tasks", defaulted(taskType="list", schedule="@daily", payload=list(range(2000))), registry
+    )
+    assert entry.reason == "InvalidPayload"
+    assert len(entry.message) == operator.MESSAGE_LIMIT and entry.message.endswith("(truncated)")
