@@ -85,7 +85,8 @@ class KubeStatusWriter:
         return cls(f"https://{authority}:{port}", token, ca if ca.is_file() else None)
 
     def patch_schedule_status(self, spec: Named, fields: Mapping[str, Any]) -> None:
-        """Merge ``fields`` (camelCase, of STATUS_FIELDS) into the schedule's status. Never raises."""
+        """Merge ``fields`` (camelCase, of STATUS_FIELDS) into the schedule's status; a None
+        value removes its field (JSON merge patch). Never raises."""
         status = {k: v for k, v in fields.items() if k in STATUS_FIELDS}
         ignored = sorted(set(fields) - STATUS_FIELDS)
         if ignored:

@@ -136,3 +136,16 @@ def test_from_environment_is_none_outside_a_cluster_or_without_a_token(tmp_path:
     (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
     v6 = KubeStatusWriter.from_environment({"KUBERNETES_SERVICE_HOST": "fd00::1"}, tmp_path)
     assert v6 is not None and v6.server == "https://[fd00::1]:443" and v6.ca_file == tmp_path / "ca.crt"
+
+
+async def test_a_null_field_clears_it(cluster: Cluster, tmp_path: Path):
+    """A suspended schedule has no next slot: None removes the field (JSON merge patch),
+    so NEXT shows empty rather than a stale time."""
+    await cluster.apply_schedule("s", {"taskType": "echo", "schedule": "@daily", "suspend": True})
+    writer = _writer(cluster, tmp_path)
+    await asyncio.to_thread(writer.patch_schedule_status, Spec("s"), FIELDS)
+    cleared = {**FIELDS, "nextScheduleTime": None}
+    await asyncio.to_thread(writer.patch_schedule_status, Spec("s"), cleared)
+    assert _status_requests(cluster)[-1].data == {"status": cleared}
+    status = cluster.schedule("s")["status"]
+    assert "nextScheduleTime" not in status and status["lastScheduleTime"] == FIELDS["lastScheduleTime"]
