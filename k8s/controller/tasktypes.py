@@ -653,12 +653,8 @@ async def _set_schedule_conditions(
             continue  # deleted since the list
         resp.raise_for_status()
         flipped = previous is None or previous.get("status") != wanted["status"]
-        if not entry.ready and (
-            flipped
-            or previous is None
-            or previous.get("reason") != entry.reason
-            or previous.get("message") != entry.message
-        ):
+        # A new reason or message is news to whoever is looking; a generation bump alone is not.
+        if not entry.ready and (flipped or (previous or {}).get("message") != entry.message):
             await _post_event(client, namespace, item, "Warning", entry.reason, entry.message)
         elif entry.ready and flipped:
             await _post_event(client, namespace, item, "Normal", "Ready", entry.message)
