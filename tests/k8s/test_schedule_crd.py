@@ -138,7 +138,10 @@ def test_defaults_are_the_contracts():
         ({"taskType": "echo", "schedule": "* * * * *", "maxAttempts": 0}, "maxAttempts"),
         ({"taskType": "echo", "schedule": "* * * * *", "suspend": "yes"}, "suspend"),
         ({"taskType": "echo", "schedule": "* * * * *", "extra": 1}, "extra"),
-        # The CEL rule: a jitter as long as the deadline would skip slots.
+        # The CEL rules: a nickname cron(8) knows (not @reboot: it has no slot), and a
+        # jitter shorter than the deadline (else slots would be skipped).
+        ({"taskType": "echo", "schedule": "@reboot"}, "a nickname must be one of"),
+        ({"taskType": "echo", "schedule": "@fortnightly"}, "a nickname must be one of"),
         (
             {"taskType": "echo", "schedule": "* * * * *", "jitterSeconds": 60, "startingDeadlineSeconds": 60},
             "jitter",
@@ -154,6 +157,10 @@ def test_out_of_bounds_specs_are_refused(spec: dict[str, Any], where: str):
     "spec",
     [
         {"taskType": "echo", "schedule": "@daily", "timeZone": "America/New_York"},
+        *(
+            {"taskType": "echo", "schedule": m}
+            for m in ("@yearly", "@annually", "@monthly", "@weekly", "@midnight", "@hourly")
+        ),
         {"taskType": "echo", "schedule": "*/5 0-6 1,15 JAN ?"},
         {"taskType": "echo", "schedule": "0 2 * * MON-FRI", "timeZone": "Etc/GMT+5"},
         {"taskType": "echo", "schedule": "0 9 * * 1", "timeZone": "America/Port-au-Prince"},
@@ -201,3 +208,15 @@ def test_the_checks_catch_a_broken_schedule_crd():
     problems = apiserver.structural_problems(broken)
     assert any("jitterSeconds]: default" in p for p in problems), problems
     assert any("self.jitter: undefined field" in p for p in problems), problems
+
+
+def test_the_crds_nicknames_are_the_planners():
+    """A nickname the CRD admits but the planner does not know would be admitted and never
+    fire; one the planner knows but the CRD refuses could not be used."""
+    from conveyor import schedule
+
+    [rule] = [r for r in spec_schema["x-kubernetes-validations"] if "startsWith('@')" in r["rule"]]
+    admitted = set(re.findall(r"'(@[a-z]+)'", rule["rule"]))
+    assert admitted == set(schedule.MACROS)
+    for nickname in admitted:
+        assert schedule.spec_problems(nickname, "UTC") == [], nickname
