@@ -19,7 +19,7 @@ from api.auth import NONE, Authenticator, AuthMiddleware, ScopedMount
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
 from api.routes import schedules, system, tasks
 from api.state import State
-from conveyor import maintenance, scheduler
+from conveyor import kube, maintenance, scheduler
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import ApiMetrics, QueueCollector, SchedulerMetrics
@@ -140,9 +140,8 @@ def _lifespan(
 def _scheduler(engine: Engine, registry: CollectorRegistry) -> scheduler.Scheduler:
     """The firing loop over the schedules beside the TaskType registry; in a cluster it
     also writes each TaskSchedule's status (the sink is None elsewhere)."""
-    status_sink: scheduler.StatusSink | None = None
-    # The in-cluster writer of conveyor/kube.py (with `from conveyor import kube` above):
-    # status_sink = getattr(kube.KubeStatusWriter.from_environment(), "patch_schedule_status", None)
+    writer = kube.KubeStatusWriter.from_environment()
+    status_sink: scheduler.StatusSink | None = writer.patch_schedule_status if writer else None
     return scheduler.Scheduler(
         engine,
         ScheduleWatcher(engine.settings.tasktypes).current,

@@ -59,18 +59,18 @@ def test_no_extras_by_default() -> None:
         assert {v["name"] for v in spec["volumes"]} <= {"tmp", "tasktypes", "auth"}
 
 
-def _crd() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "crds" / "tasktypes.conveyor.dev.yaml").read_text())
-
-
 def test_aggregated_cluster_roles_are_off_by_default() -> None:
     assert not render("default").find("ClusterRole")
 
 
 def test_aggregated_cluster_roles_extend_edit_admin_and_view() -> None:
-    crd = _crd()
-    group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
-    assert all("status" in v["subresources"] for v in crd["spec"]["versions"])
+    # Every CRD of the chart: TaskTypes and TaskSchedules.
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "crds").glob("*.yaml"))]
+    assert len(crds) == 2
+    [group] = {crd["spec"]["group"] for crd in crds}
+    plurals = sorted((crd["spec"]["names"]["plural"] for crd in crds), reverse=True)
+    assert plurals == ["tasktypes", "taskschedules"]
+    assert all("status" in v["subresources"] for crd in crds for v in crd["spec"]["versions"])
     roles = {r["metadata"]["name"]: r for r in render("hardened").find("ClusterRole")}
     assert set(roles) == {f"tasks-{RELEASE}-tasktypes-edit", f"tasks-{RELEASE}-tasktypes-view"}
     edit, view = roles[f"tasks-{RELEASE}-tasktypes-edit"], roles[f"tasks-{RELEASE}-tasktypes-view"]
@@ -83,12 +83,17 @@ def test_aggregated_cluster_roles_extend_edit_admin_and_view() -> None:
     assert edit["rules"] == [
         {
             "apiGroups": [group],
-            "resources": [plural],
+            "resources": plurals,
             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
         }
     ]
+    # Status is written by the operator and the API only: `edit` may not forge it.
     assert view["rules"] == [
-        {"apiGroups": [group], "resources": [plural, f"{plural}/status"], "verbs": ["get", "list", "watch"]}
+        {
+            "apiGroups": [group],
+            "resources": [r for p in plurals for r in (p, f"{p}/status")],
+            "verbs": ["get", "list", "watch"],
+        }
     ]
     # Cluster-scoped objects: no namespace, and names that differ between two releases of
     # the same name in two namespaces.

@@ -96,14 +96,18 @@ def test_chart_yaml_has_what_artifact_hub_and_helm_users_expect() -> None:
     images = yaml.safe_load(notes["artifacthub.io/images"])
     rendered = {c["image"] for _, spec in _pod_specs() for c in spec["containers"]}
     assert {i["image"] for i in images} <= rendered
-    # The CRD list names the chart's CRD, and the examples are valid TaskTypes.
-    crd = yaml.safe_load((CHART / "crds" / "tasktypes.conveyor.dev.yaml").read_text())
+    # The CRD list names each of the chart's CRDs, and the examples are valid resources.
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "crds").glob("*.yaml"))]
     listed = yaml.safe_load(notes["artifacthub.io/crds"])
-    assert [(c["kind"], c["name"]) for c in listed] == [
-        (crd["spec"]["names"]["kind"], crd["metadata"]["name"])
-    ]
-    assert {c["version"] for c in listed} <= {v["name"] for v in crd["spec"]["versions"]}
-    for example in yaml.safe_load(notes["artifacthub.io/crdsExamples"]):
+    assert sorted((c["kind"], c["name"]) for c in listed) == sorted(
+        (crd["spec"]["names"]["kind"], crd["metadata"]["name"]) for crd in crds
+    )
+    for entry in listed:
+        crd = next(c for c in crds if c["metadata"]["name"] == entry["name"])
+        assert entry["version"] in {v["name"] for v in crd["spec"]["versions"]}
+    examples = yaml.safe_load(notes["artifacthub.io/crdsExamples"])
+    assert {e["kind"] for e in examples} == {c["kind"] for c in listed}
+    for example in examples:
         validate_custom(example)
 
 

@@ -168,7 +168,10 @@ def test_every_pod_has_the_security_defaults(rendered: Rendered) -> None:
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        talks_to_kubernetes = name.endswith("-operator")
+        # The operator; the API only to write TaskSchedule status (schedules.statusUpdates).
+        talks_to_kubernetes = name.endswith("-operator") or (
+            name.endswith("-api") and rendered.values.get("schedules", {}).get("statusUpdates", True)
+        )
         assert spec["automountServiceAccountToken"] is talks_to_kubernetes, name
         tmp = [v for v in spec["volumes"] if v["name"] == "tmp"]
         assert tmp and "emptyDir" in tmp[0], name
@@ -514,12 +517,14 @@ def test_the_registry_configmap_is_mounted_and_readable(tmp_path: Any) -> None:
 
 def test_operator_rbac_is_limited_to_its_resources() -> None:
     rendered = render("default")
-    role = rendered.one("Role")
+    role = rendered.one("Role", f"{RELEASE}-operator")
     # Exactly what the operator uses: tests/k8s/test_rbac.py. Here: only these resources, and
     # reading or changing a ConfigMap only by the registry's name.
     assert {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in role["rules"]} == {
         (("conveyor.dev",), ("tasktypes",)),
         (("conveyor.dev",), ("tasktypes/status",)),
+        (("conveyor.dev",), ("taskschedules",)),
+        (("conveyor.dev",), ("taskschedules/status",)),
         (("",), ("configmaps",)),
         (("",), ("events",)),
     }
@@ -530,7 +535,7 @@ def test_operator_rbac_is_limited_to_its_resources() -> None:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
     assert not rendered.find("ClusterRole") and not rendered.find("ClusterRoleBinding")
-    binding = rendered.one("RoleBinding")
+    binding = rendered.one("RoleBinding", f"{RELEASE}-operator")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     operator = rendered.one("Deployment", f"{RELEASE}-operator")
     assert binding["subjects"] == [
@@ -546,8 +551,11 @@ def test_operator_rbac_is_limited_to_its_resources() -> None:
 def test_the_chart_crd_is_the_single_source_copy() -> None:
     from tests.chart.render import ROOT
 
-    # The chart's crds/ holds the only copy of the TaskType CRD.
-    assert [p.name for p in (CHART / "crds").iterdir()] == ["tasktypes.conveyor.dev.yaml"]
+    # The chart's crds/ holds the only copy of the TaskType and TaskSchedule CRDs.
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [
+        "taskschedules.conveyor.dev.yaml",
+        "tasktypes.conveyor.dev.yaml",
+    ]
     assert not list((ROOT / "k8s").rglob("*.conveyor.dev.yaml"))
 
 

@@ -26,25 +26,31 @@ from kopf.testing import KopfRunner
 from tests.conftest import ROOT
 
 CRD = ROOT / "charts" / "conveyor" / "crds" / "tasktypes.conveyor.dev.yaml"
+SCHEDULE_CRD = ROOT / "charts" / "conveyor" / "crds" / "taskschedules.conveyor.dev.yaml"
 OPERATOR = ROOT / "k8s" / "controller" / "tasktypes.py"
 NAMESPACE = "conveyor"
 CONFIGMAP = "test-tasktypes"
 TASKTYPES = "conveyor.dev/v1alpha1/tasktypes"
+TASKSCHEDULES = "conveyor.dev/v1alpha1/taskschedules"
 BASE = f"/apis/conveyor.dev/v1alpha1/namespaces/{NAMESPACE}/tasktypes"
+SCHEDULES_BASE = f"/apis/conveyor.dev/v1alpha1/namespaces/{NAMESPACE}/taskschedules"
 
 
-def _declare(emulator: kmock.KubernetesEmulator) -> None:
-    crd = yaml.safe_load(CRD.read_text())
-    names = crd["spec"]["names"]
-    version = next(v for v in crd["spec"]["versions"] if v["served"])
-    emulator.resources[f"{crd['spec']['group']}/{version['name']}/{names['plural']}"] = kmock.ResourceInfo(
-        kind=names["kind"],
-        singular=names["singular"],
-        shortnames=set(names["shortNames"]),
-        namespaced=crd["spec"]["scope"] == "Namespaced",
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        subresources=set(version.get("subresources", {})),
-    )
+def _declare(emulator: kmock.KubernetesEmulator, schedules: bool = True) -> None:
+    for path in (CRD, SCHEDULE_CRD) if schedules else (CRD,):
+        crd = yaml.safe_load(path.read_text())
+        names = crd["spec"]["names"]
+        version = next(v for v in crd["spec"]["versions"] if v["served"])
+        emulator.resources[f"{crd['spec']['group']}/{version['name']}/{names['plural']}"] = (
+            kmock.ResourceInfo(
+                kind=names["kind"],
+                singular=names["singular"],
+                shortnames=set(names["shortNames"]),
+                namespaced=crd["spec"]["scope"] == "Namespaced",
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+                subresources=set(version.get("subresources", {})),
+            )
+        )
     # kopf lists namespaces at startup; without this resource it waits silently forever.
     emulator.resources["v1/namespaces"] = kmock.ResourceInfo(
         kind="Namespace", namespaced=False, verbs={"get", "list", "watch"}
@@ -77,27 +83,41 @@ class Cluster:
 
     async def apply(self, name: str, spec: dict[str, Any]) -> None:
         """Create or replace a TaskType's spec; bumps metadata.generation like the API server."""
-        gen = self.generations.get(name, 0) + 1
-        self.generations[name] = gen
-        if gen == 1 or self.get(name) is None:
+        await self._apply(TASKTYPES, BASE, "TaskType", name, spec)
+
+    async def apply_schedule(self, name: str, spec: dict[str, Any]) -> None:
+        """Create or replace a TaskSchedule's spec (as the API server stores it: defaulted
+        by the caller, since the emulator applies no schema)."""
+        await self._apply(TASKSCHEDULES, SCHEDULES_BASE, "TaskSchedule", name, spec)
+
+    async def _apply(self, resource: str, base: str, kind: str, name: str, spec: dict[str, Any]) -> None:
+        key = f"{kind}/{name}"
+        gen = self.generations.get(key, 0) + 1
+        self.generations[key] = gen
+        if gen == 1 or self._object(resource, name) is None:
             body = {
                 "apiVersion": "conveyor.dev/v1alpha1",
-                "kind": "TaskType",
+                "kind": kind,
                 "metadata": {"name": name, "namespace": NAMESPACE, "generation": gen, "uid": f"uid-{name}"},
                 "spec": spec,
             }
-            resp = await self.emulator.post(BASE, json=body)
+            resp = await self.emulator.post(base, json=body)
         else:
             # The emulator merges patches key by key; send the full spec, nulling removed keys.
-            old = self.get(name)["spec"]
+            old = (self._object(resource, name) or {})["spec"]
             patch = {"metadata": {"generation": gen}, "spec": {k: None for k in old if k not in spec} | spec}
-            resp = await self.emulator.patch(f"{BASE}/{name}", json=patch)
+            resp = await self.emulator.patch(f"{base}/{name}", json=patch)
         assert resp.status < 300, await resp.text()
 
     async def delete(self, name: str) -> None:
         resp = await self.emulator.delete(f"{BASE}/{name}")
         assert resp.status < 300, await resp.text()
-        self.generations.pop(name, None)
+        self.generations.pop(f"TaskType/{name}", None)
+
+    async def delete_schedule(self, name: str) -> None:
+        resp = await self.emulator.delete(f"{SCHEDULES_BASE}/{name}")
+        assert resp.status < 300, await resp.text()
+        self.generations.pop(f"TaskSchedule/{name}", None)
 
     def _object(self, resource: str, name: str) -> dict[str, Any] | None:
         # ObjectsArray's `in` does not parse resource strings: use a parsed key.
@@ -114,6 +134,23 @@ class Cluster:
         conditions = (obj.get("status") or {}).get("conditions") or []
         return next((c for c in conditions if c["type"] == "Ready"), None)
 
+    def schedule(self, name: str) -> dict[str, Any] | None:
+        return self._object(TASKSCHEDULES, name)
+
+    def schedule_ready(self, name: str) -> dict[str, Any] | None:
+        obj = self.schedule(name) or {}
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Ready"), None)
+
+    def schedules(self) -> dict[str, dict[str, Any]] | None:
+        """The ConfigMap's schedules.json, by schedule name (None: no ConfigMap or no key)."""
+        configmap = self._object("v1/configmaps", os.environ["CONVEYOR_CONFIGMAP"])
+        if configmap is None or "schedules.json" not in (configmap.get("data") or {}):
+            return None
+        doc = json.loads(configmap["data"]["schedules.json"])
+        assert doc["apiVersion"] == "conveyor.dev/v1alpha1"
+        return {s["name"]: s for s in doc["schedules"]}
+
     def registry(self) -> dict[str, dict[str, Any]] | None:
         """The ConfigMap's registry, by task type name (None: no ConfigMap yet)."""
         configmap = self._object("v1/configmaps", os.environ["CONVEYOR_CONFIGMAP"])
@@ -129,8 +166,8 @@ class Cluster:
             if r.resource is not None and r.resource.plural == "configmaps" and r.method in methods
         )
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """Events posted about a TaskType, read from the requests: the emulator stores only the
+    def events(self, name: str, kind: str = "TaskType") -> list[dict[str, Any]]:
+        """Events posted about an object, read from the requests: the emulator stores only the
         first ``generateName`` event (it keys objects by name) and answers 409 to the rest."""
         return [
             r.data
@@ -139,6 +176,7 @@ class Cluster:
             and r.resource.plural == "events"
             and r.method == "POST"
             and (r.data.get("involvedObject") or {}).get("name") == name
+            and (r.data.get("involvedObject") or {}).get("kind") == kind
         ]
 
     @contextlib.asynccontextmanager

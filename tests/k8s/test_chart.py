@@ -114,3 +114,11 @@ def test_the_operator_reads_handler_modules_like_the_workers(monkeypatch: pytest
 def test_bad_handler_modules_are_refused_by_the_schema(modules: Any):
     with pytest.raises(helm.HelmError, match="modules"):
         render_values({"handlers": {"modules": modules}})
+
+
+def test_the_operator_checks_schedule_payloads_against_the_apis_limit():
+    """A TaskSchedule whose payload the API would refuse (413) must not be Ready: the
+    operator reads the same limit the API does."""
+    containers = _containers({"config": {"maxPayloadBytes": 4096}})
+    assert env_of(containers["operator"])["CONVEYOR_MAX_PAYLOAD_BYTES"] == "4096"
+    assert env_of(containers["api"])["CONVEYOR_MAX_PAYLOAD_BYTES"] == "4096"

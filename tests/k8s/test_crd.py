@@ -15,7 +15,7 @@ import yaml
 from conveyor.registry import TaskType
 from tests.conftest import EXAMPLES
 from tests.k8s import apiserver
-from tests.k8s.conftest import CRD
+from tests.k8s.conftest import CRD, SCHEDULE_CRD
 
 crd = yaml.safe_load(CRD.read_text())
 version = crd["spec"]["versions"][0]
@@ -211,13 +211,20 @@ def test_crd_defaults_match_the_registry_defaults():
 
 
 def test_every_example_is_valid_and_passes_every_rule():
-    """Each example as the API server takes it: defaulted, pruned (nothing may be dropped),
-    validated, and every CEL rule run on it."""
+    """Each example as the API server takes it, by the CRD of its kind: defaulted, pruned
+    (nothing may be dropped), validated, and every CEL rule run on it."""
+    schemas = {
+        c["spec"]["names"]["kind"]: c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for c in (crd, yaml.safe_load(SCHEDULE_CRD.read_text()))
+    }
     examples = sorted(EXAMPLES.glob("*.yaml"))
-    assert examples
+    kinds = set()
     for path in examples:
-        doc = yaml.safe_load(path.read_text())
-        assert apiserver.object_problems(schema, doc) == [], path.name
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["apiVersion"] == "conveyor.dev/v1alpha1" and doc["kind"] in schemas, path.name
+            kinds.add(doc["kind"])
+            assert apiserver.object_problems(schemas[doc["kind"]], doc) == [], path.name
+    assert kinds == set(schemas)  # an example of each
 
 
 @pytest.mark.parametrize(

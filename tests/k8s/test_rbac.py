@@ -3,7 +3,9 @@ uses: a recorded operator run makes every request it allows, and no request it d
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -87,6 +89,9 @@ async def test_the_role_grants_exactly_what_the_operator_uses(
         await cluster.apply("a", {"handler": "echo"})
         await cluster.apply("b", {"handler": "missing"})
         await eventually(lambda: len(cluster.registry() or {}) == 2)
+        # A schedule: listed, watched, its status patched, an Event posted.
+        await cluster.apply_schedule("s", {"taskType": "a", "schedule": "@hourly"})
+        await eventually(lambda: cluster.schedule_ready("s") and "s" in (cluster.schedules() or {}))
         await cluster.apply("a", {"handler": "echo", "paused": True})
         await cluster.delete("b")
         await eventually(lambda: set(cluster.registry()) == {"a"})
@@ -116,3 +121,79 @@ async def test_the_role_grants_exactly_what_the_operator_uses(
     assert not denied, denied
     # Nothing granted goes unused.
     assert _granted(rules) == used
+
+
+# -- the API's Role: TaskSchedule status, nothing else ---------------------------------------
+
+
+def _api(values: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    rendered = render_values(values, name=RELEASE, namespace=NAMESPACE)
+    named = [o for o in rendered.objects if o["metadata"]["name"] == f"{RELEASE}-api"]
+    role = next((o for o in named if o["kind"] == "Role"), None)
+    binding = next((o for o in named if o["kind"] == "RoleBinding"), None)
+    pod = rendered.one("Deployment", f"{RELEASE}-api")["spec"]["template"]["spec"]
+    return role, binding, pod
+
+
+def test_the_api_may_only_patch_taskschedule_status_and_only_its_pod_mounts_a_token():
+    role, binding, pod = _api({})
+    assert role is not None and binding is not None
+    for doc in (role, binding):
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+        assert doc["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["conveyor.dev"], "resources": ["taskschedules/status"], "verbs": ["patch"]}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+    assert pod["automountServiceAccountToken"] is True
+    # The account is shared with the workers and the init Job: it mounts no token itself,
+    # and no pod but the API's (and the operator's) asks for one.
+    rendered = render_values({}, name=RELEASE, namespace=NAMESPACE)
+    account = rendered.one("ServiceAccount", pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    for workload in rendered.objects:
+        template = ((workload.get("spec") or {}).get("template") or {}).get("spec")
+        if template and template.get("serviceAccountName") == pod["serviceAccountName"]:
+            mounts = template.get("automountServiceAccountToken")
+            assert mounts is (workload["metadata"]["name"] == f"{RELEASE}-api"), workload["metadata"]["name"]
+
+
+def test_without_status_updates_the_api_has_no_role_and_no_token():
+    role, binding, pod = _api({"schedules": {"statusUpdates": False}})
+    assert role is None and binding is None
+    assert pod["automountServiceAccountToken"] is False
+
+
+async def test_the_api_role_grants_exactly_what_the_status_writer_uses(cluster: Cluster, tmp_path: Path):
+    from conveyor.kube import KubeStatusWriter
+
+    await cluster.apply_schedule("s", {"taskType": "echo", "schedule": "@daily"})
+    token = tmp_path / "token"
+    token.write_text("t")
+    writer = KubeStatusWriter(str(cluster.emulator.url), token)
+
+    class Spec:
+        name, namespace = "s", NAMESPACE
+
+    await asyncio.to_thread(writer.patch_schedule_status, Spec(), {"lastTaskStatus": "queued"})
+    assert writer.patched == 1
+    role, _, _ = _api({})
+    assert role is not None
+    used = set()
+    for r in list(cluster.emulator):
+        if r.headers.get("User-Agent", "").startswith("kmock/") or r.resource is None:
+            continue
+        resource = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
+        verb = _verb(getattr(r.method, "value", str(r.method)), r.name, r.params)
+        assert r.namespace == NAMESPACE and _allowed(
+            role["rules"], r.resource.group or "", resource, verb, r.name
+        )
+        used.add((r.resource.group or "", resource, verb, None))
+    assert _granted(role["rules"]) == used

@@ -163,3 +163,28 @@ def test_the_api_lifespan_runs_the_firing_loop_when_enabled(
     ticks = firing.ticks
     time.sleep(0.2)
     assert firing.ticks == ticks  # stopped with the app
+
+
+def test_in_a_cluster_the_firing_loop_writes_taskschedule_status(
+    settings_factory: Callable[..., Settings], registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API wires conveyor.kube's writer as the firing loop's status sink when it runs
+    in a pod with a token; elsewhere there is none."""
+    from conveyor import kube
+
+    settings = settings_factory(tasktypes=str(registry_dir), scheduler_enabled=False)
+    engine = build(settings).engine
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert create_app(engine, CollectorRegistry()).state.scheduler.status_sink is None
+    account = registry_dir.parent / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    original = kube.KubeStatusWriter.from_environment.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        kube.KubeStatusWriter,
+        "from_environment",
+        classmethod(lambda cls, environ=None, account=account: original(cls, environ, account)),
+    )
+    sink = create_app(engine, CollectorRegistry()).state.scheduler.status_sink
+    assert sink is not None and sink.__self__.__class__ is kube.KubeStatusWriter

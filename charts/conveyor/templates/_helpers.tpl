@@ -265,10 +265,19 @@ priorityClassName: {{ . }}
 {{- end }}
 
 {{/* With static AWS keys (no IRSA), they arrive as environment variables: boto3 and KEDA
-read them by those names. checkov's "secrets as files" check is waived for that case only. */}}
+read them by those names. checkov's "secrets as files" check is waived for that case only.
+Called with (dict "root" $ "token" true) by a workload that mounts a Kubernetes token on
+purpose (the API, for TaskSchedule status), which waives "tokens only where necessary". */}}
 {{- define "conveyor.workloadAnnotations" -}}
-{{- if .Values.aws.credentials.existingSecret }}
+{{- $args := hasKey . "root" | ternary . (dict "root" .) }}
+{{- $staticKeys := $args.root.Values.aws.credentials.existingSecret }}
+{{- if or $staticKeys $args.token }}
 annotations:
+  {{- if $staticKeys }}
   checkov.io/skip1: CKV_K8S_35=Static AWS keys (aws.credentials.existingSecret) are read from the environment by boto3; prefer IRSA
+  {{- end }}
+  {{- if $args.token }}
+  checkov.io/skip2: CKV_K8S_38=The API mounts a token only to patch taskschedules/status (schedules.statusUpdates)
+  {{- end }}
 {{- end }}
 {{- end }}
