@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
+import yaml
 from prometheus_client import CollectorRegistry
 
 from conveyor.engine import Engine
@@ -38,7 +39,7 @@ PROBE_LIMIT = 0.1
 
 
 def test_every_shipped_type_has_a_pathological_payload():
-    shipped = {p.stem for p in EXAMPLES.glob("*.yaml")}
+    shipped = {p.stem for p in EXAMPLES.glob("*.yaml") if yaml.safe_load(p.read_text())["kind"] == "TaskType"}
     assert shipped <= {name.removesuffix("-headers") for name in PATHOLOGICAL}
 
 
