@@ -37,9 +37,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## test: everything CI runs
+## test: everything CI runs; two pytest workers (one per core), each test file on one worker
+## so a file's module fixtures (moto, servers) start once. WORKERS=0 runs them in-process.
+WORKERS ?= 2
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(WORKERS) --dist loadfile $(ARGS)
 
 ## chaos: the heavy fault runs (500 tasks under 10% AWS faults, kill -9 x12, a 10 s AWS
 ## outage, 100 fuzz examples per route, 50 clients x 2,000 tasks); figures in test-artifacts/reliability/
