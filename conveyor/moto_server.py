@@ -2,11 +2,13 @@
 
 Three changes to how ``moto_server`` runs moto, none to what it answers:
 
-- **Atomic DynamoDB writes.** Real DynamoDB evaluates a condition expression and applies
-  the write as one atomic step; moto's threaded server does not (measured: concurrent
-  conditional UpdateItems on one item both succeeded in 5 of 20 trials). Conveyor's
-  exactly-once claim rests on that atomicity, so its writes are serialised here -- the
-  behaviour of the real service, not a shortcut around it.
+- **Atomic DynamoDB items.** Real DynamoDB evaluates a condition expression and applies
+  the write as one atomic step, and a read never sees half of an update; moto's threaded
+  server does neither (measured: concurrent conditional UpdateItems on one item both
+  succeeded in 5 of 20 trials, and a GetItem during an UpdateItem of two attributes saw
+  one changed and not the other). Conveyor's exactly-once claim rests on that atomicity,
+  so each DynamoDB item request, answer included, runs alone here -- the behaviour of the
+  real service, not a shortcut around it.
 - **A server that keeps connections open.** moto's own (werkzeug's development server)
   closes every connection after one response and starts a thread for each, and logs
   every request: a new TCP connection per AWS call, on both sides. moto's WSGI
@@ -36,10 +38,10 @@ from typing import Any
 THREADS = int(os.environ.get("CONVEYOR_MOTO_THREADS", "64"))
 
 
-def make_dynamodb_writes_atomic() -> None:
-    from moto.dynamodb.models import DynamoDBBackend
+def make_dynamodb_items_atomic() -> None:
+    from moto.dynamodb.responses import DynamoHandler
 
-    lock = threading.RLock()  # re-entrant: transactions call the single-item writes
+    lock = threading.RLock()
 
     def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -49,9 +51,22 @@ def make_dynamodb_writes_atomic() -> None:
 
         return inner
 
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
-        if hasattr(DynamoDBBackend, name):
-            setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+    # The request handlers, not the backend: moto's backend hands back the live item, and
+    # the handler serialises it after the backend call returns.
+    for name in (
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+        "batch_write_item",
+        "get_item",
+        "batch_get_item",
+        "transact_get_items",
+        "query",
+        "scan",
+    ):
+        if hasattr(DynamoHandler, name):
+            setattr(DynamoHandler, name, locked(getattr(DynamoHandler, name)))
 
 
 def make_sqs_bookkeeping_cheap() -> None:
@@ -86,7 +101,7 @@ def app() -> Any:
     """moto's WSGI application (every service, routed by host, target and signature)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    make_dynamodb_writes_atomic()
+    make_dynamodb_items_atomic()
     make_sqs_bookkeeping_cheap()
     application = DomainDispatcherApplication(create_backend_app)
     application.debug = True  # type: ignore[attr-defined]  # as moto_server sets it
