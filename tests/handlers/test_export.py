@@ -298,3 +298,32 @@ def test_export_memory_does_not_grow_with_the_data(export_ctx, storage):
     peak_large = _peak_export(export_ctx(), storage, large)
     assert peak_large - peak_small < 4 * 1024 * 1024, (peak_small, peak_large)
     assert peak_large < 40 * 1024 * 1024, peak_large  # the data is 24 MB
+
+
+class CountsHeads:
+    """A store that counts its HEADs (stat and exists)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.heads = 0
+
+    def stat(self, key):
+        self.heads += 1
+        return self.inner.stat(key)
+
+    def exists(self, key):
+        self.heads += 1
+        return self.inner.exists(key)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_the_overwrite_rule_costs_one_head(export_ctx, storage):
+    ctx = export_ctx()
+    data_export({"rows": ROWS, "key": "reports/once.csv"}, ctx)  # exists now, written by this task
+    factory = ctx.blob_factory
+    counting = CountsHeads(factory(storage.bucket))
+    ctx.blob_factory = lambda name: counting
+    assert data_export({"rows": ROWS, "key": "reports/once.csv"}, ctx)["rows"] == 2  # its retry
+    assert counting.heads == 1

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from conveyor.errors import Conflict, PermanentError
-from conveyor.ports import BlobStore
+from conveyor.ports import BlobInfo, BlobStore
 from worker.handlers.context import Context
 
 T = TypeVar("T")
@@ -62,8 +62,7 @@ def overwrite_allowed(ctx: Context) -> bool:
     return ctx.options.get("overwrite") is True  # a stray "false" string must not open it
 
 
-def _ours(ctx: Context, store: BlobStore, key: str) -> bool:
-    info = store.stat(key)
+def _ours(ctx: Context, info: BlobInfo | None) -> bool:
     return info is not None and info.metadata.get(TASK_METADATA) == ctx.task_id
 
 
@@ -82,13 +81,15 @@ def write_new(
         f"{field}: {where} exists; this TaskType does not replace objects (set options.overwrite)"
     )
     overwrite = overwrite_allowed(ctx)
-    if not overwrite and store.exists(key):
-        if not _ours(ctx, store, key):
-            raise refusal
-        overwrite = True
+    if not overwrite:
+        info = store.stat(key)  # one HEAD: whether it exists and whose it is
+        if info is not None:
+            if not _ours(ctx, info):
+                raise refusal
+            overwrite = True
     try:
         return write(overwrite, metadata)
     except Conflict as exc:
-        if _ours(ctx, store, key):
+        if _ours(ctx, store.stat(key)):
             return write(True, metadata)
         raise refusal from exc
