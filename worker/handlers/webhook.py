@@ -78,7 +78,7 @@ def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
 def never_allowed(ip: IPAddress) -> str | None:
     """Why no option can open ``ip`` (None: options may)."""
     for candidate in (ip, *embedded_ipv4(ip)):
-        if any(candidate.version == net.version and candidate in net for net in _METADATA):
+        if any(candidate in net for net in _METADATA):  # False across IP versions
             return "cloud metadata"
         if candidate.is_link_local:
             return "link-local"
@@ -142,15 +142,22 @@ class Guard:
             host == entry or (entry.startswith("*.") and host.endswith(entry[1:])) for entry in self.hosts
         )
 
-    def refusal(self, host: str, ip: IPAddress) -> str | None:
-        """Why ``ip`` (an address of ``host``) is refused; None to connect."""
+    def host_refusal(self, host: str) -> str | None:
+        """Why ``host`` is refused by name (before resolving it); None if it may be called."""
         if self.hosts and not self.host_listed(host):
             return f"url: host {host!r} is not in this TaskType's options.allowedHosts"
+        return None
+
+    def refusal(self, host: str, ip: IPAddress) -> str | None:
+        """Why ``ip`` (an address of ``host``) is refused; None to connect."""
+        by_name = self.host_refusal(host)
+        if by_name:
+            return by_name
         forbidden = never_allowed(ip)
         if forbidden:
             return f"url: {host} resolves to {ip}, a {forbidden} address; refused whatever the options"
         problem = address_problem(ip)
-        if problem is None or any(ip.version == net.version and ip in net for net in self.cidrs):
+        if problem is None or any(ip in net for net in self.cidrs):
             return None
         on_this_machine = ip.is_loopback or ip.is_unspecified or ip.is_multicast
         if self.hosts and problem in ("private", "non-global") and not on_this_machine:
@@ -224,8 +231,9 @@ async def webhook(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     shown = str(url.copy_with(username=None, password=None))  # no credentials in results or logs
 
     guard = Guard.from_options(ctx.options)
-    if guard.hosts and not guard.host_listed(host):
-        raise PermanentError(f"url: host {host!r} is not in this TaskType's options.allowedHosts")
+    by_name = guard.host_refusal(host)
+    if by_name:  # before any DNS lookup
+        raise PermanentError(by_name)
     addresses = await resolve(host, port)
     for ip in addresses:
         refusal = guard.refusal(host, ip)
