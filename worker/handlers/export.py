@@ -22,7 +22,7 @@ from conveyor.errors import NotFound, PermanentError
 from conveyor.model import Status
 from worker.handlers import handler
 from worker.handlers.context import Context
-from worker.handlers.storage import bucket, check_key, write_new
+from worker.handlers.storage import bucket, check_key, positive_int_option, write_new
 
 MAX_TASK_ROWS = 100_000
 # A task record is at most 400 KB (DynamoDB's item cap): 20 a page keeps a page under 8 MB.
@@ -145,13 +145,6 @@ def _capped(chunks: Iterable[bytes], limit: int, counter: list[int]) -> Iterator
         yield chunk
 
 
-def _max_bytes(ctx: Context) -> int:
-    value = ctx.options.get("maxBytes", DEFAULT_MAX_BYTES)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PermanentError("options.maxBytes: must be a positive integer")
-    return value
-
-
 @handler("data-export")
 def data_export(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     fmt = str(payload.get("format", "csv"))
@@ -159,7 +152,7 @@ def data_export(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         raise PermanentError(f"format: must be one of {sorted(CONTENT_TYPES)}")
     if ("rows" in payload) == ("tasks" in payload):
         raise PermanentError("rows, tasks: give exactly one source")
-    limit = _max_bytes(ctx)
+    limit = positive_int_option(ctx, "maxBytes", DEFAULT_MAX_BYTES)
     name, store = bucket(ctx, payload.get("bucket"))
     key = check_key(ctx, str(payload.get("key") or f"exports/{ctx.task_id}.{fmt}"), "key", "write")
     columns = [str(c) for c in payload["columns"]] if payload.get("columns") else None

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from conveyor.errors import NotFound, PermanentError
 from worker.handlers import handler
 from worker.handlers.context import Context
-from worker.handlers.storage import bucket, check_key, write_new
+from worker.handlers.storage import bucket, check_key, positive_int_option, write_new
 
 # Formats that cannot store an alpha channel: transparent pixels are flattened onto white.
 _NO_ALPHA = {"JPEG", "BMP"}
@@ -65,13 +65,6 @@ def _flatten(image: Image.Image) -> Image.Image:
     background = Image.new("RGB", rgba.size, (255, 255, 255))
     background.paste(rgba, mask=rgba.getchannel("A"))
     return background
-
-
-def _limit(options: dict[str, Any], name: str, default: int) -> int:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PermanentError(f"options.{name}: must be a positive integer")
-    return value
 
 
 def fitted(size: tuple[int, int], box: tuple[int, int], upscale: bool) -> tuple[int, int]:
@@ -150,7 +143,7 @@ def resize(
 
 
 def _read_capped(ctx: Context, store: Any, where: str, key: str) -> bytes:
-    limit = _limit(ctx.options, "maxInputBytes", DEFAULT_MAX_INPUT_BYTES)
+    limit = positive_int_option(ctx, "maxInputBytes", DEFAULT_MAX_INPUT_BYTES)
 
     def too_big(size: str) -> PermanentError:
         return PermanentError(
@@ -180,8 +173,8 @@ def image_resize(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     upscale = bool(payload.get("upscale", False))
     if upscale and ctx.options.get("allowUpscale") is not True:
         raise PermanentError("upscale: this TaskType does not allow enlarging images (options.allowUpscale)")
-    max_input_pixels = _limit(ctx.options, "maxInputPixels", DEFAULT_MAX_INPUT_PIXELS)
-    max_output_pixels = _limit(ctx.options, "maxOutputPixels", DEFAULT_MAX_OUTPUT_PIXELS)
+    max_input_pixels = positive_int_option(ctx, "maxInputPixels", DEFAULT_MAX_INPUT_PIXELS)
+    max_output_pixels = positive_int_option(ctx, "maxOutputPixels", DEFAULT_MAX_OUTPUT_PIXELS)
     source_bucket, source = bucket(ctx, payload.get("bucket"))
     target_bucket, target = bucket(ctx, payload.get("output_bucket") or source_bucket, "output_bucket")
     out_key = check_key(

@@ -58,6 +58,14 @@ def check_key(ctx: Context, key: str, field: str, access: str) -> str:
     return key
 
 
+def positive_int_option(ctx: Context, name: str, default: int) -> int:
+    """A TaskType's size cap (``options.<name>``): a positive integer, ``default`` if unset."""
+    value = ctx.options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # bool is an int
+        raise PermanentError(f"options.{name}: must be a positive integer")
+    return value
+
+
 def overwrite_allowed(ctx: Context) -> bool:
     return ctx.options.get("overwrite") is True  # a stray "false" string must not open it
 
