@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,16 +102,13 @@ class S3BlobStore:
             total += len(body)
 
         try:
-            for chunk in stream:
+            # The buffer already holds more than a part; what the stream adds joins it.
+            for chunk in itertools.chain((b"",), stream):
+                buffer += chunk
                 while len(buffer) > part_size:
                     send(bytes(memoryview(buffer)[:part_size]))  # one copy, not two
                     del buffer[:part_size]
-                buffer += chunk
-            while len(buffer) > part_size:
-                send(bytes(memoryview(buffer)[:part_size]))  # one copy, not two
-                del buffer[:part_size]
-            if buffer or not parts:
-                send(bytes(buffer))
+            send(bytes(buffer))  # the last part: 1 to part_size bytes, never empty
             buffer.clear()
             complete: dict[str, Any] = {"IfNoneMatch": condition} if condition else {}
             with translated("s3 CompleteMultipartUpload"):

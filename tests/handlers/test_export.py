@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import random
 import tracemalloc
 
 import pytest
@@ -327,3 +329,17 @@ def test_the_overwrite_rule_costs_one_head(export_ctx, storage):
     ctx.blob_factory = lambda name: counting
     assert data_export({"rows": ROWS, "key": "reports/once.csv"}, ctx)["rows"] == 2  # its retry
     assert counting.heads == 1
+
+
+def test_a_multipart_upload_keeps_every_byte_in_order(storage):
+    """Chunks of any size, smaller and larger than a part, reach S3 (moto) byte for byte;
+    a total of exactly two parts leaves a full last part, not an empty third."""
+    mib = 1024 * 1024
+    data = random.Random(7).randbytes(10 * mib)
+    cuts = [0, 3 * mib, 9 * mib + 7, 10 * mib]
+    chunks = [data[a:b] for a, b in itertools.pairwise(cuts)]
+    blobs = storage.blobs()
+    assert blobs.upload("order", iter(chunks), part_size=5 * mib) == len(data)
+    assert blobs.get("order") == data
+    head = storage.runtime.backend.s3.head_object(Bucket=storage.bucket, Key="order", PartNumber=1)
+    assert head["PartsCount"] == 2
