@@ -38,6 +38,7 @@ from typing import Any
 from conveyor.errors import PermanentError, RetryableError
 from worker.handlers import handler
 from worker.handlers.context import Context
+from worker.handlers.options import domain_listed, string_list
 
 # Any C0 control but TAB, and DEL: CR and LF start a new header line, NUL truncates.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -187,15 +188,11 @@ class Recipients:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Recipients:
-        lists = {}
-        for name in ("allowedDomains", "allowedRecipients"):
-            value = options.get(name)
-            if value is not None and (
-                not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value)
-            ):
-                raise PermanentError(f"options.{name}: must be a list of non-empty strings")
-            lists[name] = tuple(v.strip().lower().rstrip(".") for v in value or ())
-        return cls(lists["allowedDomains"], lists["allowedRecipients"])
+        domains, addresses = (
+            tuple(v.strip().lower().rstrip(".") for v in string_list(options, name) or ())
+            for name in ("allowedDomains", "allowedRecipients")
+        )
+        return cls(domains, addresses)
 
     @property
     def restricted(self) -> bool:
@@ -204,9 +201,7 @@ class Recipients:
     def allows(self, address: str) -> bool:
         address = address.lower()
         domain = address.rpartition("@")[2].rstrip(".")
-        return address in self.addresses or any(
-            domain == d or (d.startswith("*.") and domain.endswith(d[1:])) for d in self.domains
-        )
+        return address in self.addresses or domain_listed(domain, self.domains)
 
 
 def _by_code(code: int, text: str) -> Exception:

@@ -20,25 +20,17 @@ from typing import Any, TypeVar
 from conveyor.errors import Conflict, PermanentError
 from conveyor.ports import BlobInfo, BlobStore
 from worker.handlers.context import Context
+from worker.handlers.options import string_list
 
 T = TypeVar("T")
 TASK_METADATA = "conveyor-task-id"
-
-
-def _string_list(ctx: Context, name: str) -> list[str] | None:
-    value = ctx.options.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PermanentError(f"options.{name}: must be a list of strings")
-    return list(value)
 
 
 def bucket(ctx: Context, name: Any, field: str = "bucket") -> tuple[str, BlobStore]:
     """The bucket a payload names (or CONVEYOR_BUCKET) and its store; refused unless it is
     CONVEYOR_BUCKET or listed in the TaskType's ``options.buckets``."""
     chosen = str(name) if name else ctx.settings.bucket
-    allowed = [ctx.settings.bucket, *(_string_list(ctx, "buckets") or [])]
+    allowed = [ctx.settings.bucket, *(string_list(ctx.options, "buckets", non_empty=False) or [])]
     if chosen not in allowed:
         raise PermanentError(
             f"{field}: bucket {chosen!r} is not allowed; this TaskType allows {sorted(set(allowed))} "
@@ -52,7 +44,7 @@ def check_key(ctx: Context, key: str, field: str, access: str) -> str:
     option = "readPrefixes" if access == "read" else "writePrefixes"
     if not key:
         raise PermanentError(f"{field}: must not be empty")
-    prefixes = _string_list(ctx, option)
+    prefixes = string_list(ctx.options, option, non_empty=False)  # "" prefixes every key
     if prefixes is not None and not any(key.startswith(p) for p in prefixes):
         raise PermanentError(f"{field}: {key!r} is outside this TaskType's options.{option} {prefixes}")
     return key

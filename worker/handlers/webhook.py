@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import PermanentError, RetryableError
 from worker.handlers import handler
 from worker.handlers.context import Context
+from worker.handlers.options import domain_listed, string_list
 
 if TYPE_CHECKING:
     import httpx
@@ -124,12 +125,12 @@ class Guard:
                 "options.allowPrivateNetworks is no longer supported: list what this TaskType may "
                 "reach in options.allowedHosts (host names) or options.allowedCidrs (networks)"
             )
-        hosts = _string_list(options, "allowedHosts")
+        hosts = string_list(options, "allowedHosts") or []
         for host in hosts:
             if not host.removeprefix("*.") or "*" in host.removeprefix("*."):
                 raise PermanentError(f"options.allowedHosts: {host!r} is not a host name or *.domain")
         cidrs = []
-        for text in _string_list(options, "allowedCidrs"):
+        for text in string_list(options, "allowedCidrs") or []:
             try:
                 cidrs.append(ipaddress.ip_network(text, strict=False))
             except ValueError as exc:
@@ -137,10 +138,7 @@ class Guard:
         return cls(tuple(h.lower().rstrip(".") for h in hosts), tuple(cidrs))
 
     def host_listed(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return any(
-            host == entry or (entry.startswith("*.") and host.endswith(entry[1:])) for entry in self.hosts
-        )
+        return domain_listed(host.lower().rstrip("."), self.hosts)
 
     def host_refusal(self, host: str) -> str | None:
         """Why ``host`` is refused by name (before resolving it); None if it may be called."""
@@ -166,15 +164,6 @@ class Guard:
             f"url: {host} resolves to {ip}, a {problem} address; refused "
             "(list it in the TaskType's options.allowedCidrs or options.allowedHosts to allow it)"
         )
-
-
-def _string_list(options: dict[str, Any], name: str) -> list[str]:
-    value = options.get(name)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise PermanentError(f"options.{name}: must be a list of non-empty strings")
-    return list(value)
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
