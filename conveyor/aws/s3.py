@@ -135,10 +135,9 @@ class S3BlobStore:
         try:
             with translated("s3 GetObject"):
                 answer = self.client.get_object(Bucket=self.bucket, Key=key, **ranged)
-                body = answer["Body"]
-                data = bytes(body.read(max_bytes + 1) if max_bytes is not None else body.read())
-                body.close()
-                return data
+                # Closed even when the read fails, so the pooled connection is not left half-read.
+                with contextlib.closing(answer["Body"]) as body:
+                    return bytes(body.read(max_bytes + 1) if max_bytes is not None else body.read())
         except ClientError as exc:
             if error_code(exc) in MISSING:
                 raise NotFound(self._where(key)) from exc
