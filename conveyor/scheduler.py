@@ -170,8 +170,10 @@ class Scheduler:
             self.metrics.fires.labels(schedule=spec.key, outcome=outcome).inc(n)
 
     def _fire(self, spec: ScheduleSpec, slot: datetime, outcome: Outcome, now: datetime) -> Fired:
-        state = self.engine.store.schedule_state(spec.key)
-        previous = self._previous(state)
+        # Allow fires whatever the previous task is doing: no store reads to learn it.
+        previous = None
+        if spec.concurrency_policy != "Allow":
+            previous = self._previous(self.engine.store.schedule_state(spec.key))
         action = planning.decide(spec.concurrency_policy, previous.status if previous else None)
         if action is Action.SKIP:
             if self.engine.store.advance_schedule(spec.key, slot):

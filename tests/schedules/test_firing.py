@@ -255,3 +255,22 @@ def test_trigger_runs_one_now_and_becomes_the_last_task() -> None:
     # Forbid sees the triggered task as the previous one.
     clock.advance(seconds=60)
     assert [f.outcome for f in s.tick()] == ["skipped_overlap"]
+
+
+def test_an_allow_fire_reads_neither_the_state_twice_nor_the_previous_task() -> None:
+    # Allow needs nothing from the previous task, so firing a slot costs one state read
+    # (the plan's) and no GetItem of the last task, with a previous task in the store.
+    eng, clock = engine(), Clock(T0)
+    sched = scheduler(eng, Schedules(spec()), clock)
+    sched.tick()
+    clock.advance(minutes=1)
+    assert len(sched.tick()) == 1
+    reads: list[str] = []
+    store = eng.store
+    state_of, get = store.schedule_state, store.get
+    store.schedule_state = lambda key: reads.append("state") or state_of(key)  # type: ignore[method-assign]
+    store.get = lambda *a, **kw: reads.append("get") or get(*a, **kw)  # type: ignore[method-assign]
+    clock.advance(minutes=1)
+    (fired,) = sched.run_schedule(spec())
+    assert fired.created
+    assert reads == ["state"]
