@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from conveyor import schedule as planning
 from conveyor.engine import Engine, Submission
 from conveyor.errors import ConveyorError, IdempotencyConflict, ValidationError
+from conveyor.maintenance import running
 from conveyor.metrics import SchedulerMetrics
 from conveyor.model import Task, to_rfc3339
 from conveyor.ports import ScheduleState
@@ -300,11 +301,6 @@ async def background(scheduler: Scheduler) -> AsyncIterator[Scheduler | None]:
     if not scheduler.engine.settings.scheduler_enabled:
         yield None
         return
-    task = asyncio.create_task(scheduler.run(), name="conveyor-scheduler")
     log.info("schedule firing loop running every ~%.0fs", scheduler.interval)
-    try:
+    async with running(scheduler.run(), "conveyor-scheduler"):
         yield scheduler
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task

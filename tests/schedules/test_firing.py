@@ -281,3 +281,24 @@ def test_an_allow_fire_reads_neither_the_state_twice_nor_the_previous_task() -> 
     (fired,) = sched.run_schedule(spec())
     assert fired.created
     assert reads == ["state"]
+
+
+def test_the_firing_loop_runs_while_the_app_does_and_stops_with_it() -> None:
+    import asyncio
+
+    from conveyor import scheduler as firing
+
+    eng = engine()
+    eng.settings = replace(eng.settings, scheduler_enabled=True)
+    sched = scheduler(eng, Schedules(spec()), Clock(T0))
+
+    async def scenario() -> asyncio.Task[Any]:
+        async with firing.background(sched) as running:
+            assert running is sched
+            [task] = [t for t in asyncio.all_tasks() if t.get_name() == "conveyor-scheduler"]
+            await asyncio.sleep(0.05)
+            assert sched.ticks >= 1
+        await asyncio.sleep(0)
+        return task
+
+    assert asyncio.run(scenario()).cancelled()
