@@ -170,11 +170,14 @@ class Scheduler:
         if self.metrics is not None and n:
             self.metrics.fires.labels(schedule=spec.key, outcome=outcome).inc(n)
 
-    def _fire(self, spec: ScheduleSpec, slot: datetime, outcome: Outcome, now: datetime) -> Fired:
+    def _fire(
+        self, spec: ScheduleSpec, slot: datetime, outcome: Outcome, now: datetime, state: ScheduleState | None
+    ) -> Fired:
+        """Fire one slot; ``state`` is the schedule's state as just read, or None to read it."""
         # Allow fires whatever the previous task is doing: no store reads to learn it.
         previous = None
         if spec.concurrency_policy != "Allow":
-            previous = self._previous(self.engine.store.schedule_state(spec.key))
+            previous = self._previous(state or self.engine.store.schedule_state(spec.key))
         action = planning.decide(spec.concurrency_policy, previous.status if previous else None)
         if action is Action.SKIP:
             if self.engine.store.advance_schedule(spec.key, slot):
@@ -227,7 +230,8 @@ class Scheduler:
         plan = planning.plan(spec, since, now, self.grace_seconds)
         fired: list[Fired] = []
         for slot, outcome in plan.fire:
-            fired.append(self._fire(spec, slot, outcome, now))
+            fired.append(self._fire(spec, slot, outcome, now, state))
+            state = None  # that fire moved it on: a next slot reads it afresh
         if plan.latest is not None:
             moved = self.engine.store.advance_schedule(spec.key, plan.latest)
             if moved or fired:

@@ -257,14 +257,22 @@ def test_trigger_runs_one_now_and_becomes_the_last_task() -> None:
     assert [f.outcome for f in s.tick()] == ["skipped_overlap"]
 
 
-def test_an_allow_fire_reads_neither_the_state_twice_nor_the_previous_task() -> None:
-    # Allow needs nothing from the previous task, so firing a slot costs one state read
-    # (the plan's) and no GetItem of the last task, with a previous task in the store.
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("Allow", ["state"]), ("Forbid", ["state", "get"]), ("Replace", ["state", "get"])],
+)
+def test_a_fire_reads_the_state_once_and_the_previous_task_only_when_the_policy_needs_it(
+    policy: str, expected: list[str]
+) -> None:
+    # The plan's state read serves the fire too; Allow needs nothing from the previous
+    # task, so it costs no GetItem of it; Forbid and Replace read it once.
     eng, clock = engine(), Clock(T0)
-    sched = scheduler(eng, Schedules(spec()), clock)
+    one = spec(concurrency_policy=policy)
+    sched = scheduler(eng, Schedules(one), clock)
     sched.tick()
     clock.advance(minutes=1)
     assert len(sched.tick()) == 1
+    finish(eng, tasks(eng)[-1].id)  # the previous task is done, so every policy fires
     reads: list[str] = []
 
     class Counting(MemoryTaskStore):
@@ -278,9 +286,9 @@ def test_an_allow_fire_reads_neither_the_state_twice_nor_the_previous_task() -> 
 
     eng.store.__class__ = Counting
     clock.advance(minutes=1)
-    (fired,) = sched.run_schedule(spec())
+    (fired,) = sched.run_schedule(one)
     assert fired.created
-    assert reads == ["state"]
+    assert reads == expected
 
 
 def test_the_firing_loop_runs_while_the_app_does_and_stops_with_it() -> None:
