@@ -23,7 +23,7 @@ from typing import Any
 from conveyor import jsonsafe
 from conveyor.errors import NotFound, Unavailable, ValidationError
 from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id, now
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, STORE_ITEM_BYTES, Broker, Page, TaskStore
 from conveyor.registry import Registry, RegistryWatcher, TaskType
 from conveyor.settings import Settings
 
@@ -33,7 +33,7 @@ MAX_DELAY_SECONDS = 14 * 24 * 3600  # SQS retention: no message outlives it
 # A result is stored in the task's DynamoDB item beside its payload; the item may hold
 # 400 KB in all. A result gets at most MAX_RESULT_BYTES of JSON, and never more than the
 # item has left after the payload and ITEM_RESERVE (attribute names, times, error text).
-ITEM_BYTES = 400 * 1024
+ITEM_BYTES = STORE_ITEM_BYTES
 ITEM_RESERVE = 8 * 1024
 MAX_RESULT_BYTES = 128 * 1024
 

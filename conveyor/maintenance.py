@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from conveyor.engine import Engine
 from conveyor.settings import Settings
@@ -80,17 +81,25 @@ class Maintenance:
 
 
 @asynccontextmanager
+async def running(loop: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``loop`` as a task while the block runs; cancel it and wait for it on the way
+    out, so no loop outlives the app (the firing loop uses this too)."""
+    task = asyncio.create_task(loop, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
 async def background(engine: Engine) -> AsyncIterator[Maintenance | None]:
     """Run the loop as a task while the block runs (when ``maintenance_enabled``)."""
     if not engine.settings.maintenance_enabled:
         yield None
         return
     maintenance = Maintenance(engine)
-    task = asyncio.create_task(maintenance.run(), name="conveyor-maintenance")
     log.info("sweeper and dead-letter reaper running every ~%.0fs", maintenance.interval)
-    try:
+    async with running(maintenance.run(), "conveyor-maintenance"):
         yield maintenance
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task

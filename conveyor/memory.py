@@ -26,9 +26,7 @@ from conveyor.errors import (
     RecordTooLarge,
 )
 from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
-from conveyor.ports import Claim, Page, ScheduleState
-
-ITEM_BYTES = 400 * 1024  # DynamoDB's item limit, kept here too
+from conveyor.ports import STORE_ITEM_BYTES, Claim, Page, ScheduleState
 
 
 def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
@@ -194,9 +192,9 @@ class MemoryTaskStore:
         retention_seconds: int | None = None,
     ) -> Task | None:
         size = _item_bytes(task, result, error)
-        if size > ITEM_BYTES:
+        if size > STORE_ITEM_BYTES:
             # As DynamoDB refuses the whole update, so that callers meet the same failure here.
-            raise RecordTooLarge(f"the finished record would be {size} bytes; items hold {ITEM_BYTES}")
+            raise RecordTooLarge(f"the finished record would be {size} bytes; items hold {STORE_ITEM_BYTES}")
         return self._swap(
             task.id,
             self._owned(task),

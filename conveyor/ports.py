@@ -37,6 +37,10 @@ class ScheduleState:
     last_run_at: datetime | None = None
 
 
+# A task's record is one DynamoDB item, which holds at most this many bytes.
+STORE_ITEM_BYTES = 400 * 1024
+
+
 class TaskStore(Protocol):
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         """Write a new record. With ``task.idempotency_key`` set, a second create with the

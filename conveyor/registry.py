@@ -232,6 +232,12 @@ def _signature(path: Path) -> tuple[Any, ...]:
     targets = [path / REGISTRY_FILE] if (path / REGISTRY_FILE).exists() else [path]
     if path.is_dir() and not (path / REGISTRY_FILE).exists():
         targets = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+    return stat_signature(targets)
+
+
+def stat_signature(targets: list[Path]) -> tuple[Any, ...]:
+    """The identity of each file that exists now (path, target, inode, mtime, size): any
+    edit or kubelet ``..data`` swap changes it, so a watcher re-reads only then."""
     out: list[Any] = []
     for t in targets:
         try:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conveyor.registry import REGISTRY_FILE
+from conveyor.registry import REGISTRY_FILE, stat_signature
 from conveyor.schedule import SCHEDULES_FILE, ScheduleSpec
 from conveyor.throttle import Throttle
 
@@ -86,17 +85,6 @@ def load(path: str | Path) -> list[ScheduleSpec]:
     return load_manifests(sources)
 
 
-def _signature(path: Path) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for source in _sources(path):
-        try:
-            st = os.stat(source)  # follows a swapped ..data symlink to the new file
-        except FileNotFoundError:
-            continue
-        out.append((str(source), os.path.realpath(source), st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
-
-
 class ScheduleWatcher:
     """Serves the current schedules, re-reading when their source changes (one ``stat``
     per ``interval`` at most). An unreadable source keeps the last good list."""
@@ -109,7 +97,7 @@ class ScheduleWatcher:
         self._check = Throttle(interval, self._refresh)
 
     def _refresh(self, force: bool = False) -> None:
-        signature = _signature(self.path)
+        signature = stat_signature(_sources(self.path))
         if not force and signature == self._signature:
             return
         try:

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from conveyor import schedule as planning
 from conveyor.engine import Engine, Submission
 from conveyor.errors import ConveyorError, IdempotencyConflict, ValidationError
+from conveyor.maintenance import running
 from conveyor.metrics import SchedulerMetrics
 from conveyor.model import Task, to_rfc3339
 from conveyor.ports import ScheduleState
@@ -169,9 +170,14 @@ class Scheduler:
         if self.metrics is not None and n:
             self.metrics.fires.labels(schedule=spec.key, outcome=outcome).inc(n)
 
-    def _fire(self, spec: ScheduleSpec, slot: datetime, outcome: Outcome, now: datetime) -> Fired:
-        state = self.engine.store.schedule_state(spec.key)
-        previous = self._previous(state)
+    def _fire(
+        self, spec: ScheduleSpec, slot: datetime, outcome: Outcome, now: datetime, state: ScheduleState | None
+    ) -> Fired:
+        """Fire one slot; ``state`` is the schedule's state as just read, or None to read it."""
+        # Allow fires whatever the previous task is doing: no store reads to learn it.
+        previous = None
+        if spec.concurrency_policy != "Allow":
+            previous = self._previous(state or self.engine.store.schedule_state(spec.key))
         action = planning.decide(spec.concurrency_policy, previous.status if previous else None)
         if action is Action.SKIP:
             if self.engine.store.advance_schedule(spec.key, slot):
@@ -224,7 +230,8 @@ class Scheduler:
         plan = planning.plan(spec, since, now, self.grace_seconds)
         fired: list[Fired] = []
         for slot, outcome in plan.fire:
-            fired.append(self._fire(spec, slot, outcome, now))
+            fired.append(self._fire(spec, slot, outcome, now, state))
+            state = None  # that fire moved it on: a next slot reads it afresh
         if plan.latest is not None:
             moved = self.engine.store.advance_schedule(spec.key, plan.latest)
             if moved or fired:
@@ -298,11 +305,6 @@ async def background(scheduler: Scheduler) -> AsyncIterator[Scheduler | None]:
     if not scheduler.engine.settings.scheduler_enabled:
         yield None
         return
-    task = asyncio.create_task(scheduler.run(), name="conveyor-scheduler")
     log.info("schedule firing loop running every ~%.0fs", scheduler.interval)
-    try:
+    async with running(scheduler.run(), "conveyor-scheduler"):
         yield scheduler
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task

@@ -255,3 +255,58 @@ def test_trigger_runs_one_now_and_becomes_the_last_task() -> None:
     # Forbid sees the triggered task as the previous one.
     clock.advance(seconds=60)
     assert [f.outcome for f in s.tick()] == ["skipped_overlap"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("Allow", ["state"]), ("Forbid", ["state", "get"]), ("Replace", ["state", "get"])],
+)
+def test_a_fire_reads_the_state_once_and_the_previous_task_only_when_the_policy_needs_it(
+    policy: str, expected: list[str]
+) -> None:
+    # The plan's state read serves the fire too; Allow needs nothing from the previous
+    # task, so it costs no GetItem of it; Forbid and Replace read it once.
+    eng, clock = engine(), Clock(T0)
+    one = spec(concurrency_policy=policy)
+    sched = scheduler(eng, Schedules(one), clock)
+    sched.tick()
+    clock.advance(minutes=1)
+    assert len(sched.tick()) == 1
+    finish(eng, tasks(eng)[-1].id)  # the previous task is done, so every policy fires
+    reads: list[str] = []
+
+    class Counting(MemoryTaskStore):
+        def schedule_state(self, key: str) -> Any:
+            reads.append("state")
+            return super().schedule_state(key)
+
+        def get(self, *args: Any, **kw: Any) -> Any:
+            reads.append("get")
+            return super().get(*args, **kw)
+
+    eng.store.__class__ = Counting
+    clock.advance(minutes=1)
+    (fired,) = sched.run_schedule(one)
+    assert fired.created
+    assert reads == expected
+
+
+def test_the_firing_loop_runs_while_the_app_does_and_stops_with_it() -> None:
+    import asyncio
+
+    from conveyor import scheduler as firing
+
+    eng = engine()
+    eng.settings = replace(eng.settings, scheduler_enabled=True)
+    sched = scheduler(eng, Schedules(spec()), Clock(T0))
+
+    async def scenario() -> asyncio.Task[Any]:
+        async with firing.background(sched) as running:
+            assert running is sched
+            [task] = [t for t in asyncio.all_tasks() if t.get_name() == "conveyor-scheduler"]
+            await asyncio.sleep(0.05)
+            assert sched.ticks >= 1
+        await asyncio.sleep(0)
+        return task
+
+    assert asyncio.run(scenario()).cancelled()
