@@ -73,10 +73,8 @@ class ScopedRoute(Route):
         methods: list[str] | None = None,
         name: str | None = None,
     ) -> None:
-        if scope not in DECLARABLE:
-            raise ValueError(f"route {path}: scope must be one of {', '.join(DECLARABLE)}, not {scope!r}")
         super().__init__(path, endpoint, methods=methods, name=name)
-        self.required_scope = scope
+        self.required_scope = _declarable(scope, f"route {path}")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await _authorized_for(self, scope, receive, send):
@@ -87,14 +85,18 @@ class ScopedMount(Mount):
     """A mounted app (the console's files) and the scope it needs."""
 
     def __init__(self, path: str, app: ASGIApp, *, scope: str, name: str | None = None) -> None:
-        if scope not in DECLARABLE:
-            raise ValueError(f"mount {path}: scope must be one of {', '.join(DECLARABLE)}, not {scope!r}")
         super().__init__(path, app=app, name=name)
-        self.required_scope = scope
+        self.required_scope = _declarable(scope, f"mount {path}")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await _authorized_for(self, scope, receive, send):
             await super().handle(scope, receive, send)
+
+
+def _declarable(scope: str, what: str) -> str:
+    if scope not in DECLARABLE:
+        raise ValueError(f"{what}: scope must be one of {', '.join(DECLARABLE)}, not {scope!r}")
+    return scope
 
 
 async def _authorized_for(route: BaseRoute, scope: Scope, receive: Receive, send: Send) -> bool:

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,16 +244,21 @@ def _wait_and_print(client: Client, task: dict[str, Any], timeout: float) -> Non
     sys.exit(0 if task["status"] == "succeeded" else 2)
 
 
+def _show(url: str, token: str | None, call: Callable[[Client], Any]) -> None:
+    """Print what one API call answers, or the problem it was refused with (exit 1)."""
+    with Client(url, token) as client:
+        try:
+            _print(call(client))
+        except ConveyorHTTPError as exc:
+            _fail(exc)
+
+
 @main.command()
 @click.argument("task_id")
 @_api_command
 def get(task_id: str, url: str, token: str | None) -> None:
     """Show one task."""
-    with Client(url, token) as client:
-        try:
-            _print(client.get(task_id))
-        except ConveyorHTTPError as exc:
-            _fail(exc)
+    _show(url, token, lambda client: client.get(task_id))
 
 
 @main.command(name="list")
@@ -280,11 +286,7 @@ def list_(status: str | None, task_type: str | None, limit: int, url: str, token
 @_api_command
 def cancel(task_id: str, url: str, token: str | None) -> None:
     """Cancel a queued task, or ask a running one to stop."""
-    with Client(url, token) as client:
-        try:
-            _print(client.cancel(task_id))
-        except ConveyorHTTPError as exc:
-            _fail(exc)
+    _show(url, token, lambda client: client.cancel(task_id))
 
 
 @main.command()
@@ -292,22 +294,14 @@ def cancel(task_id: str, url: str, token: str | None) -> None:
 @_api_command
 def retry(task_id: str, url: str, token: str | None) -> None:
     """Queue a failed or cancelled task again."""
-    with Client(url, token) as client:
-        try:
-            _print(client.retry(task_id))
-        except ConveyorHTTPError as exc:
-            _fail(exc)
+    _show(url, token, lambda client: client.retry(task_id))
 
 
 @main.command()
 @_api_command
 def stats(url: str, token: str | None) -> None:
     """Totals per state, queue depths, workers."""
-    with Client(url, token) as client:
-        try:
-            _print(client.stats())
-        except ConveyorHTTPError as exc:
-            _fail(exc)
+    _show(url, token, Client.stats)
 
 
 def _when(iso: str | None) -> str:
@@ -377,11 +371,7 @@ def schedules(ctx: click.Context, as_json: bool, url: str, token: str | None) ->
 @_api_command
 def schedules_get(name: str, url: str, token: str | None) -> None:
     """Show one schedule as JSON, with its next five run times."""
-    with Client(url, token) as client:
-        try:
-            _print(client.schedule(name))
-        except ConveyorHTTPError as exc:
-            _fail(exc)
+    _show(url, token, lambda client: client.schedule(name))
 
 
 @schedules.command(name="trigger")

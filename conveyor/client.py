@@ -28,7 +28,7 @@ def default_token() -> str | None:
 
 
 def _segment(value: str) -> str:
-    # A name is one path segment: a "/" or "?" in it must not reach another route.
+    # A name or task id is one path segment: a "/" or "?" in it must not reach another route.
     return quote(value, safe="")
 
 
@@ -101,7 +101,7 @@ class Client:
         return items
 
     def get(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/tasks/{task_id}")
+        result: dict[str, Any] = self._call("GET", f"/v1/tasks/{_segment(task_id)}")
         return result
 
     def list_tasks(
@@ -129,11 +129,11 @@ class Client:
                 return
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{task_id}/cancel")
+        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{_segment(task_id)}/cancel")
         return result
 
     def retry(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{task_id}/retry")
+        result: dict[str, Any] = self._call("POST", f"/v1/tasks/{_segment(task_id)}/retry")
         return result
 
     def stats(self) -> dict[str, Any]:

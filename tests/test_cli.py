@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner
@@ -158,3 +159,26 @@ def test_schedules_with_an_unreachable_api_is_a_clear_error(unused_tcp_port):
         out = run(*args, *([] if "--url" in args else ["--url", url]))
         assert out.exit_code == 1, args
         assert f"cannot reach the API at {url}" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize(
+    ("call", "path"),
+    [
+        (lambda c, v: c.get(v), "/v1/tasks/{}"),
+        (lambda c, v: c.cancel(v), "/v1/tasks/{}/cancel"),
+        (lambda c, v: c.retry(v), "/v1/tasks/{}/retry"),
+        (lambda c, v: c.schedule(v), "/v1/schedules/{}"),
+        (lambda c, v: c.trigger_schedule(v), "/v1/schedules/{}/trigger"),
+    ],
+)
+def test_an_id_or_name_is_one_path_segment(call, path):
+    # "X/cancel?" must not turn a read into a cancel, nor reach any route but the one called.
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, json={})
+
+    with Client("http://conveyor.test", "t", transport=httpx.MockTransport(answer)) as client:
+        call(client, "X/cancel?a=1#")
+    assert seen == [path.format("X%2Fcancel%3Fa%3D1%23")]

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.auth import ScopedRoute
 from api.problems import Problem
-from api.routes.tasks import _MAX_KEY, _redacted, _scopes
+from api.routes.tasks import _scopes, _task_response, idempotency_key
 from api.state import State
 from conveyor import tokens
 from conveyor.schedule import ScheduleSpec
@@ -57,26 +57,13 @@ async def trigger(request: Request) -> Response:
             errors=[{"pointer": "/path/name", "message": spec.reason or "not ready"}],
         )
     state: State = request.app.state.conveyor
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= _MAX_KEY:
-        raise Problem(
-            422,
-            f"Idempotency-Key must be 1 to {_MAX_KEY} characters",
-            "validation",
-            errors=[{"pointer": "/headers/Idempotency-Key", "message": "1 to 255 characters"}],
-        )
-    if key is not None:
-        key = f"{state.principal(request)}:trigger:{spec.key}:{key}"  # scoped to the caller
+    key = idempotency_key(request, state, f"trigger:{spec.key}:")
     task, created = await run_in_threadpool(_scheduler(request).trigger, spec, key, _scopes(request))
     if created:
         state.metrics.submitted.labels(type=task.type).inc()
     # The payload is the schedule's, written by whoever manages schedules: shown only to
     # a caller who may read payloads.
-    return JSONResponse(
-        _redacted(request, task.to_json()),
-        status_code=202 if created else 200,
-        headers={"Location": f"/v1/tasks/{task.id}"},
-    )
+    return _task_response(request, task, 202 if created else 200)
 
 
 # Each route's scope is declared here, on the route (docs/SECURITY.md, "Scopes").

@@ -114,6 +114,22 @@ def _scopes(request: Request) -> frozenset[str] | None:
     return frozenset(scopes) if scopes is not None else None
 
 
+def idempotency_key(request: Request, state: State, namespace: str = "") -> str | None:
+    """The request's Idempotency-Key, checked and scoped to the caller (and to
+    ``namespace``, so one key used on two kinds of request names two things); None without one."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _MAX_KEY:
+        raise Problem(
+            422,
+            f"Idempotency-Key must be 1 to {_MAX_KEY} characters",
+            "validation",
+            errors=[{"pointer": "/headers/Idempotency-Key", "message": f"1 to {_MAX_KEY} characters"}],
+        )
+    return f"{state.principal(request)}:{namespace}{key}"
+
+
 def _checked_submission(data: Any, max_payload: int, scopes: frozenset[str] | None) -> Submission:
     check(_submit, data)
     return _submission(data, max_payload, scopes)
@@ -131,16 +147,7 @@ async def submit(request: Request) -> Response:
     data = await read_json(request, limit + 64 * 1024)
     sub = await run_in_threadpool(_checked_submission, data, limit, _scopes(request))
     state.log_payload(request, sub.type, sub.payload)
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= _MAX_KEY:
-        raise Problem(
-            422,
-            f"Idempotency-Key must be 1 to {_MAX_KEY} characters",
-            "validation",
-            errors=[{"pointer": "/headers/Idempotency-Key", "message": "1 to 255 characters"}],
-        )
-    if key is not None:
-        key = f"{state.principal(request)}:{key}"  # keys are scoped to the caller
+    key = idempotency_key(request, state)
     task, created = await run_in_threadpool(state.engine.submit, sub, key, data)
     if created:
         state.metrics.submitted.labels(type=task.type).inc()

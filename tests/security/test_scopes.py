@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
-from api.auth import METRICS, NONE, Authenticator, AuthMiddleware, ScopedRoute, declared_scope
+from api.auth import METRICS, NONE, Authenticator, AuthMiddleware, ScopedMount, ScopedRoute, declared_scope
 from api.ratelimit import RateLimiter
 from conveyor import tokens
 from tests.conftest import ROOT
@@ -187,8 +187,10 @@ def test_a_scoped_route_refuses_a_request_not_authorized_for_it():
 
 
 def test_a_route_cannot_declare_an_unknown_scope():
-    with pytest.raises(ValueError, match="scope must be one of"):
+    with pytest.raises(ValueError, match="route /x: scope must be one of"):
         ScopedRoute("/x", _ok, scope="tasks:everything")
+    with pytest.raises(ValueError, match="mount /files: scope must be one of"):
+        ScopedMount("/files", _ok, scope="")
 
 
 def test_the_openapi_document_asks_for_a_token_exactly_where_a_route_does(secured):

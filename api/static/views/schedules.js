@@ -5,15 +5,12 @@
 import { api } from "../api.js";
 import { badge, clear, h, shortTime, statusLabel, timeEl } from "../dom.js";
 import { errorBox, pageHeader, poll, report } from "../ui.js";
+import { taskHref } from "./tasks.js";
 
 export const REFRESH_MS = 10_000;
 
 export function scheduleHref(name) {
   return `#/schedules/${encodeURIComponent(name)}`;
-}
-
-function taskHref(id) {
-  return `#/tasks/${encodeURIComponent(id)}`;
 }
 
 export function scheduleState(s) {

@@ -4,6 +4,7 @@
 import { api } from "../api.js";
 import { badge, clear, codeBlock, h, json, nextId, TERMINAL, timeEl } from "../dom.js";
 import { errorBox, pageHeader, poll, report, taskTypes, typeState } from "../ui.js";
+import { taskHref } from "./tasks.js";
 
 const MAX_DELAY = 14 * 24 * 3600;
 
@@ -228,7 +229,7 @@ export function submitView(main, route, { signal }) {
           null,
           h(
             "a",
-            { href: `#/tasks/${encodeURIComponent(task.id)}`, class: "mono", "data-task-id": task.id },
+            { href: taskHref(task.id), class: "mono", "data-task-id": task.id },
             task.id,
           ),
         ),

@@ -19,6 +19,10 @@ export function listHref() {
   return lastList;
 }
 
+export function taskHref(id) {
+  return `#/tasks/${encodeURIComponent(id)}`;
+}
+
 function filtersKey(status, type, limit) {
   return `${status}|${type}|${limit}`;
 }
@@ -179,7 +183,7 @@ export function tasksView(main, route, { signal }) {
             "tbody",
             null,
             items.map((t) => {
-              const href = `#/tasks/${encodeURIComponent(t.id)}`;
+              const href = taskHref(t.id);
               const row = h(
                 "tr",
                 { class: "row-link", "data-task-id": t.id, "data-status": t.status, "data-type": t.type },
