@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -219,6 +220,21 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def custom_handler_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONVEYOR_HANDLER_MODULES names tests/k8s/fixtures/custom_handlers.py (its handler:
+    `custom-thing`), with worker.handlers reset to load it; undone after the test. Listed after
+    `cluster`, which clears the variable."""
+    from worker import handlers
+
+    handlers.names()  # the built-ins loaded for good, so undoing the patches restores them
+    monkeypatch.setattr(handlers, "_loaded", False)
+    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
+    monkeypatch.delitem(sys.modules, "custom_handlers", raising=False)  # registers on import
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
+    monkeypatch.setenv("CONVEYOR_HANDLER_MODULES", "custom_handlers")
 
 
 @pytest.fixture

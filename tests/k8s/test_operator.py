@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from pathlib import Path
 
 import httpx
-import pytest
 
 from conveyor.registry import Registry, TaskType
 from tests.k8s.conftest import CONFIGMAP, NAMESPACE, Cluster, eventually
@@ -208,17 +205,9 @@ async def test_an_unchanged_configmap_is_only_read_back(cluster: Cluster):
         assert cluster.configmap_requests("GET") >= reads + 2
 
 
-async def test_a_handler_from_handler_modules_is_ready(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
+async def test_a_handler_from_handler_modules_is_ready(cluster: Cluster, custom_handler_modules: None):
     """CONVEYOR_HANDLER_MODULES (the chart's handlers.modules) is what the operator checks
     handlers against: a custom handler is Ready, not HandlerNotFound."""
-    from worker import handlers
-
-    handlers.names()  # the built-ins loaded for good, so undoing the patches restores them
-    monkeypatch.setattr(handlers, "_loaded", False)
-    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
-    monkeypatch.delitem(sys.modules, "custom_handlers", raising=False)  # registers on import
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
-    monkeypatch.setenv("CONVEYOR_HANDLER_MODULES", "custom_handlers")
     async with cluster.operator():
         await cluster.apply("custom", {"handler": "custom-thing"})
         condition = await eventually(lambda: cluster.ready("custom"))
