@@ -69,6 +69,11 @@ def _declare(emulator: kmock.KubernetesEmulator, schedules: bool = True) -> None
     }
 
 
+def _ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), None)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,17 +136,13 @@ class Cluster:
         return self._object(TASKTYPES, name)
 
     def ready(self, name: str) -> dict[str, Any] | None:
-        obj = self.get(name) or {}
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "Ready"), None)
+        return _ready_condition(self.get(name))
 
     def schedule(self, name: str) -> dict[str, Any] | None:
         return self._object(TASKSCHEDULES, name)
 
     def schedule_ready(self, name: str) -> dict[str, Any] | None:
-        obj = self.schedule(name) or {}
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "Ready"), None)
+        return _ready_condition(self.schedule(name))
 
     def schedules(self) -> dict[str, dict[str, Any]] | None:
         """The ConfigMap's schedules.json, by schedule name (None: no ConfigMap or no key)."""
