@@ -219,3 +219,31 @@ async def test_a_handler_from_handler_modules_is_ready(cluster: Cluster, custom_
         await cluster.apply("custom", {"handler": "custom-thing"})
         condition = await eventually(lambda: cluster.ready("custom"))
     assert condition["status"] == "True", condition
+
+
+async def test_the_read_back_keeps_one_client_until_the_credentials_change(cluster: Cluster):
+    """The check every few seconds reuses its connection (no new TLS handshake per check);
+    credentials read again (a rotated token) make a new client and close the old one."""
+    import kopf
+
+    from tests.k8s.test_schedule_crd import load_operator
+
+    operator = load_operator()
+    server = str(cluster.emulator.url).rstrip("/")
+    writer = operator.Writer(
+        namespace=NAMESPACE,
+        configmap=CONFIGMAP,
+        connection=kopf.ConnectionInfo(server=server, token="a"),
+        expected={},
+    )
+    assert await operator.drifted(writer)  # no ConfigMap yet
+    first = writer.checker
+    assert await operator.drifted(writer)
+    assert writer.checker is first and not first.is_closed
+    writer.connection = kopf.ConnectionInfo(server=server, token="b")
+    assert await operator.drifted(writer)
+    assert writer.checker is not first and first.is_closed
+    assert writer.checker.headers["Authorization"] == "Bearer b"
+    await operator._close_checker(writer)
+    assert writer.checker is None
+    assert cluster.configmap_requests("GET") == 3
