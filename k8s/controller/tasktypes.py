@@ -331,6 +331,10 @@ class Writer:
     max_payload: int = Settings.max_payload_bytes
     # The documents last written or found current, by ConfigMap key: what it must hold.
     expected: dict[str, Any] | None = None
+    # The read-back's client, kept across checks (one connection, not a TLS handshake every
+    # few seconds) while the credentials it was made from are current.
+    checker: httpx.AsyncClient | None = None
+    checker_for: kopf.ConnectionInfo | None = None
 
 
 def _writer(memo: kopf.Memo) -> Writer:
@@ -393,6 +397,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         writer.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer.task
+    await _close_checker(writer)
 
 
 @kopf.on.probe(id="registry")
@@ -552,13 +557,21 @@ async def drifted(writer: Writer) -> bool:
     by name: the only read the Role allows on ConfigMaps)."""
     if writer.expected is None:
         return False  # nothing written yet: the next sync decides
+    if writer.checker is None or writer.checker_for is not writer.connection:
+        await _close_checker(writer)
+        writer.checker, writer.checker_for = _client(writer), writer.connection
     namespace = _namespace(writer)
-    async with _client(writer) as client:
-        current = await client.get(f"/api/v1/namespaces/{namespace}/configmaps/{writer.configmap}")
-        if current.status_code == 404:
-            return True
-        current.raise_for_status()
-        return not _same(current.json(), writer.expected)
+    current = await writer.checker.get(f"/api/v1/namespaces/{namespace}/configmaps/{writer.configmap}")
+    if current.status_code == 404:
+        return True
+    current.raise_for_status()
+    return not _same(current.json(), writer.expected)
+
+
+async def _close_checker(writer: Writer) -> None:
+    if writer.checker is not None:
+        await writer.checker.aclose()
+        writer.checker = writer.checker_for = None
 
 
 def _namespace(writer: Writer) -> str:

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import boto3
 from cfnlint.decode import decode_str
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +66,20 @@ def grants(template: dict[str, Any], policy: str) -> set[tuple[str, str]]:
             for resource in _list(statement["Resource"]):
                 pairs.add((str(action), _kind(resource)))
     return pairs
+
+
+def create_stack(name: str, parameters: dict[str, str]) -> dict[str, str]:
+    """The template created as stack ``name`` (on whatever endpoint boto3 is pointed at, the
+    test suite's moto server), waited for; its Outputs by key."""
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    cloudformation.create_stack(
+        StackName=name,
+        TemplateBody=text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    cloudformation.get_waiter("stack_create_complete").wait(
+        StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}

@@ -30,7 +30,6 @@ OIDC = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"
 @pytest.fixture(scope="module")
 def outputs(moto_server: Any) -> dict[str, str]:
     prefix = f"cfn{os.getpid()}"
-    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
     parameters = {
         "NamePrefix": prefix,
         "IdentityMode": "irsa",
@@ -38,17 +37,7 @@ def outputs(moto_server: Any) -> dict[str, str]:
         "Namespace": "tasks",
         "KedaOperatorRoleArn": KEDA_ROLE,
     }
-    cloudformation.create_stack(
-        StackName=prefix,
-        TemplateBody=template.text(),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_NAMED_IAM"],
-    )
-    cloudformation.get_waiter("stack_create_complete").wait(
-        StackName=prefix, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-    )
-    stack = cloudformation.describe_stacks(StackName=prefix)["Stacks"][0]
-    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    return template.create_stack(prefix, parameters)
 
 
 def from_outputs(outputs: dict[str, str]) -> Settings:

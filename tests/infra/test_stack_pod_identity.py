@@ -20,7 +20,6 @@ from tests.infra import template
 @pytest.fixture(scope="module")
 def outputs(moto_server: Any) -> dict[str, str]:
     prefix = f"pod{os.getpid()}"
-    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
     parameters = {
         "NamePrefix": prefix,
         "IdentityMode": "pod-identity",
@@ -29,17 +28,7 @@ def outputs(moto_server: Any) -> dict[str, str]:
         "ApiServiceAccount": "conveyor-api",
         "WorkerServiceAccount": "conveyor-worker",
     }
-    cloudformation.create_stack(
-        StackName=prefix,
-        TemplateBody=template.text(),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_NAMED_IAM"],
-    )
-    cloudformation.get_waiter("stack_create_complete").wait(
-        StackName=prefix, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-    )
-    stack = cloudformation.describe_stacks(StackName=prefix)["Stacks"][0]
-    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    return template.create_stack(prefix, parameters)
 
 
 def test_a_role_per_component_trusting_pod_identity_for_its_service_account(outputs):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -66,6 +67,11 @@ def _declare(emulator: kmock.KubernetesEmulator, schedules: bool = True) -> None
         "kind": "Namespace",
         "metadata": {"name": NAMESPACE},
     }
+
+
+def _ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), None)
 
 
 def _free_port() -> int:
@@ -130,17 +136,13 @@ class Cluster:
         return self._object(TASKTYPES, name)
 
     def ready(self, name: str) -> dict[str, Any] | None:
-        obj = self.get(name) or {}
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "Ready"), None)
+        return _ready_condition(self.get(name))
 
     def schedule(self, name: str) -> dict[str, Any] | None:
         return self._object(TASKSCHEDULES, name)
 
     def schedule_ready(self, name: str) -> dict[str, Any] | None:
-        obj = self.schedule(name) or {}
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "Ready"), None)
+        return _ready_condition(self.schedule(name))
 
     def schedules(self) -> dict[str, dict[str, Any]] | None:
         """The ConfigMap's schedules.json, by schedule name (None: no ConfigMap or no key)."""
@@ -219,6 +221,21 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def custom_handler_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONVEYOR_HANDLER_MODULES names tests/k8s/fixtures/custom_handlers.py (its handler:
+    `custom-thing`), with worker.handlers reset to load it; undone after the test. Listed after
+    `cluster`, which clears the variable."""
+    from worker import handlers
+
+    handlers.names()  # the built-ins loaded for good, so undoing the patches restores them
+    monkeypatch.setattr(handlers, "_loaded", False)
+    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
+    monkeypatch.delitem(sys.modules, "custom_handlers", raising=False)  # registers on import
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
+    monkeypatch.setenv("CONVEYOR_HANDLER_MODULES", "custom_handlers")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +95,12 @@ def test_handler_modules_reach_the_workers_and_the_operator():
         assert "CONVEYOR_HANDLER_MODULES" not in env_of(container)
 
 
-def test_the_operator_reads_handler_modules_like_the_workers(monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.usefixtures("custom_handler_modules")
+def test_the_operator_reads_handler_modules_like_the_workers():
     """The operator checks handlers with worker.handlers.names(), which imports
     CONVEYOR_HANDLER_MODULES: the variable the chart sets is the one that is read."""
     from worker import handlers
 
-    handlers.names()  # the built-ins loaded for good, so undoing the patches restores them
-    monkeypatch.setattr(handlers, "_loaded", False)
-    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
-    monkeypatch.delitem(sys.modules, "custom_handlers", raising=False)  # registers on import
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
-    monkeypatch.setenv("CONVEYOR_HANDLER_MODULES", "custom_handlers")
     assert "custom-thing" in handlers.names()
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from pathlib import Path
 
 import httpx
-import pytest
 
 from conveyor.registry import Registry, TaskType
 from tests.k8s.conftest import CONFIGMAP, NAMESPACE, Cluster, eventually
@@ -202,24 +199,51 @@ async def test_an_unchanged_configmap_is_only_read_back(cluster: Cluster):
         await cluster.apply("a", {"handler": "echo"})
         await eventually(lambda: "a" in (cluster.registry() or {}))
         await asyncio.sleep(0.5)
-        writes, reads = cluster.configmap_requests("POST", "PATCH"), cluster.configmap_requests("GET")
+        before = len(list(cluster.emulator))
         await asyncio.sleep(1.6)  # about three checks at 0.5 s
-        assert cluster.configmap_requests("POST", "PATCH") == writes
-        assert cluster.configmap_requests("GET") >= reads + 2
+        idle = [
+            (str(getattr(r.method, "value", r.method)), r.resource.plural if r.resource else None, r.name)
+            for r in list(cluster.emulator)[before:]
+            if not r.headers.get("User-Agent", "").startswith("kmock/")
+        ]
+    # Idle, the operator's only requests are the read-backs: one GET of the ConfigMap by name
+    # per check, no list of TaskTypes or TaskSchedules, no write.
+    assert idle and set(idle) == {("GET", "configmaps", CONFIGMAP)}, idle
+    assert 2 <= len(idle) <= 4, idle
 
 
-async def test_a_handler_from_handler_modules_is_ready(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
+async def test_a_handler_from_handler_modules_is_ready(cluster: Cluster, custom_handler_modules: None):
     """CONVEYOR_HANDLER_MODULES (the chart's handlers.modules) is what the operator checks
     handlers against: a custom handler is Ready, not HandlerNotFound."""
-    from worker import handlers
-
-    handlers.names()  # the built-ins loaded for good, so undoing the patches restores them
-    monkeypatch.setattr(handlers, "_loaded", False)
-    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
-    monkeypatch.delitem(sys.modules, "custom_handlers", raising=False)  # registers on import
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
-    monkeypatch.setenv("CONVEYOR_HANDLER_MODULES", "custom_handlers")
     async with cluster.operator():
         await cluster.apply("custom", {"handler": "custom-thing"})
         condition = await eventually(lambda: cluster.ready("custom"))
     assert condition["status"] == "True", condition
+
+
+async def test_the_read_back_keeps_one_client_until_the_credentials_change(cluster: Cluster):
+    """The check every few seconds reuses its connection (no new TLS handshake per check);
+    credentials read again (a rotated token) make a new client and close the old one."""
+    import kopf
+
+    from tests.k8s.test_schedule_crd import load_operator
+
+    operator = load_operator()
+    server = str(cluster.emulator.url).rstrip("/")
+    writer = operator.Writer(
+        namespace=NAMESPACE,
+        configmap=CONFIGMAP,
+        connection=kopf.ConnectionInfo(server=server, token="a"),
+        expected={},
+    )
+    assert await operator.drifted(writer)  # no ConfigMap yet
+    first = writer.checker
+    assert await operator.drifted(writer)
+    assert writer.checker is first and not first.is_closed
+    writer.connection = kopf.ConnectionInfo(server=server, token="b")
+    assert await operator.drifted(writer)
+    assert writer.checker is not first and first.is_closed
+    assert writer.checker.headers["Authorization"] == "Bearer b"
+    await operator._close_checker(writer)
+    assert writer.checker is None
+    assert cluster.configmap_requests("GET") == 3
