@@ -12,69 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from conveyor import jsonsafe
+from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import NotFound, Unavailable, ValidationError
-from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id, now
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, STORE_ITEM_BYTES, Broker, Page, TaskStore
-from conveyor.registry import Registry, RegistryWatcher, TaskType
+from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore
+from conveyor.registry import Registry, RegistryWatcher
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.engine")
 
 MAX_DELAY_SECONDS = 14 * 24 * 3600  # SQS retention: no message outlives it
-# A result is stored in the task's DynamoDB item beside its payload; the item may hold
-# 400 KB in all. A result gets at most MAX_RESULT_BYTES of JSON, and never more than the
-# item has left after the payload and ITEM_RESERVE (attribute names, times, error text).
-ITEM_BYTES = STORE_ITEM_BYTES
-ITEM_RESERVE = 8 * 1024
-MAX_RESULT_BYTES = 128 * 1024
-
-
-def backoff_seconds(tasktype: TaskType, attempt: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog): uniform in
-    [0, min(cap, base * 2**(attempt-1))]. Jitter spreads retries of a failed burst."""
-    ceiling = min(tasktype.backoff_max_seconds, tasktype.backoff_initial_seconds * 2 ** max(attempt - 1, 0))
-    return (rng or random).uniform(0, ceiling)
 
 
 def body_hash(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def result_room(payload: Any) -> int:
-    """How many bytes of JSON a result of a task with ``payload`` may take."""
-    try:
-        used = len(jsonsafe.dumps(payload).encode())
-    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
-        used = 0  # an unreadable payload was withheld when read; the item check still applies
-    return max(0, min(MAX_RESULT_BYTES, ITEM_BYTES - ITEM_RESERVE - used))
-
-
-def checked_result(payload: Any, result: Any) -> tuple[Any, TaskError | None]:
-    """A handler's result as it will be stored and served, or the permanent error that
-    fails the task instead: a result that is not storable JSON (NaN, a lone surrogate,
-    a set, nesting beyond jsonsafe.MAX_DEPTH) or one larger than ``result_room``. Either
-    would otherwise break the finish write or every later read of the task."""
-    try:
-        value, encoded = jsonsafe.normalised(result)
-    except jsonsafe.UnsafeJSON as exc:
-        return None, TaskError(
-            "InvalidResult", f"the result cannot be stored as JSON at {exc.pointer}: {exc.message}"
-        )
-    size, room = len(encoded.encode()), result_room(payload)
-    if size > room:
-        return None, TaskError(
-            "ResultTooLarge", f"the result is {size} bytes as JSON; a task's result may take {room}"
-        )
-    return value, None
 
 
 @dataclass(frozen=True)
@@ -123,8 +80,11 @@ class Engine:
         broker: Broker,
         dead_letters: Broker,
         registry: RegistryWatcher,
+        *,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.store = store
         self.broker = broker
         self.dead_letters = dead_letters
@@ -152,7 +112,7 @@ class Engine:
             for e in errors:
                 e["pointer"] = pointer + e["pointer"]
             raise ValidationError(f"payload does not match the schema of {sub.type!r}", errors)
-        at = now()
+        at = self.clock.now()
         run_at = sub.run_at
         if sub.delay_seconds:
             run_at = at + timedelta(seconds=sub.delay_seconds)
@@ -176,11 +136,11 @@ class Engine:
             submitter_scopes=sub.scopes,
         )
 
-    @staticmethod
-    def _delay(task: Task) -> int:
+    def _delay(self, task: Task) -> int:
         if task.run_at is None:
             return 0
-        return max(0, min(BROKER_MAX_DELAY_SECONDS, int((task.run_at - now()).total_seconds() + 0.999)))
+        wait = (task.run_at - self.clock.now()).total_seconds()
+        return max(0, min(BROKER_MAX_DELAY_SECONDS, int(wait + 0.999)))
 
     def submit(
         self, sub: Submission, idempotency_key: str | None = None, body: Any = None
@@ -231,7 +191,7 @@ class Engine:
         return self.store.query(status, task_type, limit, cursor)
 
     def live_workers(self) -> list[WorkerInfo]:
-        horizon = now() - timedelta(seconds=self.settings.worker_dead_after)
+        horizon = self.clock.now() - timedelta(seconds=self.settings.worker_dead_after)
         return sorted(
             (w for w in self.store.workers() if w.last_heartbeat >= horizon),
             key=lambda w: w.started_at,
@@ -240,13 +200,13 @@ class Engine:
     def stats(self) -> Stats:
         """Totals, queue depths and workers, cached briefly: dashboards poll this."""
         with self._stats_lock:
-            if self._stats and time.monotonic() - self._stats[0] < self.settings.stats_cache_seconds:
+            if self._stats and self.clock.monotonic() - self._stats[0] < self.settings.stats_cache_seconds:
                 return self._stats[1]
             oldest = self.store.oldest_queued()
             age = 0.0
             if oldest is not None:
                 since = max(oldest.created_at, oldest.run_at or oldest.created_at)
-                age = max(0.0, (now() - since).total_seconds())
+                age = max(0.0, (self.clock.now() - since).total_seconds())
             stats = Stats(
                 counts=self.store.count_by_status(),
                 queue=self.broker.depth(),
@@ -254,16 +214,16 @@ class Engine:
                 workers=len(self.live_workers()),
                 oldest_queued_age_seconds=age,
             )
-            self._stats = (time.monotonic(), stats)
+            self._stats = (self.clock.monotonic(), stats)
             return stats
 
     # -- admin ---------------------------------------------------------------------------
 
     def cancel(self, task_id: str) -> Task:
-        return self.store.cancel(task_id, now())
+        return self.store.cancel(task_id, self.clock.now())
 
     def retry(self, task_id: str) -> Task:
-        task = self.store.retry(task_id, now())
+        task = self.store.retry(task_id, self.clock.now())
         self._dispatch(task)
         return task
 
@@ -277,13 +237,13 @@ class Engine:
         old task still has its message. So suspects are sent only when the queue holds
         fewer messages than there are unfinished tasks -- the deficit is the orphans.
         """
-        horizon = now() - timedelta(
+        horizon = self.clock.now() - timedelta(
             seconds=self.settings.redispatch_after_seconds if older_than is None else older_than
         )
         suspects = [
             t
             for t in self.store.queued_before(horizon, limit)
-            if (t.run_at is None or t.run_at <= now())
+            if (t.run_at is None or t.run_at <= self.clock.now())
             and t.updated_at <= horizon
             and not self._paused(t.type)
         ]
@@ -297,7 +257,7 @@ class Engine:
         sent = 0
         for task in suspects[:deficit] if deficit < len(suspects) else suspects:
             # Claim the resend first, so two sweepers never both send it.
-            if self.store.mark_redispatched(task, now()):
+            if self.store.mark_redispatched(task, self.clock.now()):
                 self.broker.send(task.id, task.type, self._delay(task))
                 sent += 1
         if sent:
@@ -326,7 +286,7 @@ class Engine:
                         "the task's message was moved to the dead-letter queue after "
                         f"{self.settings.max_receive_count} receives (a worker crashed on it)",
                     )
-                    if self.store.fail_unfinished(m.task_id, error, now()) is not None:
+                    if self.store.fail_unfinished(m.task_id, error, self.clock.now()) is not None:
                         reaped += 1
             if messages:
                 self.dead_letters.change_visibility_many([(m.receipt, 11 * 3600) for m in messages])

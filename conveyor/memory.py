@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor import jsonsafe
+from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import (
     Conflict,
     IdempotencyConflict,
@@ -26,7 +27,7 @@ from conveyor.errors import (
     RecordTooLarge,
 )
 from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
-from conveyor.ports import STORE_ITEM_BYTES, Claim, Page, ScheduleState
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, STORE_ITEM_BYTES, Claim, Page, ScheduleState
 
 
 def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
@@ -325,50 +326,73 @@ class MemoryTaskStore:
 class _Entry:
     task_id: str
     task_type: str
-    sent_at: float
+    sent_at: datetime
     visible_at: float
     receives: int = 0
     receipt: str = ""
 
 
 class MemoryBroker:
-    """A queue with SQS's visibility semantics (delay, receive hides, change visibility)."""
+    """A queue with SQS's visibility semantics (delay, receive hides, change visibility).
 
-    def __init__(self, visibility_timeout: float = 30.0) -> None:
+    Visibility runs on ``clock``: with a FakeClock, a hidden or delayed message comes back
+    when the test advances the clock, not after a real wait. A long poll waits in real
+    time, woken by a send, a visibility change or a clock jump."""
+
+    def __init__(self, visibility_timeout: float = 30.0, *, clock: Clock = SYSTEM) -> None:
         self.visibility_timeout = visibility_timeout
+        self.clock = clock
         self._entries: list[_Entry] = []
         self._receipts = itertools.count()
         self._cond = threading.Condition()
+        clock.on_jump(self._wake)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
         self.send_many([(task_id, task_type, delay_seconds)])
 
     def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
-        now = time.monotonic()
+        at, sent = self.clock.monotonic(), self.clock.now()
         with self._cond:
             for task_id, task_type, delay in items:
-                self._entries.append(_Entry(task_id, task_type, time.time(), now + min(max(delay, 0), 900)))
+                delay = min(max(delay, 0), BROKER_MAX_DELAY_SECONDS)
+                self._entries.append(_Entry(task_id, task_type, sent, at + delay))
             self._cond.notify_all()
         return []
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
-        deadline = time.monotonic() + wait_seconds
+        deadline = time.monotonic() + wait_seconds  # a long poll lasts real time
         with self._cond:
             while True:
-                now = time.monotonic()
-                ready = [e for e in self._entries if e.visible_at <= now][: max(1, min(10, max_messages))]
-                if ready or now >= deadline:
+                at = self.clock.monotonic()
+                ready = [e for e in self._entries if e.visible_at <= at][: max(1, min(10, max_messages))]
+                left = deadline - time.monotonic()
+                if ready or left <= 0:
                     break
-                waits = [e.visible_at - now for e in self._entries if e.visible_at > now]
-                self._cond.wait(min([deadline - now, *waits]))
+                waits = [e.visible_at - at for e in self._entries if e.visible_at > at]
+                self._cond.wait(min([left, *waits]))
             out = []
             for e in ready:
                 e.receives += 1
                 e.receipt = f"r{next(self._receipts)}"
-                e.visible_at = now + self.visibility_timeout
-                sent = datetime.fromtimestamp(e.sent_at).astimezone()
-                out.append(Message(e.task_id, e.task_type, e.receipt, e.receives, sent))
+                e.visible_at = at + self.visibility_timeout
+                out.append(Message(e.task_id, e.task_type, e.receipt, e.receives, e.sent_at))
+            self._cond.notify_all()  # a receive changes what join() and depth() see
             return out
+
+    def join(self, timeout: float = 10.0) -> None:
+        """Wait until every message sent has been deleted (all work done), without
+        sleeping: woken by each delete. Raises TimeoutError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._entries:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self._entries)} message(s) still in the queue")
+                self._cond.wait(left)
 
     def _find(self, receipt: str) -> _Entry | None:
         return next((e for e in self._entries if e.receipt == receipt), None)
@@ -377,6 +401,7 @@ class MemoryBroker:
         wanted = set(receipts)
         with self._cond:
             self._entries = [e for e in self._entries if e.receipt not in wanted]
+            self._cond.notify_all()
 
     def change_visibility(self, receipt: str, seconds: int) -> None:
         self.change_visibility_many([(receipt, seconds)])
@@ -386,11 +411,11 @@ class MemoryBroker:
             for receipt, seconds in items:
                 entry = self._find(receipt)
                 if entry is not None:
-                    entry.visible_at = time.monotonic() + seconds
+                    entry.visible_at = self.clock.monotonic() + seconds
             self._cond.notify_all()
 
     def depth(self) -> QueueDepth:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._cond:
             visible = sum(1 for e in self._entries if e.visible_at <= now)
             in_flight = sum(1 for e in self._entries if e.visible_at > now and e.receives > 0)

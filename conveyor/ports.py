@@ -122,6 +122,8 @@ class TaskStore(Protocol):
 # A broker delays a message at most this long (SQS's DelaySeconds ceiling); a task due later
 # is re-hidden by the worker until its run_at.
 BROKER_MAX_DELAY_SECONDS = 900
+# ... and hides a received message at most this long (SQS: 12 h since receipt, less a margin).
+BROKER_MAX_VISIBILITY_SECONDS = 12 * 3600 - 300
 
 
 class Broker(Protocol):

@@ -143,7 +143,7 @@ def test_percentiles_are_observed_values_and_spreads_report_the_median():
 def test_the_floor_batches_by_the_workers_rules():
     # Copied, not imported: the floor stays plain boto3 (its RSS is measured).
     from benchmarks import floor
-    from worker import runtime
+    from worker import deletes, runtime
 
     assert floor.RECEIVE_GATHER_SECONDS == runtime.RECEIVE_GATHER_SECONDS
-    assert floor.DELETE_GATHER_SECONDS == runtime.DELETE_GATHER_SECONDS
+    assert floor.DELETE_GATHER_SECONDS == deletes.GATHER_SECONDS

@@ -156,7 +156,7 @@ def test_prefetch_never_exceeds_free_slots(settings_factory, tasktypes, start_wo
     peak = 0
     deadline = time.monotonic() + 20
     while not all(rt.engine.get(t.id).status.terminal for t in tasks) and time.monotonic() < deadline:
-        peak = max(peak, w.worker._held)
+        peak = max(peak, w.worker.held)
         time.sleep(0.05)
     assert all(rt.engine.get(t.id).status is Status.SUCCEEDED for t in tasks)
     assert max(asked) <= 2
@@ -241,7 +241,7 @@ def test_finished_tasks_carry_a_ttl(runtime, start_worker):
 
 
 def test_deletes_go_in_full_batches_and_none_waits_long(runtime, start_worker, tmp_path):
-    from worker.runtime import DELETE_GATHER_SECONDS
+    from worker.deletes import GATHER_SECONDS as DELETE_GATHER_SECONDS
 
     batches: list[int] = []
     broker = runtime.engine.broker
