@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from conveyor import engine as engine_module
 from conveyor import maintenance
 from conveyor.engine import Engine, Submission
 from conveyor.errors import Unavailable
 from conveyor.maintenance import Maintenance, interval_seconds
+from conveyor.clock import SYSTEM, Clock, FakeClock
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status, Task, new_id, now
 from conveyor.registry import RegistryWatcher
@@ -33,30 +33,17 @@ from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings, wait_for
 HORIZON = 300  # redispatch_after_seconds: the fake clock jumps past it
 
 
-class FakeClock:
-    """The engine's ``now``, moved forward by hand: no test sleeps out the horizon."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return now() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(engine_module, "now", fake)
-    return fake
+def clock() -> FakeClock:
+    """The engines' clock, moved forward by hand: no test sleeps out the horizon."""
+    return FakeClock(now())
 
 
 def memory_engine(
     store: MemoryTaskStore | None = None,
     broker: MemoryBroker | None = None,
     dlq: MemoryBroker | None = None,
+    clock: Clock | None = None,
     **overrides: Any,
 ) -> Engine:
     values: dict[str, Any] = {"redispatch_after_seconds": HORIZON, "maintenance_interval_seconds": 0.02}
@@ -67,6 +54,7 @@ def memory_engine(
         broker or MemoryBroker(30),
         dlq or MemoryBroker(30),
         RegistryWatcher(EXAMPLES),
+        clock=clock or SYSTEM,
     )
 
 
@@ -87,7 +75,7 @@ def submit_with_send_refused(client: TestClient, engine: Engine, monkeypatch: py
 
 
 def test_api_resends_a_recorded_task_whose_send_failed_with_no_worker(clock, monkeypatch):
-    engine = memory_engine()
+    engine = memory_engine(clock=clock)
     with serve(engine) as client:
         task_id = submit_with_send_refused(client, engine, monkeypatch)
         assert engine.broker.depth().total == 0  # 202, recorded, no message
@@ -122,7 +110,7 @@ def count_rounds(engines: list[Engine], monkeypatch: pytest.MonkeyPatch) -> dict
 
 
 def test_api_fails_a_dead_lettered_task_with_no_worker(clock):
-    engine = memory_engine()
+    engine = memory_engine(clock=clock)
     with serve(engine):
         task_id = running_then_dead_lettered(engine)
         done = wait_for(lambda: (t := engine.get(task_id)).status.terminal and t, timeout=5)
@@ -135,7 +123,7 @@ def test_several_api_replicas_send_each_orphan_once_and_reap_once(clock, monkeyp
     """Replicas share the store and both queues and race every round: the conditional
     writes keep it to one message per orphan."""
     store, broker, dlq = MemoryTaskStore(), MemoryBroker(30), MemoryBroker(30)
-    replicas = [memory_engine(store, broker, dlq) for _ in range(3)]
+    replicas = [memory_engine(store, broker, dlq, clock=clock) for _ in range(3)]
     # Recorded by a submitter that died before SendMessage.
     orphans = [store.create(Task(id=new_id(), type="echo", payload={"n": n}))[0] for n in range(7)]
     crashed = running_then_dead_lettered(replicas[0])
@@ -156,7 +144,7 @@ def test_several_api_replicas_send_each_orphan_once_and_reap_once(clock, monkeyp
 
 
 def test_the_setting_turns_the_loop_off(clock, monkeypatch):
-    engine = memory_engine(maintenance_enabled=False)
+    engine = memory_engine(maintenance_enabled=False, clock=clock)
     with serve(engine) as client:
         submit_with_send_refused(client, engine, monkeypatch)
         clock.advance(HORIZON + 1)
@@ -202,7 +190,7 @@ def test_a_failing_step_does_not_stop_the_other_or_the_loop(monkeypatch, failing
 def test_a_queued_task_whose_message_was_dead_lettered_is_failed_not_resent(clock):
     """Its message crashed workers max_receive_count times before any claim: another
     message would only crash them again."""
-    engine = memory_engine()
+    engine = memory_engine(clock=clock)
     task, _ = engine.submit(Submission("echo", {"n": 1}))
     [message] = engine.broker.receive(1, 0)
     engine.broker.delete_many([message.receipt])

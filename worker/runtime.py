@@ -30,14 +30,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
-from conveyor import __version__, lifecycle
+from conveyor import lifecycle
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import Message, WorkerInfo
+from conveyor.model import Message
 from conveyor.ports import BlobStore
 from worker.attempt import Attempts
-from worker.deletes import DeleteBatcher
+from worker.deletes import GATHER_SECONDS, DeleteBatcher
+from worker.heartbeat import Heartbeat
 from worker.io import BlockingCalls
 
 log = logging.getLogger("conveyor.worker")
@@ -57,6 +58,7 @@ class Worker:
         blob_factory: Callable[[str | None], BlobStore] | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        delete_gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self.engine, self.settings, self.clock = engine, engine.settings, engine.clock
         self.store, self.broker = engine.store, engine.broker
@@ -65,13 +67,16 @@ class Worker:
         self.concurrency = max(1, self.settings.worker_concurrency)
         self.host = socket.gethostname()
         self.id = worker_id or f"{self.host}-{os.getpid()}-{random.randbytes(2).hex()}"
-        self.started_at = self.clock.now()
         self.io = BlockingCalls(self.concurrency + 8)
-        self.deletes = DeleteBatcher(lambda batch: self.io(self.broker.delete_many, batch))
+        self.deletes = DeleteBatcher(
+            lambda batch: self.io(self.broker.delete_many, batch), delete_gather_seconds
+        )
         self.attempts = Attempts(
             engine, metrics, self.io, self.deletes, self.concurrency, blob_factory, self.rng
         )
-        self.held = 0  # messages received and not yet done with: never above concurrency
+        self.heartbeat = Heartbeat(engine, self.io, self.attempts, self.id, self.host, self.concurrency)
+        self.held = 0  # slots taken: messages in hand plus those a receive asks for
+        self._asking = 0  # slots reserved by the receive in flight
         self._received = 0  # in all; bounded by settings.worker_max_tasks in one-shot mode
         self._claiming: Counter[str] = Counter()  # task ids with a claim call in flight
         self._type_slots: Counter[str] = Counter()  # per TaskType: claimed or about to be
@@ -84,6 +89,12 @@ class Worker:
         self.held -= 1
         self.metrics.busy.set(self.held)
         self._slot_free.set()
+
+    @property
+    def in_hand(self) -> int:
+        """Messages received and not yet done with. Read from any thread: the two counts
+        move in an order that can only make it read high, never low."""
+        return self.held - self._asking
 
     @property
     def stopping(self) -> bool:
@@ -99,10 +110,10 @@ class Worker:
 
     async def run(self) -> None:
         loops = [
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.heartbeat.run(), name="heartbeat"),
             asyncio.create_task(self.deletes.run(), name="deletes"),
         ]
-        await self._beat()
+        await self.heartbeat.beat()
         log.info("worker %s started: concurrency %d", self.id, self.concurrency)
         try:
             await self._receive_loop()
@@ -113,7 +124,7 @@ class Worker:
             await asyncio.gather(*loops, return_exceptions=True)
             await self.deletes.flush()
             with contextlib.suppress(Exception):
-                await self.io(self.store.remove_worker, self.id)
+                await self.heartbeat.stop()
             self.io.shutdown()
             self.attempts.shutdown()
             log.info("worker %s stopped", self.id)
@@ -138,16 +149,19 @@ class Worker:
             # Reserve the slots before asking, so prefetch never exceeds free capacity.
             want = min(10, self._free(), limit - self._received if limit else 10)
             self.held += want
+            self._asking = want
             try:
                 messages = await self.io(self.broker.receive, want, self.settings.poll_wait_seconds)
                 backoff = 0.5
             except ConveyorError as exc:
+                self._asking = 0
                 self.held -= want
                 log.warning("receive failed (%s); retrying in %.1fs", exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), backoff)
                 backoff = min(backoff * 2, 15.0)
                 continue
+            self._asking = 0
             self.held -= want - len(messages)
             backlog = len(messages) == want
             self.metrics.busy.set(self.held)
@@ -299,32 +313,3 @@ class Worker:
                 self.deletes.add(message.receipt)
             case _:
                 raise AssertionError(f"not an action on a message: {action!r}")
-
-    # -- heartbeat --------------------------------------------------------------------------
-
-    async def _beat(self) -> None:
-        info = WorkerInfo(
-            id=self.id,
-            host=self.host,
-            pid=os.getpid(),
-            started_at=self.started_at,
-            last_heartbeat=self.clock.now(),
-            in_flight=len(self.attempts.running),
-            concurrency=self.concurrency,
-            version=__version__,
-        )
-        for task_id in await self.io(self.store.heartbeat, info, 3600):
-            self.attempts.cancel(task_id)
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.settings.heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                timeout = self.settings.visibility_timeout
-                extend = [(r.message.receipt, timeout) for r in self.attempts.running.values()]
-                if extend:
-                    await self.io(self.broker.change_visibility_many, extend)
-                await self._beat()
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)

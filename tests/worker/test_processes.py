@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conveyor.model import Status
 from tests.conftest import ROOT, service_env, wait_for
-from tests.worker.test_semantics import finished, submit
+from tests.worker.test_end_to_end import finished, submit
 from tests.worker.testhandlers import runs
 
 

@@ -13,12 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
-from conveyor import lifecycle
+from conveyor import results
 from conveyor.engine import Engine, Submission
-from conveyor.lifecycle import MAX_RESULT_BYTES, checked_result, result_room
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status
 from conveyor.registry import RegistryWatcher
+from conveyor.results import MAX_RESULT_BYTES, checked_result, result_room
 from tests.conftest import AUTH_HEADERS, WorkerThread, make_settings, wait_for
 from worker.handlers import handler
 from worker.handlers.context import Context
@@ -130,8 +130,8 @@ def test_a_bad_result_fails_the_task_once_and_for_all(types_dir, tmp_path, kind)
 def test_a_finish_the_store_refuses_for_size_is_recorded_as_a_failure(types_dir, tmp_path, monkeypatch):
     """The result passes the worker's own cap (raised here) but not the store's item
     limit: the refused finish becomes a recorded failure, not a retry of the handler."""
-    monkeypatch.setattr(lifecycle, "MAX_RESULT_BYTES", 10**7)
-    monkeypatch.setattr(lifecycle, "ITEM_BYTES", 10**7)
+    monkeypatch.setattr(results, "MAX_RESULT_BYTES", 10**7)
+    monkeypatch.setattr(results, "ITEM_BYTES", 10**7)
     engine, worker = memory_worker(types_dir)
     worker.start()
     try:
@@ -154,8 +154,8 @@ def test_on_dynamodb_a_big_result_and_a_refused_finish_both_fail_the_task(
         capped = run_to_end(rt.engine, {"kind": "big", "log": str(tmp_path / "capped")})
         assert capped.status is Status.FAILED and capped.error.type == "ResultTooLarge"
         # Past the worker's cap, DynamoDB itself refuses the 500 KB item.
-        monkeypatch.setattr(lifecycle, "MAX_RESULT_BYTES", 10**7)
-        monkeypatch.setattr(lifecycle, "ITEM_BYTES", 10**7)
+        monkeypatch.setattr(results, "MAX_RESULT_BYTES", 10**7)
+        monkeypatch.setattr(results, "ITEM_BYTES", 10**7)
         refused = run_to_end(rt.engine, {"kind": "sized", "bytes": 500_000, "log": str(tmp_path / "refused")})
     finally:
         worker.stop()

@@ -1,0 +1,66 @@
+"""The worker's heartbeat: every interval it extends the visibility of the running
+attempts' messages (so none is redelivered under its handler), records the worker as
+alive, and hands the cancels requested for its tasks to their handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from conveyor import __version__
+from conveyor.engine import Engine
+from conveyor.model import WorkerInfo
+from worker.attempt import Attempts
+from worker.io import BlockingCalls
+
+log = logging.getLogger("conveyor.worker")
+
+# The worker record outlives its last beat by this long in the store, then expires.
+RECORD_TTL_SECONDS = 3600
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        engine: Engine,
+        io: BlockingCalls,
+        attempts: Attempts,
+        worker_id: str,
+        host: str,
+        concurrency: int,
+    ) -> None:
+        self.engine, self.io, self.attempts = engine, io, attempts
+        self.id, self.host, self.concurrency = worker_id, host, concurrency
+        self.started_at = engine.clock.now()
+
+    async def beat(self) -> None:
+        info = WorkerInfo(
+            id=self.id,
+            host=self.host,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            last_heartbeat=self.engine.clock.now(),
+            in_flight=len(self.attempts.running),
+            concurrency=self.concurrency,
+            version=__version__,
+        )
+        for task_id in await self.io(self.engine.store.heartbeat, info, RECORD_TTL_SECONDS):
+            self.attempts.cancel(task_id)
+
+    async def run(self) -> None:
+        settings = self.engine.settings
+        while True:
+            await asyncio.sleep(settings.heartbeat_interval)
+            try:
+                timeout = settings.visibility_timeout
+                extend = [(r.message.receipt, timeout) for r in self.attempts.running.values()]
+                if extend:
+                    await self.io(self.engine.broker.change_visibility_many, extend)
+                await self.beat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Deregister: the worker leaves the live list at once, not when its beat ages out."""
+        await self.io(self.engine.store.remove_worker, self.id)
