@@ -11,7 +11,6 @@ import asyncio
 import random
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,10 +19,10 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from conveyor import maintenance
+from conveyor.clock import SYSTEM, Clock, FakeClock
 from conveyor.engine import Engine, Submission
 from conveyor.errors import Unavailable
 from conveyor.maintenance import Maintenance, interval_seconds
-from conveyor.clock import SYSTEM, Clock, FakeClock
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status, Task, new_id, now
 from conveyor.registry import RegistryWatcher
