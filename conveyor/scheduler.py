@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from conveyor import schedule as planning
@@ -44,10 +44,6 @@ NEXT_RUNS = 5
 StatusSink = Callable[[ScheduleSpec, dict[str, Any]], None]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class Fired:
     """What one tick did with one slot."""
@@ -62,7 +58,7 @@ class Fired:
 class Scheduler:
     """Plans every schedule at each tick (conveyor/schedule.py) and carries the plan out.
 
-    ``source`` gives the current schedules; ``clock`` the time (tests drive it). A
+    ``source`` gives the current schedules; ``clock`` the time (default: the engine's; tests drive it). A
     schedule whose task type is unknown or not enabled is treated as not ready.
     """
 
@@ -72,7 +68,7 @@ class Scheduler:
         source: Callable[[], list[ScheduleSpec]],
         *,
         metrics: SchedulerMetrics | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] | None = None,
         status_sink: StatusSink | None = None,
         interval: float | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -80,7 +76,7 @@ class Scheduler:
         self.engine = engine
         self.source = source
         self.metrics = metrics
-        self.clock = clock
+        self.clock = clock or engine.clock.now  # one clock for the engine and its schedules
         self.status_sink = status_sink
         self.interval = engine.settings.scheduler_interval_seconds if interval is None else interval
         # A slot picked up within this long of its due time fired on time (not catch-up).
