@@ -1,5 +1,6 @@
-"""Real servers for tests, on loopback: a free port, and an ASGI app under uvicorn in a
-thread (real HTTP, real sockets, in-process so a test can reach into the app)."""
+"""Real servers for tests, on loopback: a free port (a port nobody listens on, for a
+refused connection too), and an ASGI app under uvicorn in a thread (real HTTP, real
+sockets, in-process so a test can reach into the app)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ from typing import Any
 
 import uvicorn
 
+# The product's own (conveyor run picks its ports with it): one definition for both.
+from conveyor.local import free_port
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ServerThread", "free_port"]
 
 
 class ServerThread:
