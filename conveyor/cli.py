@@ -280,12 +280,16 @@ def submit(
                 max_attempts=max_attempts,
                 idempotency_key=idempotency_key,
             )
-            if not wait_:
-                _print(task)
-                return
-            _wait_and_print(client, task, timeout)
+            _print_or_wait(client, task, wait_, timeout)
         except ConveyorHTTPError as exc:
             _fail(exc)
+
+
+def _print_or_wait(client: Client, task: dict[str, Any], wait_: bool, timeout: float) -> None:
+    if wait_:
+        _wait_and_print(client, task, timeout)
+    else:
+        _print(task)
 
 
 def _wait_and_print(client: Client, task: dict[str, Any], timeout: float) -> None:
@@ -448,10 +452,7 @@ def schedules_trigger(name: str, wait_: bool, timeout: float, url: str, token: s
     with Client(url, token) as client:
         try:
             task = client.trigger_schedule(name)
-            if not wait_:
-                _print(task)
-                return
-            _wait_and_print(client, task, timeout)
+            _print_or_wait(client, task, wait_, timeout)
         except ConveyorHTTPError as exc:
             _fail(exc)
 
