@@ -30,8 +30,10 @@ _INSTALLER_FILES = {"INSTALLER", "RECORD", "REQUESTED", "direct_url.json"}
 
 def isolated_pip_env() -> dict[str, str]:
     """The environment without this machine's pip configuration (its indexes,
-    find-links and constraints), so only the wheelhouse is seen."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    find-links and constraints), so only the wheelhouse is seen, and without PYTHONPATH:
+    a checkout on it (with the ``*.egg-info`` of an editable install) would look to pip
+    like Conveyor already installed in the target."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
