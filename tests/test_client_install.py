@@ -150,3 +150,12 @@ def test_the_image_installs_the_extras_of_what_it_runs() -> None:
     (extras,) = re.findall(r"pip install [^\n]*\.\[([a-z,]+)\]", (ROOT / "Dockerfile").read_text())
     needed = {"operator", *SERVICE_EXTRAS["api"], *SERVICE_EXTRAS["worker"], *SERVICE_EXTRAS["init"]}
     assert set(extras.split(",")) == needed
+
+
+def test_every_extra_a_command_names_is_declared() -> None:
+    """An undeclared extra has no requirements, so its check would always pass."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = {extra for extras in SERVICE_EXTRAS.values() for extra in extras}
+    assert named <= set(declared)
