@@ -9,10 +9,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/conveyor
 WORKDIR /src
-# Dependencies first, from the metadata alone, so code edits reuse this layer.
+# Dependencies first, from the metadata alone, so code edits reuse this layer. The extras
+# are what the image runs: the api, the worker with its handlers, the operator; not `local`.
 COPY pyproject.toml README.md ./
 RUN mkdir conveyor api worker \
- && /opt/conveyor/bin/pip install --no-compile . \
+ && /opt/conveyor/bin/pip install --no-compile ".[server,operator,handlers]" \
  && /opt/conveyor/bin/pip uninstall -y conveyor
 COPY conveyor conveyor
 COPY api api

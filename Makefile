@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The dev and bench extras: the tests smoke-run the benchmark harness.
+# The dev extra (every part: server, operator, handlers, local, and the test tools) and
+# bench: the tests smoke-run the benchmark harness.
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,62 @@ import click
 import httpx
 
 from conveyor.client import Client, ConveyorHTTPError, default_url
+
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _extra_requirements(extra: str) -> list[str]:
+    """The distributions ``pip install 'conveyor[extra]'`` adds, read from the installed
+    metadata (so a dependency added to an extra is checked too); [] when Conveyor runs
+    from a source tree without metadata."""
+    try:
+        requires = metadata.requires("conveyor") or []
+    except metadata.PackageNotFoundError:
+        return []
+    names: list[str] = []
+    for req in requires:
+        spec, _, marker = req.partition(";")
+        found = _EXTRA_MARKER.search(marker)
+        if not found or found.group(1) != extra:
+            continue
+        name = _NAME.match(spec.strip())
+        if name is None:
+            continue
+        if name.group(0).lower() == "conveyor":
+            # A self-reference, conveyor[a,b]: those extras' requirements.
+            inner = spec[spec.find("[") + 1 : spec.find("]")] if "[" in spec else ""
+            names += [n for e in inner.split(",") if e.strip() for n in _extra_requirements(e.strip())]
+        else:
+            names.append(name.group(0))
+    return names
+
+
+# The extras each service command needs; the base install is the client alone.
+SERVICE_EXTRAS: dict[str, tuple[str, ...]] = {
+    "run": ("local",),
+    "api": ("server",),
+    "worker": ("server", "handlers"),
+    "init": ("server",),
+}
+
+
+def _require(command: str) -> None:
+    """Stop with the pip command to run when an extra that ``command`` needs is missing."""
+    missing = []
+    for extra in SERVICE_EXTRAS[command]:
+        for name in _extra_requirements(extra):
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                missing.append(extra)
+                break
+    if missing:
+        wanted = ",".join(missing)
+        raise click.ClickException(
+            f"`conveyor {command}` needs the {wanted} extra{'s' if len(missing) > 1 else ''}: "
+            f"pip install 'conveyor[{wanted}]'"
+        )
 
 
 def _exec_module(module: str) -> None:
@@ -39,6 +97,7 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, help="Worker processes.")
 def run(port: int, moto_port: int, worker_metrics_port: int, workers: int) -> None:
     """Run the whole system locally: moto server, API and worker(s)."""
+    _require("run")
     from conveyor.local import LocalStack
 
     stack = LocalStack(
@@ -81,18 +140,21 @@ Ctrl-C stops everything.
 @main.command()
 def api() -> None:
     """Serve the HTTP API (configured by CONVEYOR_* and AWS_* variables)."""
+    _require("api")
     _exec_module("api.main")
 
 
 @main.command()
 def worker() -> None:
     """Run a worker until SIGTERM."""
+    _require("worker")
     _exec_module("worker.main")
 
 
 @main.command()
 def init() -> None:
     """Create the queue (with its DLQ redrive), DLQ, table and bucket; safe to repeat."""
+    _require("init")
     from conveyor.aws import AwsBackend
     from conveyor.aws.provision import provision
     from conveyor.settings import Settings
@@ -218,12 +280,16 @@ def submit(
                 max_attempts=max_attempts,
                 idempotency_key=idempotency_key,
             )
-            if not wait_:
-                _print(task)
-                return
-            _wait_and_print(client, task, timeout)
+            _print_or_wait(client, task, wait_, timeout)
         except ConveyorHTTPError as exc:
             _fail(exc)
+
+
+def _print_or_wait(client: Client, task: dict[str, Any], wait_: bool, timeout: float) -> None:
+    if wait_:
+        _wait_and_print(client, task, timeout)
+    else:
+        _print(task)
 
 
 def _wait_and_print(client: Client, task: dict[str, Any], timeout: float) -> None:
@@ -386,10 +452,7 @@ def schedules_trigger(name: str, wait_: bool, timeout: float, url: str, token: s
     with Client(url, token) as client:
         try:
             task = client.trigger_schedule(name)
-            if not wait_:
-                _print(task)
-                return
-            _wait_and_print(client, task, timeout)
+            _print_or_wait(client, task, wait_, timeout)
         except ConveyorHTTPError as exc:
             _fail(exc)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ import yaml
 from jsonschema.protocols import Validator
 
 from conveyor import payloadschema
-from conveyor.throttle import Throttle
+from conveyor.watched import Watched, stat_signature
 
 log = logging.getLogger("conveyor.registry")
 
@@ -235,53 +234,20 @@ def _signature(path: Path) -> tuple[Any, ...]:
     return stat_signature(targets)
 
 
-def stat_signature(targets: list[Path]) -> tuple[Any, ...]:
-    """The identity of each file that exists now (path, target, inode, mtime, size): any
-    edit or kubelet ``..data`` swap changes it, so a watcher re-reads only then."""
-    out: list[Any] = []
-    for t in targets:
-        try:
-            st = os.stat(t)  # follows symlinks: a swapped ..data gives a new inode
-        except FileNotFoundError:
-            continue
-        out.append((str(t), os.path.realpath(t), st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
-
-
-class RegistryWatcher:
-    """Serves the current registry, re-reading the source when it changes.
-
-    Checks are lazy and rate-limited (one ``stat`` per ``interval``), so calling
-    ``current()`` on every request costs nothing. A registry that fails to parse keeps
-    the last good one in service and logs why.
-    """
+class RegistryWatcher(Watched[Registry]):
+    """Serves the current registry, re-reading the source when it changes (see
+    ``conveyor.watched``): a registry that fails to parse keeps the last good one in
+    service and logs why."""
 
     def __init__(self, path: str | Path, interval: float = 1.0) -> None:
         self.path = Path(path)
-        self._signature: tuple[Any, ...] | None = None
-        self._registry = Registry()
-        self.reloads = 0
-        self._refresh(force=True)
-        self._check = Throttle(interval, self._refresh)
-
-    def _refresh(self, force: bool = False) -> None:
-        signature = _signature(self.path)
-        if not force and signature == self._signature:
-            return
-        try:
-            registry = load(self.path)
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-            if force and self._signature is None:
-                log.warning("TaskType registry at %s unreadable: %s", self.path, exc)
-            else:
-                log.error("TaskType registry at %s unreadable, keeping the last one: %s", self.path, exc)
-            self._signature = signature
-            return
-        self._registry = registry
-        self._signature = signature
-        self.reloads += 1
-        log.info("TaskType registry loaded from %s: %s", self.path, ", ".join(registry) or "none")
-
-    def current(self) -> Registry:
-        self._check()
-        return self._registry
+        super().__init__(
+            f"TaskType registry at {self.path}",
+            load=lambda: load(self.path),
+            signature=lambda: _signature(self.path),
+            initial=Registry(),
+            log=log,
+            errors=(OSError, ValueError, KeyError, TypeError, yaml.YAMLError),
+            describe=lambda registry: ", ".join(registry),
+            interval=interval,
+        )

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from conveyor.registry import REGISTRY_FILE, stat_signature
+from conveyor.registry import REGISTRY_FILE
 from conveyor.schedule import SCHEDULES_FILE, ScheduleSpec
-from conveyor.throttle import Throttle
+from conveyor.watched import Watched, stat_signature
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -85,32 +85,19 @@ def load(path: str | Path) -> list[ScheduleSpec]:
     return load_manifests(sources)
 
 
-class ScheduleWatcher:
-    """Serves the current schedules, re-reading when their source changes (one ``stat``
-    per ``interval`` at most). An unreadable source keeps the last good list."""
+class ScheduleWatcher(Watched[list[ScheduleSpec]]):
+    """Serves the current schedules, re-reading when their source changes (see
+    ``conveyor.watched``). An unreadable source keeps the last good list."""
 
     def __init__(self, path: str | Path, interval: float = 1.0) -> None:
         self.path = Path(path)
-        self._signature: tuple[Any, ...] | None = None
-        self._specs: list[ScheduleSpec] = []
-        self._refresh(force=True)
-        self._check = Throttle(interval, self._refresh)
-
-    def _refresh(self, force: bool = False) -> None:
-        signature = stat_signature(_sources(self.path))
-        if not force and signature == self._signature:
-            return
-        try:
-            specs = load(self.path)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            log.error("schedules at %s unreadable, keeping the last ones: %s", self.path, exc)
-            self._signature = signature
-            return
-        self._specs = specs
-        self._signature = signature
-        if specs or not force:
-            log.info("schedules loaded from %s: %s", self.path, ", ".join(s.key for s in specs) or "none")
-
-    def current(self) -> list[ScheduleSpec]:
-        self._check()
-        return self._specs
+        super().__init__(
+            f"schedules at {self.path}",
+            load=lambda: load(self.path),
+            signature=lambda: stat_signature(_sources(self.path)),
+            initial=[],
+            log=log,
+            errors=(OSError, ValueError, yaml.YAMLError),
+            describe=lambda specs: ", ".join(s.key for s in specs),
+            interval=interval,
+        )

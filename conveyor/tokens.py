@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.throttle import Throttle
+from conveyor.watched import Watched, stat_signature
 
 log = logging.getLogger("conveyor.auth")
 
@@ -126,54 +126,29 @@ def write_tokens_file(path: Path, tokens: TokenSet) -> None:
     write_private(path, json.dumps(tokens.document(), indent=2) + "\n")
 
 
-def _signature(path: Path) -> tuple[Any, ...] | None:
+def _load_or_none(path: Path) -> TokenSet:
+    """The tokens in ``path``; none when it is missing, so auth fails closed."""
     try:
-        st = os.stat(path)  # follows symlinks: kubelet's ..data swap gives a new inode
-    except OSError:
-        return None
-    return (os.path.realpath(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        return load(path)
+    except FileNotFoundError:
+        log.error("no tokens file at %s: every authenticated request is refused", path)
+        return TokenSet()
 
 
-class TokensWatcher:
-    """The current tokens, re-read when the file changes (as ``RegistryWatcher`` does for
-    the TaskType registry), so tokens rotate without a restart.
-
-    Checks are lazy and rate-limited to one ``stat`` per ``interval``. A file that fails to
-    parse keeps the last good tokens in service; a file that is missing means no token is
-    accepted (auth fails closed).
-    """
+class TokensWatcher(Watched[TokenSet]):
+    """The current tokens, re-read when the file changes (see ``conveyor.watched``), so
+    tokens rotate without a restart. A file that fails to parse keeps the last good
+    tokens in service; a file that is missing means no token is accepted."""
 
     def __init__(self, path: str | Path, interval: float = 1.0) -> None:
         self.path = Path(path)
-        self._signature: tuple[Any, ...] | None = ("unread",)
-        self._tokens = TokenSet()
-        self.reloads = 0
-        self._refresh()
-        self._check = Throttle(interval, self._refresh)
-
-    def _refresh(self) -> None:
-        signature = _signature(self.path)
-        if signature == self._signature:
-            return
-        self._signature = signature
-        if signature is None:
-            self._tokens = TokenSet()
-            log.error("no tokens file at %s: every authenticated request is refused", self.path)
-            return
-        try:
-            tokens = load(self.path)
-        except (OSError, ValueError) as exc:
-            log.error("tokens file %s is invalid, keeping the previous tokens: %s", self.path, exc)
-            return
-        self._tokens = tokens
-        self.reloads += 1
-        log.info(
-            "loaded %d token(s) from %s: %s",
-            len(tokens),
-            self.path,
-            ", ".join(e.name for e in tokens.entries) or "none",
+        super().__init__(
+            f"tokens file {self.path}",
+            load=lambda: _load_or_none(self.path),
+            signature=lambda: stat_signature([self.path]),
+            initial=TokenSet(),
+            log=log,
+            errors=(OSError, ValueError),
+            describe=lambda tokens: f"{len(tokens)} token(s): " + ", ".join(e.name for e in tokens.entries),
+            interval=interval,
         )
-
-    def current(self) -> TokenSet:
-        self._check()
-        return self._tokens

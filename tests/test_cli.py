@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from conveyor.bootstrap import build
 from conveyor.cli import main
 from conveyor.client import Client, ConveyorHTTPError
-from conveyor.local import free_port
 from tests.console.conftest import schedules_registry
+from tests.support.servers import ServerThread
 
 
 def _serve(runtime, start_worker, monkeypatch):
     from api.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(runtime.engine, CollectorRegistry()), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    server = ServerThread(create_app(runtime.engine, CollectorRegistry())).start()
     start_worker(runtime)
     monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

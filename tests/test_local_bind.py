@@ -7,8 +7,9 @@ import urllib.request
 
 import pytest
 
-from conveyor.local import LocalStack, free_port, wait_http
+from conveyor.local import LocalStack, wait_http
 from conveyor.settings import Settings
+from tests.support.servers import free_port
 
 
 def answers(host: str, port: int) -> bool:

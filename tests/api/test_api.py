@@ -236,7 +236,7 @@ def test_backend_down_is_503_with_retry_after(settings, monkeypatch):
 
     from api.app import create_app
     from conveyor.bootstrap import build
-    from conveyor.local import free_port
+    from tests.support.servers import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     rt = build(settings)  # starts fine with AWS unreachable

@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from conveyor import tokens
 from conveyor.bootstrap import Runtime
-from tests.console.conftest import Console, ServerThread
+from tests.console.conftest import Console
+from tests.support.servers import ServerThread
 
 
 def test_token_prompt_session_storage_and_scopes(

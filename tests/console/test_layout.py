@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from playwright.sync_api import expect
 
-from tests.console.conftest import Console, ServerThread
+from tests.console.conftest import Console
+from tests.support.servers import ServerThread
 
 # Elements wider than the viewport, outside any box that scrolls or clips them (a code
 # block may scroll inside itself; the page must never scroll sideways).

@@ -16,8 +16,9 @@ from playwright.sync_api import expect
 from prometheus_client import CollectorRegistry
 
 from conveyor import tokens
-from tests.console.conftest import Console, ServerThread, System
+from tests.console.conftest import Console, System
 from tests.console.test_layout import OVERFLOW, UNLABELLED
+from tests.support.servers import ServerThread
 
 READY = "nightly-report"
 LONG = "a-rather-long-schedule-name-for-the-narrow-layout-of-the-console-0123456789"

@@ -22,10 +22,11 @@ import httpx
 import pytest
 
 from conveyor.bootstrap import Runtime
-from conveyor.local import free_port, wait_http
+from conveyor.local import wait_http
 from conveyor.settings import Settings
 from tests import conftest
 from tests.conftest import ROOT
+from tests.support.servers import free_port
 
 # Figures of each run, for docs/RELIABILITY.md.
 ARTIFACTS = ROOT / "test-artifacts" / "reliability"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from typing import Any
 
 import h11
 import httpx
+
+from tests.support.servers import free_port
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
 
@@ -149,9 +150,7 @@ class FaultProxy:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         self._client = httpx.AsyncClient(timeout=60, limits=limits)
         if not self.port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
+            self.port = free_port()
         await self._listen()
 
     async def _listen(self) -> None:

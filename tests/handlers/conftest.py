@@ -29,6 +29,7 @@ from conveyor.model import new_id
 from conveyor.ports import BlobStore
 from conveyor.settings import Settings
 from tests.conftest import EXAMPLES, make_settings
+from tests.support.servers import free_port
 from worker.handlers.context import Context
 
 # A webhook type that may reach loopback: the local test server lives there.
@@ -265,12 +266,6 @@ class SmtpServer:
             self.tls = self.tls or session.ssl is not None
             self.envelopes.append(envelope)
         return self.data_reply
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _authenticator(server: SmtpServer) -> Callable[..., AuthResult]:

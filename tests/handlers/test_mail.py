@@ -5,13 +5,13 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
 from email.message import EmailMessage
 
 import pytest
 
 from conveyor.errors import PermanentError, RetryableError
 from tests.conftest import ROOT
+from tests.support.servers import free_port
 from worker.handlers.mail import SmtpConfig, build_message, check_serialized, send_email
 
 MESSAGE = {
@@ -124,10 +124,7 @@ def test_smtp_reply_codes_decide_retries(bare_ctx, smtp_server, smtp_env, rcpt, 
 
 
 def test_unreachable_server_is_retryable(bare_ctx, smtp_env):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    smtp_env(port)
+    smtp_env(free_port())
     with pytest.raises(RetryableError, match="ConnectionRefused"):
         send_email({"to": ["a@example.com"], "subject": "s", "text": "t"}, bare_ctx())
 

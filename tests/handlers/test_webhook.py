@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conveyor.errors import PermanentError, RetryableError
+from tests.support.servers import free_port
 from worker.handlers.webhook import Guard, address_problem, webhook
 
 INTERNAL = {"allowedCidrs": ["127.0.0.0/8", "::1/128"]}  # the local test server
@@ -86,9 +87,7 @@ async def test_timeout_bounds_the_whole_request(bare_ctx, http_server):
 
 
 async def test_connection_refused_is_retryable(bare_ctx):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     with pytest.raises(RetryableError, match="cannot connect"):
         await webhook({"url": f"http://127.0.0.1:{port}/"}, bare_ctx(INTERNAL))
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +24,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from tests.conftest import ROOT
+from tests.support.servers import free_port
 
 CRD = ROOT / "charts" / "conveyor" / "crds" / "tasktypes.conveyor.dev.yaml"
 SCHEDULE_CRD = ROOT / "charts" / "conveyor" / "crds" / "taskschedules.conveyor.dev.yaml"
@@ -72,12 +72,6 @@ def _declare(emulator: kmock.KubernetesEmulator, schedules: bool = True) -> None
 def _ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     conditions = ((obj or {}).get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c["type"] == "Ready"), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
@@ -184,7 +178,7 @@ class Cluster:
     @contextlib.asynccontextmanager
     async def operator(self) -> AsyncIterator[OperatorRun]:
         """Run the real operator file through kopf's CLI until the block exits."""
-        port = _free_port()
+        port = free_port()
         args = [
             "run",
             "--standalone",

@@ -13,8 +13,9 @@ import httpx
 
 from conveyor import tokens
 from conveyor.client import Client, default_token
-from conveyor.local import free_port, local_token
+from conveyor.local import local_token
 from tests.conftest import ROOT, wait_for
+from tests.support.servers import free_port
 
 
 def test_local_token_is_private_hashed_and_reused(tmp_path):

@@ -5,7 +5,6 @@ values), sent to the real app under uvicorn while /healthz is probed."""
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import threading
 import time
@@ -13,7 +12,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +19,7 @@ from conveyor.engine import Engine
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.registry import RegistryWatcher
 from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings
+from tests.support.servers import ServerThread
 
 N = 200_000  # characters: the body stays under the default 256 KiB payload limit
 
@@ -43,42 +42,19 @@ def test_every_shipped_type_has_a_pathological_payload():
     assert shipped <= {name.removesuffix("-headers") for name in PATHOLOGICAL}
 
 
-class Server:
-    def __init__(self, app) -> None:
-        self.sock = socket.socket()
-        # Accepted connections inherit it; without it, Nagle and delayed ACKs add ~40 ms
-        # to every small response on a socket handed to uvicorn.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
+def server() -> Iterator[ServerThread]:
     from api.app import create_app
 
     settings = make_settings(tasktypes=str(EXAMPLES), rate_limit="off")
     engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
-    with Server(create_app(engine, CollectorRegistry())) as s:
+    with ServerThread(create_app(engine, CollectorRegistry())) as s:
         yield s
 
 
-def one_round(server: Server, bodies: dict[str, bytes]) -> tuple[dict[str, tuple[int, float]], list[float]]:
+def one_round(
+    server: ServerThread, bodies: dict[str, bytes]
+) -> tuple[dict[str, tuple[int, float]], list[float]]:
     """Submit every body in turn from one thread while another probes /healthz; the
     answers (status, seconds) and the probe latencies."""
     answers: dict[str, tuple[int, float]] = {}
