@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from conveyor.model import QueueDepth, Status, Task, WorkerInfo, new_id
+from tests.support.spies import spy
 from tests.worker.conftest import Stub
 from tests.worker.testhandlers import runs
 
@@ -134,14 +135,7 @@ def test_a_message_before_run_at_is_hidden_until_then(stub: Stub, tmp_path: Path
 
 def test_prefetch_never_exceeds_free_slots(make_stub, tmp_path: Path):
     stub = make_stub(worker_concurrency=2)
-    asked: list[int] = []
-    original = stub.broker.receive
-
-    def spy(max_messages: int, wait_seconds: int):
-        asked.append(max_messages)
-        return original(max_messages, wait_seconds)
-
-    stub.broker.receive = spy
+    receives = spy(stub.broker, "receive")
     tasks = [stub.submit("count", {"log": str(tmp_path / "runs"), "seconds": 0.2}) for _ in range(5)]
     w = stub.start()
     peak = 0
@@ -149,7 +143,7 @@ def test_prefetch_never_exceeds_free_slots(make_stub, tmp_path: Path):
         peak = max(peak, w.worker.held)
         time.sleep(0.01)  # sampling the peak, not waiting for it
     assert all(stub.get(t.id).status is Status.SUCCEEDED for t in tasks)
-    assert max(asked) <= 2 and peak <= 2
+    assert max(receives.arg(0, "max_messages")) <= 2 and peak <= 2
 
 
 def test_cancel_a_running_task_reaches_the_handler(stub: Stub, tmp_path: Path):
@@ -232,40 +226,25 @@ def test_finished_tasks_carry_a_ttl(stub: Stub):
 def test_deletes_go_in_full_batches_and_none_waits_long(stub: Stub, tmp_path: Path):
     from worker.deletes import GATHER_SECONDS
 
-    batches: list[int] = []
-    original = stub.broker.delete_many
-
-    def spy(receipts):
-        receipts = list(receipts)
-        batches.append(len(receipts))
-        return original(receipts)
-
-    stub.broker.delete_many = spy
+    deletes = spy(stub.broker, "delete_many")
     tasks = [stub.submit("count", {"log": str(tmp_path / "runs")}) for _ in range(25)]
     stub.start(delete_gather_seconds=GATHER_SECONDS)
     for t in tasks:
         stub.finished(t.id)
     stub.broker.join(timeout=GATHER_SECONDS + 2)  # the last batch waited at most about the gather time
+    batches = [len(list(receipts)) for receipts in deletes.arg(0)]
     assert sum(batches) == 25 and max(batches) <= 10
     assert len(batches) <= 5, batches  # not one request per message
 
 
 def test_under_a_backlog_a_receive_waits_briefly_for_a_fuller_batch(make_stub, tmp_path: Path):
     stub = make_stub(worker_concurrency=8)
-    got: list[int] = []
-    original = stub.broker.receive
-
-    def spy(max_messages: int, wait_seconds: int):
-        messages = original(max_messages, wait_seconds)
-        if messages:
-            got.append(len(messages))
-        return messages
-
-    stub.broker.receive = spy
+    receives = spy(stub.broker, "receive")
     tasks = [stub.submit("count", {"log": str(tmp_path / "runs"), "seconds": 0.05}) for _ in range(40)]
     stub.start()
     for t in tasks:
         assert stub.finished(t.id).status is Status.SUCCEEDED
+    got = [len(messages) for messages in receives.results() if messages]
     # Slots free one at a time; without the wait most receives would bring one or two.
     assert sum(got) == 40 and sum(got) / len(got) >= 3, got
 
