@@ -23,7 +23,14 @@ from typing import Any
 from conveyor import jsonsafe
 from conveyor.errors import NotFound, Unavailable, ValidationError
 from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id, now
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, STORE_ITEM_BYTES, Broker, Page, TaskStore
+from conveyor.ports import (
+    BROKER_MAX_DELAY_SECONDS,
+    STORE_ITEM_BYTES,
+    Broker,
+    Page,
+    TaskStore,
+    WorkerRegistry,
+)
 from conveyor.registry import Registry, RegistryWatcher, TaskType
 from conveyor.settings import Settings
 
@@ -123,9 +130,12 @@ class Engine:
         broker: Broker,
         dead_letters: Broker,
         registry: RegistryWatcher,
+        *,
+        workers: WorkerRegistry,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.workers = workers
         self.broker = broker
         self.dead_letters = dead_letters
         self.registry_watcher = registry
@@ -233,7 +243,7 @@ class Engine:
     def live_workers(self) -> list[WorkerInfo]:
         horizon = now() - timedelta(seconds=self.settings.worker_dead_after)
         return sorted(
-            (w for w in self.store.workers() if w.last_heartbeat >= horizon),
+            (w for w in self.workers.workers() if w.last_heartbeat >= horizon),
             key=lambda w: w.started_at,
         )
 
@@ -260,7 +270,11 @@ class Engine:
     # -- admin ---------------------------------------------------------------------------
 
     def cancel(self, task_id: str) -> Task:
-        return self.store.cancel(task_id, now())
+        task = self.store.cancel(task_id, now())
+        if task.status is Status.RUNNING and task.worker:
+            # The running handler learns of it from its worker's next heartbeat.
+            self.workers.request_cancel(task.worker, task.id)
+        return task
 
     def retry(self, task_id: str) -> Task:
         task = self.store.retry(task_id, now())

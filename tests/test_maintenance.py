@@ -26,9 +26,9 @@ from conveyor.errors import Unavailable
 from conveyor.maintenance import Maintenance, interval_seconds
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status, Task, new_id, now
-from conveyor.registry import RegistryWatcher
 from conveyor.settings import Settings
-from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings, wait_for
+from tests.conftest import AUTH_HEADERS, make_settings, wait_for
+from tests.support import engines
 
 HORIZON = 300  # redispatch_after_seconds: the fake clock jumps past it
 
@@ -61,12 +61,8 @@ def memory_engine(
 ) -> Engine:
     values: dict[str, Any] = {"redispatch_after_seconds": HORIZON, "maintenance_interval_seconds": 0.02}
     settings = make_settings(**(values | overrides))
-    return Engine(
-        settings,
-        store or MemoryTaskStore(),
-        broker or MemoryBroker(30),
-        dlq or MemoryBroker(30),
-        RegistryWatcher(EXAMPLES),
+    return engines.memory_engine(
+        settings, store=store, broker=broker, dead_letters=dlq, visibility_timeout=30
     )
 
 

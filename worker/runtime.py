@@ -144,7 +144,7 @@ class Worker:
             await asyncio.gather(*loops, return_exceptions=True)
             await self._flush_deletes()
             with contextlib.suppress(Exception):
-                await self._io_call(self.store.remove_worker, self.id)
+                await self._io_call(self.engine.workers.remove_worker, self.id)
             self._io.shutdown(wait=False, cancel_futures=True)
             self._handlers.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
@@ -343,7 +343,7 @@ class Worker:
             log.warning("task %s was claimed by this worker without an answer; running it", current.id)
             return current
         if current.worker != self.id and current.worker:
-            owner = await self._io_call(self.store.worker, current.worker)
+            owner = await self._io_call(self.engine.workers.worker, current.worker)
             dead = (
                 owner is None
                 or (now() - owner.last_heartbeat).total_seconds() > self.settings.worker_dead_after
@@ -554,7 +554,7 @@ class Worker:
             concurrency=self.concurrency,
             version=__version__,
         )
-        cancel = await self._io_call(self.store.heartbeat, info, 3600)
+        cancel = await self._io_call(self.engine.workers.heartbeat, info, 3600)
         for task_id in cancel:
             running = self._running.get(task_id)
             if running is not None:

@@ -17,10 +17,8 @@ import uvicorn
 import yaml
 from prometheus_client import CollectorRegistry
 
-from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
-from conveyor.registry import RegistryWatcher
 from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings
+from tests.support.engines import memory_engine
 
 N = 200_000  # characters: the body stays under the default 256 KiB payload limit
 
@@ -73,7 +71,7 @@ def server() -> Iterator[Server]:
     from api.app import create_app
 
     settings = make_settings(tasktypes=str(EXAMPLES), rate_limit="off")
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    engine = memory_engine(settings)
     with Server(create_app(engine, CollectorRegistry())) as s:
         yield s
 
