@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,7 @@ class MemoryTaskStore:
         self.clock = clock
         self._tasks: dict[str, Task] = {}
         self._idem: dict[str, tuple[str, str]] = {}
+        self._next_expiry: float = math.inf
         self._schedules: dict[str, ScheduleState] = {}
         self._lock = threading.RLock()  # every method is one atomic step, as in DynamoDB
 
@@ -73,7 +75,7 @@ class MemoryTaskStore:
                 if same_creation(existing, task):
                     return existing, True  # the retry of a create that took effect
                 raise Conflict(f"task {task.id} exists")
-            self._tasks[task.id] = task
+            self._put(task)
             if key:
                 self._idem[key] = (task.id, body_hash or "")
             return task, True
@@ -81,14 +83,25 @@ class MemoryTaskStore:
     def create_many(self, tasks: Sequence[Task]) -> None:
         with self._lock:
             for task in tasks:
-                self._tasks[task.id] = task
+                self._put(task)
+
+    def _put(self, task: Task) -> None:
+        """Store a record; called under the lock."""
+        self._tasks[task.id] = task
+        if task.expires_at is not None and task.expires_at < self._next_expiry:
+            self._next_expiry = task.expires_at
 
     def _expire(self) -> None:
-        """Drop the records past their ``expires_at`` (the TTL); called under the lock."""
+        """Drop the records past their ``expires_at`` (the TTL); called under the lock.
+        Nothing to look through until the earliest expiry comes (a lower bound)."""
         horizon = self.clock.now().timestamp()
+        if horizon <= self._next_expiry:
+            return
         gone = [i for i, t in self._tasks.items() if t.expires_at is not None and t.expires_at < horizon]
         for task_id in gone:
             del self._tasks[task_id]
+        left = (t.expires_at for t in self._tasks.values() if t.expires_at is not None)
+        self._next_expiry = min(left, default=math.inf)
 
     def get(self, task_id: str, consistent: bool = False) -> Task | None:
         with self._lock:
@@ -154,7 +167,7 @@ class MemoryTaskStore:
             if current is None or not expect(current):
                 return None
             updated = replace(current, **changes)
-            self._tasks[task_id] = updated
+            self._put(updated)
             return updated
 
     def mark_redispatched(self, task: Task, at: datetime) -> bool:
@@ -259,7 +272,7 @@ class MemoryTaskStore:
                 )
             else:
                 done = replace(current, cancel_requested=True, updated_at=at)
-            self._tasks[task_id] = done
+            self._put(done)
             return done
 
     def retry(self, task_id: str, at: datetime) -> Task:
@@ -285,7 +298,7 @@ class MemoryTaskStore:
                 expires_at=None,
                 cancel_requested=False,
             )
-            self._tasks[task_id] = again
+            self._put(again)
             return again
 
     def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
