@@ -62,6 +62,7 @@ class MemoryTaskStore:
 
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         with self._lock:
+            self._expire()
             key = task.idempotency_key
             if key and key in self._idem:
                 task_id, stored_hash = self._idem[key]
@@ -100,6 +101,9 @@ class MemoryTaskStore:
         gone = [i for i, t in self._tasks.items() if t.expires_at is not None and t.expires_at < horizon]
         for task_id in gone:
             del self._tasks[task_id]
+        # An idempotency key lasts no longer than its task (on DynamoDB: its retention
+        # from creation), so a key of a task that is gone may be used again.
+        self._idem = {k: v for k, v in self._idem.items() if v[0] in self._tasks}
         left = (t.expires_at for t in self._tasks.values() if t.expires_at is not None)
         self._next_expiry = min(left, default=math.inf)
 

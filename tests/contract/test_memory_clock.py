@@ -41,3 +41,16 @@ def test_a_finished_task_is_gone_once_its_retention_has_passed():
     assert store.count_by_status()[Status.SUCCEEDED] == 0
     clock.advance(timedelta(days=30).total_seconds())
     assert store.get(kept.id) is not None  # an unfinished task has no TTL
+
+
+def test_an_idempotency_key_goes_with_its_expired_task():
+    clock = FakeClock()
+    store = MemoryTaskStore(retention_seconds=60, clock=clock)
+    first = Task(id=new_id(), type="echo", payload={}, idempotency_key="k", created_at=clock.now())
+    store.create(first, "h")
+    claimed = store.claim(first.id, "echo", "w", clock.now()).task
+    store.finish(claimed, Status.SUCCEEDED, clock.now())
+    assert store.create(first.with_(id=new_id()), "h") == (store.get(first.id), False)
+    clock.advance(61)
+    again = Task(id=new_id(), type="echo", payload={}, idempotency_key="k", created_at=clock.now())
+    assert store.create(again, "other") == (again, True)  # a new task: the key was free
