@@ -239,7 +239,7 @@ class DynamoTaskStore:
 
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         item = task_to_item(task)
-        put: dict[str, Any] = {
+        put: PutTypeDef = {
             "TableName": self.table,
             "Item": item,
             "ConditionExpression": "attribute_not_exists(id)",
@@ -248,7 +248,12 @@ class DynamoTaskStore:
             try:
                 with translated("dynamodb PutItem"):
                     # On a failed condition the item that is there comes back: no second read.
-                    self.client.put_item(**put, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                    self.client.put_item(
+                        TableName=self.table,
+                        Item=item,
+                        ConditionExpression="attribute_not_exists(id)",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
@@ -261,7 +266,7 @@ class DynamoTaskStore:
                 raise Conflict(f"task {task.id} exists") from exc
             return task, True
         # The task and its idempotency item are written together, or not at all.
-        idem: dict[str, Any] = {
+        idem: PutTypeDef = {
             "TableName": self.table,
             "Item": {
                 "id": _s("idem#" + task.idempotency_key),
@@ -273,9 +278,7 @@ class DynamoTaskStore:
         }
         try:
             with translated("dynamodb TransactWriteItems"):
-                self.client.transact_write_items(
-                    TransactItems=[{"Put": cast("PutTypeDef", put)}, {"Put": cast("PutTypeDef", idem)}]
-                )
+                self.client.transact_write_items(TransactItems=[{"Put": put}, {"Put": idem}])
             return task, True
         except ClientError as exc:
             if error_code(exc) not in ("TransactionCanceledException", "ConditionalCheckFailed"):
