@@ -26,7 +26,7 @@ import httpx
 
 from benchmarks import floor
 from benchmarks.stack import Child, Stack, unique
-from conveyor.aws.dynamodb import DynamoTaskStore
+from conveyor.aws.dynamodb import DynamoWorkerRegistry
 from conveyor.local import free_port, wait_http
 
 SUBMITTERS = 8  # concurrent submitting clients, the same for every system
@@ -226,10 +226,10 @@ class ConveyorSystem(System):
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
         wait_http(self.metrics_url, timeout=60, proc=self.worker.proc)
         # Ready once it has registered (its first heartbeat comes just before it receives).
-        store = DynamoTaskStore(self.stack.direct("dynamodb"), self.settings.table, 0)
+        registry = DynamoWorkerRegistry(self.stack.direct("dynamodb"), self.settings.table)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if any(w.pid == self.worker.pid for w in store.workers()):
+            if any(w.pid == self.worker.pid for w in registry.workers()):
                 self._baseline = {}
                 return self.worker
             time.sleep(0.1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from conveyor.aws import AwsBackend
 from conveyor.engine import Engine
+from conveyor.ports import BlobStore
 from conveyor.registry import RegistryWatcher
 from conveyor.settings import Settings
 
@@ -19,7 +19,7 @@ class Runtime:
     backend: AwsBackend
     engine: Engine
 
-    def blobs(self, bucket: str | None = None) -> Any:
+    def blobs(self, bucket: str | None = None) -> BlobStore:
         return self.backend.blobs(bucket)
 
 
@@ -32,6 +32,7 @@ def build(settings: Settings | None = None, max_pool: int = 50) -> Runtime:
         backend.broker(),
         backend.dead_letters(),
         RegistryWatcher(settings.tasktypes),
+        workers=backend.workers(),
     )
     return Runtime(settings, backend, engine)
 

@@ -21,7 +21,7 @@ from typing import Any
 from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import NotFound, Unavailable, ValidationError
 from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore, WorkerRegistry
 from conveyor.registry import Registry, RegistryWatcher
 from conveyor.settings import Settings
 
@@ -81,11 +81,13 @@ class Engine:
         dead_letters: Broker,
         registry: RegistryWatcher,
         *,
+        workers: WorkerRegistry,
         clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
+        self.workers = workers
         self.broker = broker
         self.dead_letters = dead_letters
         self.registry_watcher = registry
@@ -193,7 +195,7 @@ class Engine:
     def live_workers(self) -> list[WorkerInfo]:
         horizon = self.clock.now() - timedelta(seconds=self.settings.worker_dead_after)
         return sorted(
-            (w for w in self.store.workers() if w.last_heartbeat >= horizon),
+            (w for w in self.workers.workers() if w.last_heartbeat >= horizon),
             key=lambda w: w.started_at,
         )
 
@@ -220,7 +222,11 @@ class Engine:
     # -- admin ---------------------------------------------------------------------------
 
     def cancel(self, task_id: str) -> Task:
-        return self.store.cancel(task_id, self.clock.now())
+        task = self.store.cancel(task_id, self.clock.now())
+        if task.status is Status.RUNNING and task.worker:
+            # The running handler learns of it from its worker's next heartbeat.
+            self.workers.request_cancel(task.worker, task.id)
+        return task
 
     def retry(self, task_id: str) -> Task:
         task = self.store.retry(task_id, self.clock.now())

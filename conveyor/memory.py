@@ -1,4 +1,4 @@
-"""In-process adapters: a TaskStore and a Broker in memory.
+"""In-process adapters: a TaskStore, a WorkerRegistry, a Broker and a BlobStore in memory.
 
 They follow the same contract as the AWS adapters (tests/contract/ runs one suite against
 both), so they serve for embedding Conveyor in a single process and for fast tests of
@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import jsonsafe
 from conveyor.clock import SYSTEM, Clock
@@ -27,7 +28,18 @@ from conveyor.errors import (
     RecordTooLarge,
 )
 from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, STORE_ITEM_BYTES, Claim, Page, ScheduleState
+from conveyor.ports import (
+    BROKER_MAX_DELAY_SECONDS,
+    STORE_ITEM_BYTES,
+    BlobInfo,
+    Claim,
+    Page,
+    ScheduleState,
+    same_creation,
+)
+
+if TYPE_CHECKING:
+    from conveyor.ports import BlobStore, Broker, TaskStore, WorkerRegistry
 
 
 def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
@@ -44,17 +56,21 @@ def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
 
 
 class MemoryTaskStore:
-    def __init__(self, retention_seconds: int = 7 * 24 * 3600) -> None:
+    """Tasks and schedule states. A finished record whose ``expires_at`` has passed on
+    ``clock`` is gone, as DynamoDB's TTL removes it (there, some time after)."""
+
+    def __init__(self, retention_seconds: int = 7 * 24 * 3600, clock: Clock = SYSTEM) -> None:
         self.retention = retention_seconds
+        self.clock = clock
         self._tasks: dict[str, Task] = {}
         self._idem: dict[str, tuple[str, str]] = {}
-        self._workers: dict[str, WorkerInfo] = {}
-        self._cancel: dict[str, set[str]] = {}
+        self._next_expiry: float = math.inf
         self._schedules: dict[str, ScheduleState] = {}
         self._lock = threading.RLock()  # every method is one atomic step, as in DynamoDB
 
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         with self._lock:
+            self._expire()
             key = task.idempotency_key
             if key and key in self._idem:
                 task_id, stored_hash = self._idem[key]
@@ -63,9 +79,12 @@ class MemoryTaskStore:
                         "Idempotency-Key was already used with a different request body"
                     )
                 return self._tasks[task_id], False
-            if task.id in self._tasks:
+            existing = self._tasks.get(task.id)
+            if existing is not None:
+                if same_creation(existing, task):
+                    return existing, True  # the retry of a create that took effect
                 raise Conflict(f"task {task.id} exists")
-            self._tasks[task.id] = task
+            self._put(task)
             if key:
                 self._idem[key] = (task.id, body_hash or "")
             return task, True
@@ -73,10 +92,33 @@ class MemoryTaskStore:
     def create_many(self, tasks: Sequence[Task]) -> None:
         with self._lock:
             for task in tasks:
-                self._tasks[task.id] = task
+                self._put(task)
+
+    def _put(self, task: Task) -> None:
+        """Store a record; called under the lock."""
+        self._tasks[task.id] = task
+        if task.expires_at is not None and task.expires_at < self._next_expiry:
+            self._next_expiry = task.expires_at
+
+    def _expire(self) -> None:
+        """Drop the records past their ``expires_at`` (the TTL); called under the lock.
+        Nothing to look through until the earliest expiry comes (a lower bound)."""
+        horizon = self.clock.now().timestamp()
+        if horizon <= self._next_expiry:
+            return
+        gone = [i for i, t in self._tasks.items() if t.expires_at is not None and t.expires_at < horizon]
+        for task_id in gone:
+            del self._tasks[task_id]
+        # An idempotency key lasts no longer than its task (on DynamoDB: its retention
+        # from creation), so a key of a task that is gone may be used again.
+        self._idem = {k: v for k, v in self._idem.items() if v[0] in self._tasks}
+        left = (t.expires_at for t in self._tasks.values() if t.expires_at is not None)
+        self._next_expiry = min(left, default=math.inf)
 
     def get(self, task_id: str, consistent: bool = False) -> Task | None:
-        return self._tasks.get(task_id)
+        with self._lock:
+            self._expire()
+            return self._tasks.get(task_id)
 
     def query(
         self,
@@ -94,6 +136,7 @@ class MemoryTaskStore:
             if not is_task_id(after):
                 raise InvalidCursor
         with self._lock:
+            self._expire()
             found = sorted(
                 (
                     t
@@ -112,6 +155,7 @@ class MemoryTaskStore:
 
     def count_by_status(self) -> dict[Status, int]:
         with self._lock:
+            self._expire()
             counts = dict.fromkeys(Status, 0)
             for t in self._tasks.values():
                 counts[t.status] += 1
@@ -135,7 +179,7 @@ class MemoryTaskStore:
             if current is None or not expect(current):
                 return None
             updated = replace(current, **changes)
-            self._tasks[task_id] = updated
+            self._put(updated)
             return updated
 
     def mark_redispatched(self, task: Task, at: datetime) -> bool:
@@ -240,9 +284,7 @@ class MemoryTaskStore:
                 )
             else:
                 done = replace(current, cancel_requested=True, updated_at=at)
-                if current.worker:
-                    self._cancel.setdefault(current.worker, set()).add(task_id)
-            self._tasks[task_id] = done
+            self._put(done)
             return done
 
     def retry(self, task_id: str, at: datetime) -> Task:
@@ -268,7 +310,7 @@ class MemoryTaskStore:
                 expires_at=None,
                 cancel_requested=False,
             )
-            self._tasks[task_id] = again
+            self._put(again)
             return again
 
     def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
@@ -281,21 +323,6 @@ class MemoryTaskStore:
             updated_at=at,
             expires_at=int(at.timestamp()) + self.retention,
         )
-
-    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
-        with self._lock:
-            self._workers[info.id] = info
-            return self._cancel.pop(info.id, set())
-
-    def remove_worker(self, worker_id: str) -> None:
-        with self._lock:
-            self._workers.pop(worker_id, None)
-
-    def workers(self) -> list[WorkerInfo]:
-        return list(self._workers.values())
-
-    def worker(self, worker_id: str) -> WorkerInfo | None:
-        return self._workers.get(worker_id)
 
     def schedule_state(self, key: str) -> ScheduleState | None:
         return self._schedules.get(key)
@@ -320,6 +347,133 @@ class MemoryTaskStore:
 
     def ping(self) -> None:
         return None
+
+
+class MemoryWorkerRegistry:
+    """Worker records with their TTL on ``clock``: a record not refreshed within its
+    ``ttl_seconds`` is gone, as DynamoDB's TTL removes it (there, some time after)."""
+
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._cancel: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, worker_id: str) -> WorkerInfo | None:
+        """The worker's record unless expired (dropped then, with its requests); under the lock."""
+        found = self._workers.get(worker_id)
+        if found is None:
+            return None
+        if found[1] < self.clock.now().timestamp():
+            del self._workers[worker_id]
+            self._cancel.pop(worker_id, None)
+            return None
+        return found[0]
+
+    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
+        with self._lock:
+            self._live(info.id)  # an expired record's requests went with it
+            self._workers[info.id] = (info, info.last_heartbeat.timestamp() + ttl_seconds)
+            return self._cancel.pop(info.id, set())
+
+    def request_cancel(self, worker_id: str, task_id: str) -> None:
+        with self._lock:
+            if self._live(worker_id) is not None:
+                self._cancel.setdefault(worker_id, set()).add(task_id)
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+            self._cancel.pop(worker_id, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return [w for w in (self._live(i) for i in list(self._workers)) if w is not None]
+
+    def worker(self, worker_id: str) -> WorkerInfo | None:
+        with self._lock:
+            return self._live(worker_id)
+
+
+class MemoryBlobStore:
+    """Objects in memory, with S3's answers (conveyor/aws/s3.py): NotFound for a missing
+    key or bucket, Conflict for ``overwrite=False`` on an existing key, ranged reads.
+    Stores over the same ``buckets`` share them, as clients of one S3 do; ``bucket``
+    must be one of them (the default: a fresh store with that one bucket)."""
+
+    def __init__(self, bucket: str = "conveyor", buckets: dict[str, dict[str, _Blob]] | None = None) -> None:
+        self.bucket = bucket
+        self.buckets: dict[str, dict[str, _Blob]] = {bucket: {}} if buckets is None else buckets
+        self._lock = threading.Lock()
+
+    def for_bucket(self, bucket: str) -> MemoryBlobStore:
+        """A store of another bucket over the same objects (NotFound unless it exists)."""
+        other = MemoryBlobStore(bucket, self.buckets)
+        other._lock = self._lock
+        return other
+
+    def _objects(self) -> dict[str, _Blob]:
+        objects = self.buckets.get(self.bucket)
+        if objects is None:
+            raise NotFound(f"memory://{self.bucket}")
+        return objects
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        overwrite: bool = True,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        with self._lock:
+            objects = self._objects()
+            if not overwrite and key in objects:
+                raise Conflict(f"memory://{self.bucket}/{key} exists")
+            # User metadata names are case-insensitive, as S3's x-amz-meta-* headers.
+            meta = {k.lower(): v for k, v in (metadata or {}).items()}
+            objects[key] = _Blob(bytes(data), content_type, meta)
+
+    def upload(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str = "application/octet-stream",
+        *,
+        overwrite: bool = True,
+        metadata: dict[str, str] | None = None,
+        part_size: int = 8 * 1024 * 1024,
+    ) -> int:
+        """As S3's multipart upload: the object appears whole at the end, and
+        ``overwrite=False`` is checked then (an existing key refuses it)."""
+        with self._lock:
+            self._objects()  # a missing bucket refuses it before any part is read
+        data = b"".join(chunks)
+        self.put(key, data, content_type, overwrite=overwrite, metadata=metadata)
+        return len(data)
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        with self._lock:
+            blob = self._objects().get(key)
+        if blob is None:
+            raise NotFound(f"memory://{self.bucket}/{key}")
+        return blob.data if max_bytes is None else blob.data[: max_bytes + 1]
+
+    def stat(self, key: str) -> BlobInfo | None:
+        with self._lock:
+            blob = self.buckets.get(self.bucket, {}).get(key)
+        return None if blob is None else BlobInfo(size=len(blob.data), metadata=dict(blob.metadata))
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+
+@dataclass(frozen=True)
+class _Blob:
+    data: bytes
+    content_type: str
+    metadata: dict[str, str]
 
 
 @dataclass
@@ -424,3 +578,11 @@ class MemoryBroker:
 
     def ping(self) -> None:
         return None
+
+
+if TYPE_CHECKING:
+    # mypy checks here that each memory adapter satisfies its port, signature by signature.
+    _store: TaskStore = MemoryTaskStore()
+    _workers: WorkerRegistry = MemoryWorkerRegistry()
+    _broker: Broker = MemoryBroker()
+    _blobs: BlobStore = MemoryBlobStore()

@@ -41,11 +41,22 @@ class ScheduleState:
 STORE_ITEM_BYTES = 400 * 1024
 
 
+def same_creation(stored: Task, new: Task) -> bool:
+    """Whether ``new`` is the task ``stored`` was created as: the fields a create writes
+    and no transition changes (a retried create may find the task already claimed)."""
+    fields = ("id", "type", "payload", "created_at", "max_attempts", "idempotency_key", "submitter_scopes")
+    return all(getattr(stored, f) == getattr(new, f) for f in fields)
+
+
 class TaskStore(Protocol):
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         """Write a new record. With ``task.idempotency_key`` set, a second create with the
         same key returns (existing task, False), or raises IdempotencyConflict if
-        ``body_hash`` differs."""
+        ``body_hash`` differs.
+
+        A create of an id that exists is the retry of a write that took effect (its answer
+        was lost): with the same content it returns (stored task, True); with different
+        content it raises Conflict."""
 
     def create_many(self, tasks: Sequence[Task]) -> None: ...
 
@@ -88,20 +99,14 @@ class TaskStore(Protocol):
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool: ...
 
-    def cancel(self, task_id: str, at: datetime) -> Task: ...
+    def cancel(self, task_id: str, at: datetime) -> Task:
+        """Cancel a queued task, or flag a running one ``cancel_requested``. The store does
+        not tell the worker: the caller passes a running task's id on with
+        ``WorkerRegistry.request_cancel`` (``Engine.cancel`` does)."""
 
     def retry(self, task_id: str, at: datetime) -> Task: ...
 
     def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None: ...
-
-    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
-        """Record the worker as alive; returns ids of its tasks whose cancel was requested."""
-
-    def remove_worker(self, worker_id: str) -> None: ...
-
-    def workers(self) -> list[WorkerInfo]: ...
-
-    def worker(self, worker_id: str) -> WorkerInfo | None: ...
 
     def schedule_state(self, key: str) -> ScheduleState | None: ...
 
@@ -117,6 +122,29 @@ class TaskStore(Protocol):
         """Record a task started outside the slots (a manual trigger) as the last task."""
 
     def ping(self) -> None: ...
+
+
+class WorkerRegistry(Protocol):
+    """The live workers, each one record refreshed by its heartbeat (on DynamoDB: the
+    ``worker#<id>`` items of the task table), and the cancel requests addressed to them.
+
+    A cancel of a running task reaches its worker through here: ``request_cancel`` adds
+    the id to the worker's record and the worker's next ``heartbeat`` returns (and clears)
+    it, so each worker beat costs one write rather than one read per running task."""
+
+    def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
+        """Record the worker as alive for ``ttl_seconds``; returns (and clears) the ids of
+        tasks whose cancel was requested since its last beat."""
+
+    def request_cancel(self, worker_id: str, task_id: str) -> None:
+        """Ask the worker to cancel ``task_id`` at its next heartbeat; nothing when the
+        worker has no record (it is gone, and its tasks are taken over)."""
+
+    def remove_worker(self, worker_id: str) -> None: ...
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def worker(self, worker_id: str) -> WorkerInfo | None: ...
 
 
 # A broker delays a message at most this long (SQS's DelaySeconds ceiling); a task due later

@@ -21,11 +21,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from conveyor.cli import SERVICE_EXTRAS
-from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
-from conveyor.registry import RegistryWatcher
-from tests.conftest import EXAMPLES, ROOT, TEST_TOKEN, make_settings
+from tests.conftest import ROOT, TEST_TOKEN, make_settings
 from tests.support import wheelhouse
+from tests.support.engines import memory_engine
 from tests.support.servers import ServerThread, free_port
 
 # Each is the import name of a library only an extra installs.
@@ -77,7 +75,7 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> BareVenv:
 @pytest.fixture
 def api_url() -> Iterator[str]:
     settings = make_settings(rate_limit="off")
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    engine = memory_engine(settings)
     from api.app import create_app
 
     with ServerThread(create_app(engine, CollectorRegistry())) as server:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.aws import AwsBackend, dynamodb
-from conveyor.errors import Unavailable
+from conveyor.errors import Conflict, Unavailable
 from conveyor.model import Status, Task, new_id
 
 
@@ -53,3 +53,18 @@ def test_a_status_and_type_list_reads_a_bounded_number_of_pages(settings_factory
     assert first.items == [] and first.next_cursor and len(queries) == 1
     second = store.query(Status.QUEUED, "rare", limit=5, cursor=first.next_cursor)
     assert [t.id for t in second.items] == [rare.id] and second.next_cursor is None
+
+
+def test_a_duplicate_create_is_told_apart_without_a_second_read(settings_factory, monkeypatch):
+    """The failed PutItem brings back the item it met (ReturnValuesOnConditionCheckFailure),
+    which is enough to tell a lost-answer retry from another task under the same id."""
+    store = AwsBackend(settings_factory()).store()
+    task = Task(id=new_id(), type="echo", payload={"n": 1})
+    store.create(task)
+    calls: list[str] = []
+    for name in ("get_item", "query", "batch_get_item", "transact_write_items"):
+        monkeypatch.setattr(store.client, name, lambda _n=name, **_: calls.append(_n))
+    assert store.create(task) == (task, True)
+    with pytest.raises(Conflict):
+        store.create(task.with_(payload={"n": 2}))
+    assert calls == []

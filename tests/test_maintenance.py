@@ -19,15 +19,15 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from conveyor import maintenance
-from conveyor.clock import SYSTEM, Clock, FakeClock
+from conveyor.clock import Clock, FakeClock
 from conveyor.engine import Engine, Submission
 from conveyor.errors import Unavailable
 from conveyor.maintenance import Maintenance, interval_seconds
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status, Task, new_id, now
-from conveyor.registry import RegistryWatcher
 from conveyor.settings import Settings
-from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings, wait_for
+from tests.conftest import AUTH_HEADERS, make_settings, wait_for
+from tests.support import engines
 
 HORIZON = 300  # redispatch_after_seconds: the fake clock jumps past it
 
@@ -47,13 +47,8 @@ def memory_engine(
 ) -> Engine:
     values: dict[str, Any] = {"redispatch_after_seconds": HORIZON, "maintenance_interval_seconds": 0.02}
     settings = make_settings(**(values | overrides))
-    return Engine(
-        settings,
-        store or MemoryTaskStore(),
-        broker or MemoryBroker(30),
-        dlq or MemoryBroker(30),
-        RegistryWatcher(EXAMPLES),
-        clock=clock or SYSTEM,
+    return engines.memory_engine(
+        settings, clock=clock, store=store, broker=broker, dead_letters=dlq, visibility_timeout=30
     )
 
 

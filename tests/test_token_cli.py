@@ -14,10 +14,8 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from conveyor import tokens
 from conveyor.cli import main
-from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
-from conveyor.registry import RegistryWatcher
-from tests.conftest import EXAMPLES, make_settings
+from tests.conftest import make_settings
+from tests.support.engines import memory_engine
 
 
 def create(*args: str) -> Result:
@@ -51,7 +49,7 @@ def test_the_entry_works_in_the_api(tmp_path: Path):
     path.write_text(json.dumps({"tokens": [json.loads(line)]}))
     assert tokens.load(path).find(token) is not None
     settings = make_settings(auth_tokens_file=str(path), maintenance_enabled=False)
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(), MemoryBroker(), RegistryWatcher(EXAMPLES))
+    engine = memory_engine(settings, visibility_timeout=30)
     with TestClient(create_app(engine, CollectorRegistry())) as client:
         bearer = {"Authorization": f"Bearer {token}"}
         assert client.get("/v1/tasks", headers=bearer).status_code == 200

@@ -45,7 +45,7 @@ class Heartbeat:
             concurrency=self.concurrency,
             version=__version__,
         )
-        for task_id in await self.io(self.engine.store.heartbeat, info, RECORD_TTL_SECONDS):
+        for task_id in await self.io(self.engine.workers.heartbeat, info, RECORD_TTL_SECONDS):
             self.attempts.cancel(task_id)
 
     async def run(self) -> None:
@@ -63,4 +63,4 @@ class Heartbeat:
 
     async def stop(self) -> None:
         """Deregister: the worker leaves the live list at once, not when its beat ages out."""
-        await self.io(self.engine.store.remove_worker, self.id)
+        await self.io(self.engine.workers.remove_worker, self.id)

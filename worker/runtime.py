@@ -278,7 +278,7 @@ class Worker:
         if isinstance(action, lifecycle.Claim):
             return lifecycle.Hide(1, "the task's type keeps changing; look again")
         if isinstance(action, lifecycle.CheckOwner):
-            owner = await self.io(self.store.worker, action.owner)
+            owner = await self.io(self.engine.workers.worker, action.owner)
             action = lifecycle.on_owner(
                 action.task,
                 owner,

@@ -1,5 +1,5 @@
 """AWS adapters: the only package that imports boto3 (enforced by import-linter)."""
 
-from conveyor.aws.clients import AwsBackend
+from conveyor.aws.backend import AwsBackend
 
 __all__ = ["AwsBackend"]

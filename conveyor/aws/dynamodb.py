@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -49,7 +49,11 @@ from conveyor.model import (
     is_task_id,
     to_rfc3339,
 )
-from conveyor.ports import Claim, Page, ScheduleState
+from conveyor.ports import Claim, Page, ScheduleState, same_creation
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
+    from types_boto3_dynamodb.type_defs import PutTypeDef
 
 log = logging.getLogger("conveyor.store")
 
@@ -186,6 +190,21 @@ def _until_processed(action: str, call: Callable[..., Any], request: dict[str, A
     raise Unavailable(f"dynamodb {action}: part of the batch was left unprocessed", 2)
 
 
+def _old_item(exc: ClientError) -> dict[str, Any] | None:
+    """The item a failed condition met, sent back with ReturnValuesOnConditionCheckFailure."""
+    item = cast("dict[str, Any]", exc.response).get("Item")
+    return dict(item) if item else None
+
+
+def _batch_get(client: DynamoDBClient, table: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 100):
+        request = {table: {"Keys": [{"id": _s(i)} for i in dict.fromkeys(ids[start : start + 100])]}}
+        for out in _until_processed("BatchGetItem", client.batch_get_item, request):
+            items += out.get("Responses", {}).get(table, [])
+    return items
+
+
 def _encode_cursor(key: dict[str, Any]) -> str:
     raw = json.dumps({k: v["S"] for k, v in key.items()}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
@@ -211,7 +230,7 @@ def _decode_cursor(cursor: str, key: str, value: str) -> dict[str, Any]:
 
 
 class DynamoTaskStore:
-    def __init__(self, client: Any, table: str, retention_seconds: int) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, retention_seconds: int) -> None:
         self.client = client
         self.table = table
         self.retention = retention_seconds
@@ -220,7 +239,7 @@ class DynamoTaskStore:
 
     def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
         item = task_to_item(task)
-        put = {
+        put: PutTypeDef = {
             "TableName": self.table,
             "Item": item,
             "ConditionExpression": "attribute_not_exists(id)",
@@ -228,15 +247,26 @@ class DynamoTaskStore:
         if not task.idempotency_key:
             try:
                 with translated("dynamodb PutItem"):
-                    self.client.put_item(**put)
+                    # On a failed condition the item that is there comes back: no second read.
+                    self.client.put_item(
+                        TableName=self.table,
+                        Item=item,
+                        ConditionExpression="attribute_not_exists(id)",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
             except ClientError as exc:
-                # The id is a fresh ULID: if it exists, it is this write, which took effect
-                # although its answer was lost, and botocore's retry then failed the condition.
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
+                old = _old_item(exc)
+                stored = readable_tasks([old]) if old and old.get("kind", {}).get("S") == "task" else []
+                # The same task: this write took effect although its answer was lost, and
+                # botocore's retry then failed the condition.
+                if stored and same_creation(stored[0], task):
+                    return stored[0], True
+                raise Conflict(f"task {task.id} exists") from exc
             return task, True
         # The task and its idempotency item are written together, or not at all.
-        idem = {
+        idem: PutTypeDef = {
             "TableName": self.table,
             "Item": {
                 "id": _s("idem#" + task.idempotency_key),
@@ -343,16 +373,8 @@ class DynamoTaskStore:
     def _fetch(self, keys: Sequence[dict[str, Any]]) -> list[Task]:
         """The task records behind a keys-only page, in the page's order (a record that
         expired in between is left out)."""
-        found = {i["id"]["S"]: i for i in self._batch_get([k["id"]["S"] for k in keys])}
+        found = {i["id"]["S"]: i for i in _batch_get(self.client, self.table, [k["id"]["S"] for k in keys])}
         return readable_tasks([found[k["id"]["S"]] for k in keys if k["id"]["S"] in found])
-
-    def _batch_get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 100):
-            request = {self.table: {"Keys": [{"id": _s(i)} for i in dict.fromkeys(ids[start : start + 100])]}}
-            for out in _until_processed("BatchGetItem", self.client.batch_get_item, request):
-                items += out.get("Responses", {}).get(self.table, [])
-        return items
 
     def count_by_status(self) -> dict[Status, int]:
         counts: dict[Status, int] = {}
@@ -459,9 +481,8 @@ class DynamoTaskStore:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
-            if return_old_on_failure and exc.response.get("Item"):
-                return {"__old__": exc.response["Item"]}
-            return None
+            old = _old_item(exc) if return_old_on_failure else None
+            return {"__old__": old} if old else None
 
     def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim:
         if task_id.startswith(NOT_TASKS):
@@ -641,27 +662,9 @@ class DynamoTaskStore:
                         ":n": _n(current.attempts),
                     },
                 )
-                if out is not None and current.worker:
-                    self._request_worker_cancel(current.worker, task_id)
             if out is not None:
                 return item_to_task(out)
         raise Conflict("task changed state while it was being cancelled; try again")
-
-    def _request_worker_cancel(self, worker_id: str, task_id: str) -> None:
-        # The worker reads this set with its heartbeat: one write per worker beat, rather
-        # than one read per running task.
-        try:
-            with translated("dynamodb UpdateItem"):
-                self.client.update_item(
-                    TableName=self.table,
-                    Key={"id": _s("worker#" + worker_id)},
-                    UpdateExpression="ADD cancel :ids",
-                    ConditionExpression="attribute_exists(id)",
-                    ExpressionAttributeValues={":ids": {"SS": [task_id]}},
-                )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
 
     def retry(self, task_id: str, at: datetime) -> Task:
         current = self.get(task_id, consistent=True)
@@ -689,7 +692,71 @@ class DynamoTaskStore:
             raise Conflict("task changed state while it was being retried; try again")
         return item_to_task(out)
 
-    # -- workers --------------------------------------------------------------------------
+    # -- schedules --------------------------------------------------------------------------
+
+    def schedule_state(self, key: str) -> ScheduleState | None:
+        with translated("dynamodb GetItem"):
+            item = self.client.get_item(
+                TableName=self.table, Key={"id": _s("schedule#" + key)}, ConsistentRead=True
+            ).get("Item")
+        if not item:
+            return None
+
+        def s(name: str) -> str | None:
+            return item[name]["S"] if name in item else None
+
+        return ScheduleState(
+            key=key,
+            last_slot=from_rfc3339(s("last_slot")),
+            last_task_id=s("last_task_id"),
+            last_run_at=from_rfc3339(s("last_run_at")),
+        )
+
+    def advance_schedule(
+        self, key: str, slot: datetime, task_id: str | None = None, run_at: datetime | None = None
+    ) -> bool:
+        update = "SET kind = :k, last_slot = :s, slot_epoch = :e"
+        values: dict[str, Any] = {":k": _s("schedule"), ":s": _ts(slot), ":e": _n(slot.timestamp())}
+        if task_id is not None:
+            update += ", last_task_id = :t, last_run_at = :r"
+            values |= {":t": _s(task_id), ":r": _ts(run_at or slot)}
+        try:
+            with translated("dynamodb UpdateItem"):
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"id": _s("schedule#" + key)},
+                    UpdateExpression=update,
+                    # Only forward: of replicas racing on one slot, one moves it.
+                    ConditionExpression="attribute_not_exists(slot_epoch) OR slot_epoch < :e",
+                    ExpressionAttributeValues=values,
+                )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def record_schedule_task(self, key: str, task_id: str, run_at: datetime) -> None:
+        with translated("dynamodb UpdateItem"):
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": _s("schedule#" + key)},
+                UpdateExpression="SET kind = :k, last_task_id = :t, last_run_at = :r",
+                ExpressionAttributeValues={":k": _s("schedule"), ":t": _s(task_id), ":r": _ts(run_at)},
+            )
+
+    def ping(self) -> None:
+        with translated("dynamodb DescribeTable"):
+            self.client.describe_table(TableName=self.table)
+
+
+class DynamoWorkerRegistry:
+    """Worker records as ``worker#<id>`` items (kind ``worker``) of the task table, with a
+    TTL (``expires_at``) and the string set ``cancel`` of task ids to cancel."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
 
     def heartbeat(self, info: WorkerInfo, ttl_seconds: int) -> set[str]:
         with translated("dynamodb UpdateItem"):
@@ -757,7 +824,7 @@ class DynamoTaskStore:
                 break
             args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
         # Keys only in the index: the items, from the table (one that expired is gone).
-        return [self._worker(i) for i in self._batch_get(ids) if "host" in i]
+        return [self._worker(i) for i in _batch_get(self.client, self.table, ids) if "host" in i]
 
     def worker(self, worker_id: str) -> WorkerInfo | None:
         with translated("dynamodb GetItem"):
@@ -766,59 +833,18 @@ class DynamoTaskStore:
             ).get("Item")
         return self._worker(item) if item else None
 
-    # -- schedules --------------------------------------------------------------------------
-
-    def schedule_state(self, key: str) -> ScheduleState | None:
-        with translated("dynamodb GetItem"):
-            item = self.client.get_item(
-                TableName=self.table, Key={"id": _s("schedule#" + key)}, ConsistentRead=True
-            ).get("Item")
-        if not item:
-            return None
-
-        def s(name: str) -> str | None:
-            return item[name]["S"] if name in item else None
-
-        return ScheduleState(
-            key=key,
-            last_slot=from_rfc3339(s("last_slot")),
-            last_task_id=s("last_task_id"),
-            last_run_at=from_rfc3339(s("last_run_at")),
-        )
-
-    def advance_schedule(
-        self, key: str, slot: datetime, task_id: str | None = None, run_at: datetime | None = None
-    ) -> bool:
-        update = "SET kind = :k, last_slot = :s, slot_epoch = :e"
-        values: dict[str, Any] = {":k": _s("schedule"), ":s": _ts(slot), ":e": _n(slot.timestamp())}
-        if task_id is not None:
-            update += ", last_task_id = :t, last_run_at = :r"
-            values |= {":t": _s(task_id), ":r": _ts(run_at or slot)}
+    def request_cancel(self, worker_id: str, task_id: str) -> None:
+        # The worker reads this set with its heartbeat: one write per worker beat, rather
+        # than one read per running task. No record, no worker to tell: the condition.
         try:
             with translated("dynamodb UpdateItem"):
                 self.client.update_item(
                     TableName=self.table,
-                    Key={"id": _s("schedule#" + key)},
-                    UpdateExpression=update,
-                    # Only forward: of replicas racing on one slot, one moves it.
-                    ConditionExpression="attribute_not_exists(slot_epoch) OR slot_epoch < :e",
-                    ExpressionAttributeValues=values,
+                    Key={"id": _s("worker#" + worker_id)},
+                    UpdateExpression="ADD cancel :ids",
+                    ConditionExpression="attribute_exists(id)",
+                    ExpressionAttributeValues={":ids": {"SS": [task_id]}},
                 )
-            return True
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-
-    def record_schedule_task(self, key: str, task_id: str, run_at: datetime) -> None:
-        with translated("dynamodb UpdateItem"):
-            self.client.update_item(
-                TableName=self.table,
-                Key={"id": _s("schedule#" + key)},
-                UpdateExpression="SET kind = :k, last_task_id = :t, last_run_at = :r",
-                ExpressionAttributeValues={":k": _s("schedule"), ":t": _s(task_id), ":r": _ts(run_at)},
-            )
-
-    def ping(self) -> None:
-        with translated("dynamodb DescribeTable"):
-            self.client.describe_table(TableName=self.table)
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from conveyor.aws.clients import AwsBackend, error_code, translated
+from conveyor.aws.backend import AwsBackend
+from conveyor.aws.clients import error_code, translated
 from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY
 
+if TYPE_CHECKING:
+    from types_boto3_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
+    from types_boto3_sqs.literals import QueueAttributeNameType
 
-def _queue(backend: AwsBackend, name: str, attributes: dict[str, str]) -> str:
+
+def _queue(backend: AwsBackend, name: str, attributes: Mapping[QueueAttributeNameType, str]) -> str:
     with translated("sqs CreateQueue"):
         try:
             url = backend.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
@@ -31,10 +37,10 @@ def _name(queue: str) -> str:
 
 def _table(backend: AwsBackend, name: str) -> None:
     client = backend.dynamodb
-    attributes = [{"AttributeName": "id", "AttributeType": "S"}] + [
-        {"AttributeName": key, "AttributeType": "S"} for key in INDEXES.values()
+    attributes: list[AttributeDefinitionTypeDef] = [
+        {"AttributeName": key, "AttributeType": "S"} for key in ("id", *INDEXES.values())
     ]
-    indexes = [
+    indexes: list[GlobalSecondaryIndexTypeDef] = [
         {
             "IndexName": index,
             "KeySchema": [

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from conveyor.aws.clients import error_code, translated
 from conveyor.errors import Conflict, NotFound
 from conveyor.ports import BlobInfo
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import CompletedPartTypeDef
 
 MISSING = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 # S3's answer to If-None-Match: * on an existing key (412), or to a concurrent write of the
@@ -21,7 +25,7 @@ PART_SIZE = 8 * 1024 * 1024  # S3's parts are 5 MiB at least (but the last)
 
 
 class S3BlobStore:
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: S3Client, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
 
@@ -89,7 +93,7 @@ class S3BlobStore:
                 upload_id = self.client.create_multipart_upload(**args)["UploadId"]
         except ClientError as exc:
             raise (self._refusal(exc, key) or exc) from exc
-        parts: list[dict[str, Any]] = []
+        parts: list[CompletedPartTypeDef] = []
         total = 0
 
         def send(body: bytes) -> None:
@@ -131,7 +135,7 @@ class S3BlobStore:
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         """The object; with ``max_bytes``, at most ``max_bytes + 1`` bytes of it are read (a
         ranged GET), so a caller can tell an object over its limit without loading it."""
-        ranged = {"Range": f"bytes=0-{max_bytes}"} if max_bytes is not None else {}
+        ranged: dict[str, Any] = {"Range": f"bytes=0-{max_bytes}"} if max_bytes is not None else {}
         try:
             with translated("s3 GetObject"):
                 answer = self.client.get_object(Bucket=self.bucket, Key=key, **ranged)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
 from conveyor.model import Message, QueueDepth, decode_message, encode_message
 from conveyor.ports import BROKER_MAX_DELAY_SECONDS
+
+if TYPE_CHECKING:
+    from types_boto3_sqs import SQSClient
+    from types_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        DeleteMessageBatchRequestEntryTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 # SQS caps the total visibility since receipt at 12 h; keep a margin for the time already spent.
 MAX_VISIBILITY = 12 * 3600 - 300
@@ -19,7 +27,7 @@ class SqsBroker:
     """``url`` may be a callable: the queue URL is then looked up on first use, so a
     process can start (and report unready) while SQS is unreachable."""
 
-    def __init__(self, client: Any, url: str | Callable[[], str]) -> None:
+    def __init__(self, client: SQSClient, url: str | Callable[[], str]) -> None:
         self.client = client
         self._url = url
 
@@ -41,7 +49,7 @@ class SqsBroker:
         failed: list[str] = []
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
-            entries = [
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
                 {
                     "Id": str(n),
                     "MessageBody": encode_message(task_id, task_type),
@@ -88,7 +96,9 @@ class SqsBroker:
     def delete_many(self, receipts: Iterable[str]) -> None:
         handles = list(receipts)
         for start in range(0, len(handles), 10):
-            entries = [{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles[start : start + 10])]
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles[start : start + 10])
+            ]
             with translated("sqs DeleteMessageBatch"):
                 self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
 
@@ -102,7 +112,7 @@ class SqsBroker:
 
     def change_visibility_many(self, items: Sequence[tuple[str, int]]) -> None:
         for start in range(0, len(items), 10):
-            entries = [
+            visibility: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
                 {
                     "Id": str(n),
                     "ReceiptHandle": receipt,
@@ -111,7 +121,7 @@ class SqsBroker:
                 for n, (receipt, seconds) in enumerate(items[start : start + 10])
             ]
             with translated("sqs ChangeMessageVisibilityBatch"):
-                self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+                self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=visibility)
 
     def depth(self) -> QueueDepth:
         with translated("sqs GetQueueAttributes"):

@@ -14,10 +14,9 @@ from starlette.testclient import TestClient
 
 from conveyor import jsonsafe
 from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status, Task, new_id, now
-from conveyor.registry import RegistryWatcher
 from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings
+from tests.support import engines
 
 DEEP = 970
 # (raw JSON text of the payload or field, the pointer the problem must name)
@@ -39,7 +38,7 @@ HOSTILE_PAYLOADS = [
 
 def memory_engine(**overrides) -> Engine:
     settings = make_settings(tasktypes=str(EXAMPLES), rate_limit="off", **overrides)
-    return Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    return engines.memory_engine(settings)
 
 
 @pytest.fixture

@@ -1,19 +1,27 @@
-"""One contract, every adapter: the DynamoDB store and SQS broker (on moto) and the
-in-memory ones must behave the same, transition by transition."""
+"""One contract, every adapter: the DynamoDB task store and worker registry, the SQS
+broker and the S3 blob store (on moto) and the in-memory ones must behave the same,
+transition by transition."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from ulid import ULID
 
 from conveyor.aws import AwsBackend
+from conveyor.aws.s3 import S3BlobStore
+from conveyor.bootstrap import build
+from conveyor.engine import Engine, Submission
 from conveyor.errors import Conflict, IdempotencyConflict, NotFound
-from conveyor.memory import MemoryBroker, MemoryTaskStore
+from conveyor.memory import MemoryBlobStore, MemoryBroker, MemoryTaskStore, MemoryWorkerRegistry
 from conveyor.model import Status, Task, TaskError, WorkerInfo, new_id, now
-from conveyor.ports import Claim
+from conveyor.ports import BlobInfo, BlobStore, Claim
+from tests.conftest import make_settings
+from tests.support.engines import memory_engine
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
@@ -32,8 +40,29 @@ def broker(request):
     return AwsBackend(settings).broker()
 
 
+@pytest.fixture(params=["dynamodb", "memory"])
+def workers(request):
+    if request.param == "memory":
+        return MemoryWorkerRegistry()
+    return AwsBackend(request.getfixturevalue("settings_factory")()).workers()
+
+
+@pytest.fixture(params=["s3", "memory"])
+def blobs(request):
+    if request.param == "memory":
+        return MemoryBlobStore()
+    return AwsBackend(request.getfixturevalue("settings_factory")()).blobs()
+
+
+@pytest.fixture(params=["aws", "memory"])
+def engine(request) -> Engine:
+    if request.param == "memory":
+        return memory_engine(make_settings())
+    return build(request.getfixturevalue("settings_factory")()).engine
+
+
 def task(task_type: str = "echo", **kw) -> Task:
-    return Task(id=new_id(), type=task_type, payload={"x": 1}, **kw)
+    return Task(**({"id": new_id(), "type": task_type, "payload": {"x": 1}} | kw))
 
 
 def test_create_get_and_idempotency(store):
@@ -134,10 +163,65 @@ def test_cancel_and_retry(store):
     running = task()
     store.create(running)
     store.claim(running.id, running.type, "w1", now())
-    store.heartbeat(WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t"), 60)
-    assert store.cancel(running.id, now()).cancel_requested
-    assert store.heartbeat(WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t"), 60) == {running.id}
-    assert store.heartbeat(WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t"), 60) == set()
+    flagged = store.cancel(running.id, now())
+    assert flagged.status is Status.RUNNING and flagged.cancel_requested and flagged.worker == "w1"
+    assert store.get(running.id, consistent=True).cancel_requested
+
+
+def test_a_duplicate_create_is_a_lost_answer_retry_or_a_conflict(store):
+    t = task()
+    assert store.create(t) == (t, True)
+    # The same task again: the retry of a write that took effect answers as the first did,
+    # with the record as it stands (a worker may have claimed it in between).
+    assert store.create(t) == (t, True)
+    claimed = store.claim(t.id, t.type, "w1", now()).task
+    assert store.create(t) == (claimed, True)
+    # Another task under the same id is refused, and the record is left as it was.
+    for other in (t.with_(payload={"x": 2}), t.with_(type="other"), t.with_(max_attempts=9)):
+        with pytest.raises(Conflict):
+            store.create(other)
+    assert store.get(t.id, consistent=True) == claimed
+
+
+def test_queued_before_lists_old_queued_tasks_oldest_first(store):
+    def at(seconds_ago: float, **kw) -> Task:
+        created = now() - timedelta(seconds=seconds_ago)
+        return task(id=str(ULID.from_timestamp(created.timestamp())), created_at=created, **kw)
+
+    oldest, old, running, young = at(3600), at(600), at(1800), at(1)
+    for t in (young, old, running, oldest):
+        store.create(t)
+    store.claim(running.id, running.type, "w", now())
+    horizon = now() - timedelta(seconds=300)
+    assert [t.id for t in store.queued_before(horizon)] == [oldest.id, old.id]
+    assert [t.id for t in store.queued_before(horizon, limit=1)] == [oldest.id]
+    assert [t.id for t in store.queued_before(now() + timedelta(seconds=5))] == [oldest.id, old.id, young.id]
+    assert store.queued_before(now() - timedelta(hours=2)) == []
+
+
+def test_a_cancel_request_reaches_its_worker_at_the_next_heartbeat(workers):
+    beat = WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t")
+    assert workers.heartbeat(beat, 60) == set()
+    workers.request_cancel("w1", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    workers.request_cancel("w1", "01ARZ3NDEKTSV4RRFFQ69G5FAW")
+    assert workers.heartbeat(beat, 60) == {"01ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAW"}
+    assert workers.heartbeat(beat, 60) == set()  # answered once
+    # A worker without a record is gone: nothing is kept for it.
+    workers.request_cancel("w2", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert workers.worker("w2") is None
+    assert workers.heartbeat(WorkerInfo("w2", "h", 2, now(), now(), 0, 1, "t"), 60) == set()
+
+
+def test_cancelling_a_running_task_tells_its_worker(engine):
+    """The task store flags the record; the engine passes the id to the owner's record."""
+    submitted, _ = engine.submit(Submission("echo", {}))
+    engine.workers.heartbeat(WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t"), 60)
+    assert engine.store.claim(submitted.id, submitted.type, "w1", now()).task is not None
+    assert engine.cancel(submitted.id).cancel_requested
+    assert engine.workers.heartbeat(WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t"), 60) == {submitted.id}
+    queued, _ = engine.submit(Submission("echo", {}))
+    assert engine.cancel(queued.id).status is Status.CANCELLED
+    assert engine.workers.heartbeat(WorkerInfo("w1", "h", 1, now(), now(), 1, 1, "t"), 60) == set()
 
 
 def test_query_filters_and_pages_newest_first(store):
@@ -187,13 +271,16 @@ def test_status_and_type_pages_through_other_types_without_losing_any(store):
     assert len(store.query(limit=200).items) == 200
 
 
-def test_workers(store):
+def test_workers(workers):
     info = WorkerInfo("w9", "host", 7, now(), now(), 2, 8, "0.1")
-    store.heartbeat(info, 60)
-    assert store.worker("w9").concurrency == 8
-    assert [w.id for w in store.workers()] == ["w9"]
-    store.remove_worker("w9")
-    assert store.worker("w9") is None and store.workers() == []
+    workers.heartbeat(info, 60)
+    assert workers.worker("w9") == info
+    later = replace(info, in_flight=5, last_heartbeat=now() + timedelta(seconds=1))
+    workers.heartbeat(later, 60)
+    assert workers.workers() == [later]
+    workers.remove_worker("w9")
+    assert workers.worker("w9") is None and workers.workers() == []
+    workers.remove_worker("w9")  # removing one that is gone is no error
 
 
 def test_broker_visibility_semantics(broker):
@@ -209,6 +296,27 @@ def test_broker_visibility_semantics(broker):
     assert broker.depth().total == 0
 
 
+def test_change_visibility_many_over_a_batch_of_batches(broker):
+    """More receipts than one SQS batch call takes (10): every one is changed."""
+    broker.send_many([(f"t{n}", "echo", 0) for n in range(12)])
+    got: list = []
+    for _ in range(10):
+        got += broker.receive(10, 1)
+        if len(got) == 12:
+            break
+    assert sorted(m.task_id for m in got) == sorted(f"t{n}" for n in range(12))
+    keep = got[-1]  # stays hidden: only the others are shown again
+    broker.change_visibility_many([(m.receipt, 0) for m in got[:-1]] + [(keep.receipt, 600)])
+    back: list = []
+    for _ in range(10):
+        back += broker.receive(10, 1)
+        if len(back) >= 11:
+            break
+    assert sorted(m.task_id for m in back) == sorted(m.task_id for m in got[:-1])
+    assert all(m.receive_count == 2 for m in back)
+    assert broker.receive(10, 0) == []
+
+
 def test_broker_delay(broker):
     broker.send("t3", "echo", 2)
     assert broker.depth().delayed == 1
@@ -220,12 +328,12 @@ def test_broker_delay(broker):
 def test_the_whole_engine_runs_on_the_memory_adapters():
     """Above the ports nothing knows AWS: engine and worker run unchanged in memory."""
     from conveyor.bootstrap import Runtime
-    from conveyor.engine import Engine, Submission
-    from conveyor.registry import RegistryWatcher
-    from tests.conftest import EXAMPLES, WorkerThread, make_settings, wait_for
+    from conveyor.engine import Submission
+    from tests.conftest import WorkerThread, make_settings, wait_for
+    from tests.support.engines import memory_engine
 
     settings = make_settings(poll_wait_seconds=1)
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    engine = memory_engine(settings)
     worker = WorkerThread(Runtime(settings, None, engine)).start()  # type: ignore[arg-type]
     try:
         ok, _ = engine.submit(Submission("text-transform", {"text": "a b"}))
@@ -310,3 +418,61 @@ def test_schedule_state_only_moves_forward_and_is_never_a_task(store):
     assert sum(store.count_by_status().values()) == 1
     assert store.get("schedule#" + key) is None
     assert store.claim("schedule#" + key, "echo", "w", now()).task is None
+
+
+def missing_bucket(blobs: BlobStore) -> BlobStore:
+    if isinstance(blobs, MemoryBlobStore):
+        return blobs.for_bucket("no-such-bucket")
+    assert isinstance(blobs, S3BlobStore)
+    return S3BlobStore(blobs.client, "no-such-bucket")
+
+
+def test_blobs_put_get_stat_and_exists(blobs):
+    blobs.put("a/b.txt", b"hello", "text/plain", metadata={"Owner": "me"})
+    assert blobs.get("a/b.txt") == b"hello"
+    assert blobs.stat("a/b.txt") == BlobInfo(size=5, metadata={"owner": "me"})  # names lower-cased
+    assert blobs.exists("a/b.txt") and not blobs.exists("a/c.txt")
+    assert blobs.stat("a/c.txt") is None
+    with pytest.raises(NotFound):
+        blobs.get("a/c.txt")
+    blobs.put("a/b.txt", b"bye")  # overwrite by default
+    assert blobs.get("a/b.txt") == b"bye" and blobs.stat("a/b.txt").metadata == {}
+    with pytest.raises(Conflict):
+        blobs.put("a/b.txt", b"again", overwrite=False)
+    assert blobs.get("a/b.txt") == b"bye"
+    blobs.put("new.txt", b"first", overwrite=False)
+    assert blobs.get("new.txt") == b"first"
+
+
+def test_blobs_read_at_most_one_byte_over_max_bytes(blobs):
+    blobs.put("ten", b"0123456789")
+    assert blobs.get("ten", max_bytes=4) == b"01234"
+    assert blobs.get("ten", max_bytes=10) == b"0123456789"
+    assert blobs.get("ten", max_bytes=100) == b"0123456789"
+    with pytest.raises(NotFound):
+        blobs.get("none", max_bytes=4)
+
+
+def test_blobs_in_a_missing_bucket_are_not_found(blobs):
+    gone = missing_bucket(blobs)
+    for write in (lambda: gone.put("k", b"x"), lambda: gone.upload("k", [b"x"]), lambda: gone.get("k")):
+        with pytest.raises(NotFound):
+            write()
+    assert gone.stat("k") is None and not gone.exists("k")
+
+
+def test_blobs_upload_in_parts(blobs):
+    mib = 1024 * 1024
+    chunks = [bytes([n]) * mib for n in range(11)]  # 11 MiB: three parts of (at least) 5 MiB
+    assert (
+        blobs.upload("big", iter(chunks), "application/x-test", part_size=5 * mib, metadata={"K": "v"})
+        == 11 * mib
+    )
+    assert blobs.get("big") == b"".join(chunks)
+    assert blobs.stat("big") == BlobInfo(size=11 * mib, metadata={"k": "v"})
+    with pytest.raises(Conflict):
+        blobs.upload("big", iter(chunks), part_size=5 * mib, overwrite=False)
+    assert blobs.upload("small", [b"ab", b"cd"], overwrite=False) == 4  # fits one part
+    with pytest.raises(Conflict):
+        blobs.upload("small", [b"x"], overwrite=False)
+    assert blobs.get("small") == b"abcd" and blobs.get("big", max_bytes=0) == bytes([0])

@@ -149,13 +149,11 @@ def hostile_submits(draw: st.DrawFn) -> str:
 @pytest.fixture
 def memory_api():
     from api.app import create_app
-    from conveyor.engine import Engine
-    from conveyor.memory import MemoryBroker, MemoryTaskStore
-    from conveyor.registry import RegistryWatcher
     from tests.conftest import EXAMPLES, make_settings
+    from tests.support.engines import memory_engine
 
     settings = make_settings(tasktypes=str(EXAMPLES), rate_limit="off")
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    engine = memory_engine(settings)
     with TestClient(
         create_app(engine, CollectorRegistry()), raise_server_exceptions=False, headers=AUTH_HEADERS
     ) as client:

@@ -55,6 +55,7 @@ SERVICES = ("sqs", "dynamodb", "s3")
 # A port, and the adapter that implements it on AWS, with the resource it stands for.
 PORTS = {
     "conveyor.ports.TaskStore": ("conveyor.aws.dynamodb.DynamoTaskStore", "table"),
+    "conveyor.ports.WorkerRegistry": ("conveyor.aws.dynamodb.DynamoWorkerRegistry", "table"),
     "conveyor.ports.Broker": ("conveyor.aws.sqs.SqsBroker", "queue"),
     "conveyor.ports.BlobStore": ("conveyor.aws.s3.S3BlobStore", "bucket"),
 }
@@ -62,10 +63,11 @@ PORTS = {
 DLQ_ATTRIBUTE = "dead_letters"
 # AwsBackend methods that wrap one resource (the queue URL lookup happens inside them).
 BACKEND = {
-    "conveyor.aws.clients.AwsBackend.broker": "queue",
-    "conveyor.aws.clients.AwsBackend.dead_letters": "dlq",
-    "conveyor.aws.clients.AwsBackend.store": "table",
-    "conveyor.aws.clients.AwsBackend.blobs": "bucket",
+    "conveyor.aws.backend.AwsBackend.broker": "queue",
+    "conveyor.aws.backend.AwsBackend.dead_letters": "dlq",
+    "conveyor.aws.backend.AwsBackend.store": "table",
+    "conveyor.aws.backend.AwsBackend.workers": "table",
+    "conveyor.aws.backend.AwsBackend.blobs": "bucket",
 }
 
 # Operations IAM authorises by another action (AWS Service Authorization Reference):

@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
+from conveyor.memory import MemoryTaskStore
 from conveyor.metrics import SchedulerMetrics
 from conveyor.model import Status, now
-from conveyor.registry import RegistryWatcher
 from conveyor.schedule import ScheduleSpec
 from conveyor.scheduler import PRINCIPAL, Scheduler
-from tests.conftest import EXAMPLES, make_settings
+from tests.conftest import make_settings
+from tests.support.engines import memory_engine
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -36,7 +36,7 @@ class Clock:
 
 def engine() -> Engine:
     settings = make_settings()
-    return Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    return memory_engine(settings)
 
 
 def spec(**kw: Any) -> ScheduleSpec:

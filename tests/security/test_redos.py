@@ -15,10 +15,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
-from conveyor.registry import RegistryWatcher
 from tests.conftest import AUTH_HEADERS, EXAMPLES, make_settings
+from tests.support.engines import memory_engine
 from tests.support.servers import ServerThread
 
 N = 200_000  # characters: the body stays under the default 256 KiB payload limit
@@ -47,7 +45,7 @@ def server() -> Iterator[ServerThread]:
     from api.app import create_app
 
     settings = make_settings(tasktypes=str(EXAMPLES), rate_limit="off")
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(EXAMPLES))
+    engine = memory_engine(settings)
     with ServerThread(create_app(engine, CollectorRegistry())) as s:
         yield s
 

@@ -12,12 +12,12 @@ import pytest
 import tests.worker.testhandlers  # noqa: F401  (registers the test handlers)
 from conveyor.bootstrap import Runtime, build
 from conveyor.clock import FakeClock
-from conveyor.engine import Engine, Submission
+from conveyor.engine import Submission
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Task
-from conveyor.registry import RegistryWatcher
 from conveyor.settings import Settings
 from tests.conftest import EXAMPLES, WorkerThread, make_settings, wait_for
+from tests.support.engines import memory_engine
 
 TEST_TYPES = """
 apiVersion: conveyor.dev/v1alpha1
@@ -68,16 +68,14 @@ class Stub:
         self.clock = FakeClock()
         fast = {"poll_wait_seconds": 0.2, "heartbeat_seconds": 0.05, "shutdown_grace_seconds": 5.0}
         self.settings = make_settings(**{"tasktypes": str(default_types)} | fast | overrides)
-        self.broker = MemoryBroker(self.settings.visibility_timeout, clock=self.clock)
-        self.store = MemoryTaskStore(self.settings.retention_seconds)
-        self.engine = Engine(
+        self.engine = memory_engine(
             self.settings,
-            self.store,
-            self.broker,
-            MemoryBroker(self.settings.visibility_timeout, clock=self.clock),
-            RegistryWatcher(self.settings.tasktypes),
-            clock=self.clock,
+            self.settings.tasktypes,
+            self.clock,
+            visibility_timeout=self.settings.visibility_timeout,
         )
+        self.broker: MemoryBroker = self.engine.broker  # type: ignore[assignment]
+        self.store: MemoryTaskStore = self.engine.store  # type: ignore[assignment]
         self.workers: list[WorkerThread] = []
 
     def start(self, **kwargs: Any) -> WorkerThread:

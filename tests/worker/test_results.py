@@ -15,11 +15,10 @@ from starlette.testclient import TestClient
 
 from conveyor import results
 from conveyor.engine import Engine, Submission
-from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Status
-from conveyor.registry import RegistryWatcher
 from conveyor.results import MAX_RESULT_BYTES, checked_result, result_room
 from tests.conftest import AUTH_HEADERS, WorkerThread, make_settings, wait_for
+from tests.support.engines import memory_engine
 from worker.handlers import handler
 from worker.handlers.context import Context
 
@@ -75,7 +74,7 @@ def types_dir(tmp_path: Path) -> Path:
 
 def memory_worker(types_dir: Path) -> tuple[Engine, WorkerThread]:
     settings = make_settings(tasktypes=str(types_dir), poll_wait_seconds=0.2)
-    engine = Engine(settings, MemoryTaskStore(), MemoryBroker(6), MemoryBroker(6), RegistryWatcher(types_dir))
+    engine = memory_engine(settings, types_dir)
     return engine, WorkerThread(SimpleNamespace(engine=engine, blobs=None))  # type: ignore[arg-type]
 
 

@@ -296,7 +296,7 @@ def test_a_live_owner_keeps_its_task_until_its_heartbeat_stops(stub: Stub, tmp_p
     log = tmp_path / "runs"
     task = queued(stub, "count", {"log": str(log)})
     at = stub.clock.now()
-    stub.store.heartbeat(WorkerInfo("w-alive", "h", 1, at, at, 1, 1, "0"), 3600)
+    stub.engine.workers.heartbeat(WorkerInfo("w-alive", "h", 1, at, at, 1, 1, "0"), 3600)
     stub.store.claim(task.id, "count", "w-alive", at)
     stub.broker.send(task.id, "count")
     stub.start()

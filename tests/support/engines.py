@@ -1,0 +1,39 @@
+"""An Engine over the memory adapters, for tests of what sits above the ports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conveyor.clock import SYSTEM, Clock
+from conveyor.engine import Engine
+from conveyor.memory import MemoryBroker, MemoryTaskStore, MemoryWorkerRegistry
+from conveyor.registry import RegistryWatcher
+from conveyor.settings import Settings
+from tests.conftest import EXAMPLES
+
+
+def memory_engine(
+    settings: Settings,
+    tasktypes: Path | str = EXAMPLES,
+    clock: Clock | None = None,
+    *,
+    store: MemoryTaskStore | None = None,
+    broker: MemoryBroker | None = None,
+    dead_letters: MemoryBroker | None = None,
+    workers: MemoryWorkerRegistry | None = None,
+    visibility_timeout: float = 6.0,
+) -> Engine:
+    """The Engine with a memory task store, broker, dead-letter queue and worker registry
+    (each replaceable, e.g. to share one between engines), the task types read from
+    ``tasktypes``, and the engine and the memory adapters reading time from ``clock`` (one
+    clock for all: a store on another clock would expire records the engine just wrote)."""
+    clock = clock or SYSTEM
+    return Engine(
+        settings,
+        store or MemoryTaskStore(clock=clock),
+        broker or MemoryBroker(visibility_timeout, clock=clock),
+        dead_letters or MemoryBroker(visibility_timeout, clock=clock),
+        RegistryWatcher(tasktypes),
+        workers=workers or MemoryWorkerRegistry(clock),
+        clock=clock,
+    )
