@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
 from conveyor.model import Message, QueueDepth, decode_message, encode_message
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, BROKER_MAX_VISIBILITY_SECONDS
 
 if TYPE_CHECKING:
     from types_boto3_sqs import SQSClient
@@ -18,9 +18,6 @@ if TYPE_CHECKING:
         DeleteMessageBatchRequestEntryTypeDef,
         SendMessageBatchRequestEntryTypeDef,
     )
-
-# SQS caps the total visibility since receipt at 12 h; keep a margin for the time already spent.
-MAX_VISIBILITY = 12 * 3600 - 300
 
 
 class SqsBroker:
@@ -107,7 +104,7 @@ class SqsBroker:
             self.client.change_message_visibility(
                 QueueUrl=self.url,
                 ReceiptHandle=receipt,
-                VisibilityTimeout=max(0, min(MAX_VISIBILITY, int(seconds))),
+                VisibilityTimeout=max(0, min(BROKER_MAX_VISIBILITY_SECONDS, int(seconds))),
             )
 
     def change_visibility_many(self, items: Sequence[tuple[str, int]]) -> None:
@@ -116,7 +113,7 @@ class SqsBroker:
                 {
                     "Id": str(n),
                     "ReceiptHandle": receipt,
-                    "VisibilityTimeout": max(0, min(MAX_VISIBILITY, int(seconds))),
+                    "VisibilityTimeout": max(0, min(BROKER_MAX_VISIBILITY_SECONDS, int(seconds))),
                 }
                 for n, (receipt, seconds) in enumerate(items[start : start + 10])
             ]
