@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +10,26 @@ from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
 from conveyor.model import Message, QueueDepth, decode_message, encode_message
 from conveyor.ports import BROKER_MAX_DELAY_SECONDS
+
+# SQS allows 10 message attributes; the trace context needs one to three (traceparent,
+# tracestate, baggage). More than that is not a trace context: it is left out.
+MAX_TRACE_ATTRIBUTES = 5
+
+
+def _attributes(trace_context: Mapping[str, str] | None) -> dict[str, Any]:
+    """``MessageAttributes=...`` for a send, or nothing: tracing off sends no attributes."""
+    items = list((trace_context or {}).items())[:MAX_TRACE_ATTRIBUTES]
+    attributes = {k: {"DataType": "String", "StringValue": v} for k, v in items if v}
+    return {"MessageAttributes": attributes} if attributes else {}
+
+
+def _trace_context(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        k: a["StringValue"]
+        for k, a in raw.get("MessageAttributes", {}).items()
+        if a.get("DataType") == "String" and "StringValue" in a
+    }
+
 
 # SQS caps the total visibility since receipt at 12 h; keep a margin for the time already spent.
 MAX_VISIBILITY = 12 * 3600 - 300
@@ -29,16 +49,26 @@ class SqsBroker:
             self._url = self._url()
         return self._url
 
-    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
+    def send(
+        self,
+        task_id: str,
+        task_type: str,
+        delay_seconds: int = 0,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> None:
         with translated("sqs SendMessage"):
             self.client.send_message(
                 QueueUrl=self.url,
                 MessageBody=encode_message(task_id, task_type),
                 DelaySeconds=max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay_seconds))),
+                **_attributes(trace_context),
             )
 
-    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
+    def send_many(
+        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+    ) -> list[str]:
         failed: list[str] = []
+        attributes = _attributes(trace_context)
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
             entries = [
@@ -46,6 +76,7 @@ class SqsBroker:
                     "Id": str(n),
                     "MessageBody": encode_message(task_id, task_type),
                     "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay))),
+                    **attributes,
                 }
                 for n, (task_id, task_type, delay) in enumerate(chunk)
             ]
@@ -65,6 +96,7 @@ class SqsBroker:
                 MaxNumberOfMessages=max(1, min(10, max_messages)),
                 WaitTimeSeconds=wait_seconds,
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                MessageAttributeNames=["All"],  # only the trace context is ever set
             )
         messages: list[Message] = []
         for raw in out.get("Messages", []):
@@ -81,6 +113,7 @@ class SqsBroker:
                     receipt=raw["ReceiptHandle"],
                     receive_count=int(attrs.get("ApproximateReceiveCount", 1)),
                     sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+                    trace_context=_trace_context(raw),
                 )
             )
         return messages
