@@ -131,8 +131,13 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with maintenance.background(engine), scheduler.background(firing):
-            yield
+        try:
+            async with maintenance.background(engine), scheduler.background(firing):
+                yield
+        finally:
+            # uvicorn ends the process by re-raising SIGTERM, which skips atexit: send the
+            # spans still buffered now.
+            tracing.flush()
 
     return lifespan
 

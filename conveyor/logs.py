@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
@@ -115,10 +115,10 @@ def formatter(fmt: str) -> logging.Formatter:
     raise ValueError(f"CONVEYOR_LOG_FORMAT must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
-    """Send every record to stderr in ``fmt``, through the context filter and the secret
-    filter (conveyor.redact)."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure(level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None) -> None:
+    """Send every record to ``stream`` (stderr) in ``fmt``, through the context filter and
+    the secret filter (conveyor.redact)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(fmt.strip().lower()))
     handler.addFilter(ContextFilter())
     handler.addFilter(redact.SecretFilter())

@@ -93,6 +93,12 @@ def use(tracer_provider: Any) -> None:
     _tracer = None if tracer_provider is None else tracer_provider.get_tracer("conveyor")
 
 
+def flush(timeout_millis: int = 5000) -> None:
+    """Export the spans still buffered (a process about to end)."""
+    if _provider is not None and hasattr(_provider, "force_flush"):
+        _provider.force_flush(timeout_millis)
+
+
 def _sampler_from_env() -> Any:
     from opentelemetry.sdk.trace import sampling
 

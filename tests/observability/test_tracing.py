@@ -103,7 +103,7 @@ def test_an_attempt_is_a_span_under_the_submit(world, spans):
     assert attempt.attributes["conveyor.task.outcome"] == "succeeded"
     assert attempt.status.status_code is StatusCode.UNSET
     # The sync handler ran in a thread, inside the attempt's span.
-    assert SEEN == [(task.id, attempt.context.trace_id, attempt.context.span_id)]
+    assert [(task.id, attempt.context.trace_id, attempt.context.span_id)] == SEEN
 
 
 def test_a_batch_submit_carries_the_context_to_every_task(world, spans):
