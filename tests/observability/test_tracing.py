@@ -4,19 +4,24 @@ traced or carried."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
 
-from conveyor import tracing
+from conveyor import lifecycle, tracing
 from conveyor.aws import AwsBackend
 from conveyor.engine import Submission
 from conveyor.memory import MemoryBroker
+from conveyor.metrics import WorkerMetrics
 from conveyor.model import Status
 from tests.conftest import wait_for
 from tests.observability.handlers import SEEN
+from worker.runtime import Worker
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -160,3 +165,18 @@ def test_background_aws_calls_are_not_traced_but_those_inside_a_span_are():
         assert request.is_recording()
     assert "NoBackgroundCalls" in sampler.get_description()
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_message_sent_again_keeps_its_trace_context(world):
+    """A paused type's or a saturated type's message is replaced by a fresh copy: the copy
+    still belongs to the submit's trace."""
+    world.broker.send("t-held", "obs-probe", 0, {"traceparent": TRACEPARENT})
+    [message] = world.broker.receive(1, 0)
+    worker = Worker(world.engine, WorkerMetrics(CollectorRegistry()))
+    try:
+        asyncio.run(worker._do(message, lifecycle.Resend(0, "type paused or disabled")))
+    finally:
+        worker.io.shutdown()
+        worker.attempts.shutdown()
+    copies = world.broker.receive(10, 1)
+    assert [(m.task_id, m.trace_context) for m in copies] == [("t-held", {"traceparent": TRACEPARENT})]
