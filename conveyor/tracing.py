@@ -65,6 +65,7 @@ def setup(component: str, environ: Mapping[str, str] = os.environ) -> bool:
             f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: Conveyor exports "
             "OTLP over HTTP (http/protobuf, the collector's port 4318)"
         )
+    configure_propagation(environ)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -83,6 +84,16 @@ def setup(component: str, environ: Mapping[str, str] = os.environ) -> bool:
     use(sdk)
     log.info("tracing on: exporting spans as %s", resource.attributes.get(SERVICE_NAME))
     return True
+
+
+def configure_propagation(environ: Mapping[str, str] = os.environ) -> None:
+    """Carry the W3C trace context only, unless ``OTEL_PROPAGATORS`` names others. The SDK's
+    default adds W3C baggage: arbitrary key-values from any caller, which Conveyor does not
+    use and would otherwise copy onto every message and into every handler's context."""
+    if not environ.get("OTEL_PROPAGATORS", "").strip():
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        propagate.set_global_textmap(TraceContextTextMapPropagator())
 
 
 def use(tracer_provider: Any) -> None:

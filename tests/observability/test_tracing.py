@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, context, trace
+from opentelemetry.propagate import get_global_textmap, set_global_textmap
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, StatusCode
@@ -180,3 +181,22 @@ def test_a_message_sent_again_keeps_its_trace_context(world):
         worker.attempts.shutdown()
     copies = world.broker.receive(10, 1)
     assert [(m.task_id, m.trace_context) for m in copies] == [("t-held", {"traceparent": TRACEPARENT})]
+
+
+def test_only_the_trace_context_is_carried_unless_propagators_are_configured(spans):
+    saved = get_global_textmap()
+    try:
+        for environ, carried in [
+            ({}, {"traceparent"}),
+            ({"OTEL_PROPAGATORS": "tracecontext,baggage"}, {"traceparent", "baggage"}),
+        ]:
+            set_global_textmap(saved)  # the SDK's default: trace context and baggage
+            tracing.configure_propagation(environ)
+            token = context.attach(baggage.set_baggage("user", "anything a caller sent"))
+            try:
+                with tracing.provider().get_tracer("t").start_as_current_span("submit"):
+                    assert set(tracing.inject()) == carried, environ
+            finally:
+                context.detach(token)
+    finally:
+        set_global_textmap(saved)
