@@ -9,7 +9,7 @@ import signal
 import httpx
 
 from conveyor.model import Status
-from tests.conftest import AUTH_HEADERS, wait_for
+from tests.conftest import AUTH_HEADERS, TEST_TOKEN, wait_for
 from tests.faults.harness import Api, spawn_worker
 from tests.observability.otlp import Receiver
 
@@ -79,3 +79,4 @@ def test_a_task_is_one_trace_from_the_request_to_the_attempt(runtime, settings, 
         written = (tmp_path / name).read_text().splitlines()
         assert written, name
         assert all(isinstance(json.loads(line), dict) for line in written), name
+        assert TEST_TOKEN not in "\n".join(written), name
