@@ -19,7 +19,7 @@ from api.auth import NONE, Authenticator, AuthMiddleware, ScopedMount
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
 from api.routes import schedules, system, tasks
 from api.state import State
-from conveyor import kube, maintenance, scheduler
+from conveyor import kube, maintenance, scheduler, tracing
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import ApiMetrics, QueueCollector, SchedulerMetrics
@@ -131,8 +131,13 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with maintenance.background(engine), scheduler.background(firing):
-            yield
+        try:
+            async with maintenance.background(engine), scheduler.background(firing):
+                yield
+        finally:
+            # uvicorn ends the process by re-raising SIGTERM, which skips atexit: send the
+            # spans still buffered now.
+            tracing.flush()
 
     return lifespan
 
@@ -181,6 +186,12 @@ def create_app(
         },
         lifespan=_lifespan(engine, firing),
     )
+    if tracing.enabled():
+        # Outermost of the middleware: a request's span covers auth and metrics too; its
+        # context is current while the route runs, so the submit carries it to the worker.
+        from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+
+        StarletteInstrumentor.instrument_app(app, tracer_provider=tracing.provider())
     app.state.conveyor = State(engine, metrics)
     app.state.auth = auth
     app.state.scheduler = firing

@@ -5,15 +5,16 @@ from __future__ import annotations
 import uvicorn
 
 from api.app import create_app
-from conveyor import redact
+from conveyor import redact, tracing
 from conveyor.bootstrap import build, configure_logging
 from conveyor.settings import Settings
 
 
 def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     redact.install()  # no credential reaches a log line, whoever logs it
+    tracing.setup("api")  # off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
     runtime = build(settings, max_pool=64)
     app = create_app(runtime.engine)
     uvicorn.run(

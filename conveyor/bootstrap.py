@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass
 
+from conveyor import logs
 from conveyor.aws import AwsBackend
 from conveyor.engine import Engine
 from conveyor.ports import BlobStore
@@ -37,21 +36,6 @@ def build(settings: Settings | None = None, max_pool: int = 50) -> Runtime:
     return Runtime(settings, backend, engine)
 
 
-class JsonishFormatter(logging.Formatter):
-    """One line per record, key=value, with the task id when there is one."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        task_id = getattr(record, "task_id", None)
-        return f"{line} task_id={task_id}" if task_id else line
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonishFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # botocore logs every retry at INFO/DEBUG; keep it quiet unless asked.
-    for noisy in ("botocore", "boto3", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Logging for a process: ``CONVEYOR_LOG_LEVEL`` and ``CONVEYOR_LOG_FORMAT`` (conveyor/logs.py)."""
+    logs.configure(level, fmt)

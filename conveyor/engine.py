@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from conveyor import tracing
 from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import NotFound, Unavailable, ValidationError
 from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id
@@ -161,7 +162,8 @@ class Engine:
 
     def _dispatch(self, task: Task) -> None:
         try:
-            self.broker.send(task.id, task.type, self._delay(task))
+            tracing.annotate(task_id=task.id, task_type=task.type)
+            self.broker.send(task.id, task.type, self._delay(task), tracing.inject())
         except Unavailable as exc:
             # The record is committed: the sweeper sends the message once SQS answers.
             log.warning("task %s recorded but not sent (%s); the sweeper will send it", task.id, exc)
@@ -170,7 +172,7 @@ class Engine:
         registry = self.registry
         tasks = [self._prepare(s, registry, f"/tasks/{i}") for i, s in enumerate(subs)]
         self.store.create_many(tasks)
-        failed = self.broker.send_many([(t.id, t.type, self._delay(t)) for t in tasks])
+        failed = self.broker.send_many([(t.id, t.type, self._delay(t)) for t in tasks], tracing.inject())
         if failed:
             log.warning("%d batch tasks recorded but not sent; the sweeper will send them", len(failed))
         return tasks

@@ -13,8 +13,8 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -484,6 +484,7 @@ class _Entry:
     visible_at: float
     receives: int = 0
     receipt: str = ""
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class MemoryBroker:
@@ -505,15 +506,25 @@ class MemoryBroker:
         with self._cond:
             self._cond.notify_all()
 
-    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
-        self.send_many([(task_id, task_type, delay_seconds)])
+    def send(
+        self,
+        task_id: str,
+        task_type: str,
+        delay_seconds: int = 0,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> None:
+        self.send_many([(task_id, task_type, delay_seconds)], trace_context)
 
-    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
+    def send_many(
+        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+    ) -> list[str]:
         at, sent = self.clock.monotonic(), self.clock.now()
         with self._cond:
             for task_id, task_type, delay in items:
                 delay = min(max(delay, 0), BROKER_MAX_DELAY_SECONDS)
-                self._entries.append(_Entry(task_id, task_type, sent, at + delay))
+                self._entries.append(
+                    _Entry(task_id, task_type, sent, at + delay, 0, "", dict(trace_context or {}))
+                )
             self._cond.notify_all()
         return []
 
@@ -533,7 +544,9 @@ class MemoryBroker:
                 e.receives += 1
                 e.receipt = f"r{next(self._receipts)}"
                 e.visible_at = at + self.visibility_timeout
-                out.append(Message(e.task_id, e.task_type, e.receipt, e.receives, e.sent_at))
+                out.append(
+                    Message(e.task_id, e.task_type, e.receipt, e.receives, e.sent_at, dict(e.trace_context))
+                )
             self._cond.notify_all()  # a receive changes what join() and depth() see
             return out
 

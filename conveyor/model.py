@@ -167,6 +167,8 @@ class Message:
     receipt: str
     receive_count: int = 1
     sent_at: datetime | None = None
+    # The submitter's trace context (W3C ``traceparent`` ...), carried beside the body.
+    trace_context: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

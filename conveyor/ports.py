@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -157,10 +157,20 @@ BROKER_MAX_VISIBILITY_SECONDS = 12 * 3600 - 300
 class Broker(Protocol):
     """One SQS queue: the task queue, or the dead-letter queue."""
 
-    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None: ...
+    def send(
+        self,
+        task_id: str,
+        task_type: str,
+        delay_seconds: int = 0,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> None:
+        """``trace_context`` comes back as the received Message's ``trace_context``."""
 
-    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
-        """Send (id, type, delay) items; returns ids that could not be sent."""
+    def send_many(
+        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Send (id, type, delay) items, all with ``trace_context``; returns ids that could
+        not be sent."""
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]: ...
 

@@ -64,6 +64,7 @@ class Settings:
     worker_dead_after_seconds: float = 0.0  # 0 = three heartbeats
     stats_cache_seconds: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line (conveyor/logs.py); the chart sets json
     # Auth and limits (docs/SECURITY.md). Auth is on unless turned off explicitly.
     auth_enabled: bool = True
     auth_tokens_file: str = "/etc/conveyor/auth/tokens.json"

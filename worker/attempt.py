@@ -4,6 +4,7 @@ TaskType's timeout), then record what conveyor.lifecycle says it came to."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import random
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from conveyor import lifecycle
+from conveyor import lifecycle, logs, tracing
 from conveyor.engine import Engine
 from conveyor.errors import RecordTooLarge, Unavailable
 from conveyor.metrics import WorkerMetrics
@@ -39,7 +40,9 @@ async def call(
         if inspect.iscoroutinefunction(fn):
             result = await asyncio.wait_for(fn(task.payload, context), timeout)
         else:
-            future = asyncio.get_running_loop().run_in_executor(threads, fn, task.payload, context)
+            # In a copy of this context: the handler's log lines and AWS calls belong to the attempt.
+            run = contextvars.copy_context().run
+            future = asyncio.get_running_loop().run_in_executor(threads, run, fn, task.payload, context)
             # A thread cannot be killed: on timeout the attempt fails and the thread is told
             # to stop through the cancel flag.
             try:
@@ -91,6 +94,15 @@ class Attempts:
             running.context.cancel_event.set()
 
     async def run(self, task: Task, message: Message, tasktype: TaskType) -> None:
+        """Run the attempt in its span (when tracing is on) and with its task id on every log
+        line."""
+        with (
+            logs.task_context(task.id, task.type),
+            tracing.attempt_span(task.id, task.type, task.attempts, message.trace_context) as span,
+        ):
+            await self._run(task, message, tasktype, span)
+
+    async def _run(self, task: Task, message: Message, tasktype: TaskType, span: Any) -> None:
         context = Context(
             task_id=task.id,
             task_type=task.type,
@@ -119,12 +131,12 @@ class Attempts:
             self.metrics.in_progress.labels(**labels).dec()
             self.metrics.duration.labels(**labels).observe(time.monotonic() - running.started)
         try:
-            await self._record(task, message, tasktype, outcome)
+            await self._record(task, message, tasktype, outcome, span)
         finally:
             self.running.pop(task.id, None)
 
     async def _record(
-        self, task: Task, message: Message, tasktype: TaskType, outcome: lifecycle.Outcome
+        self, task: Task, message: Message, tasktype: TaskType, outcome: lifecycle.Outcome, span: Any = None
     ) -> None:
         decision = lifecycle.on_outcome(
             task, outcome, tasktype, now=self.clock.now(), jitter=self.rng.random()
@@ -135,6 +147,7 @@ class Attempts:
                 self.store.requeue, task, decision.run_at, decision.error, self.clock.now()
             )
             self.metrics.finished.labels(outcome="retried", **labels).inc()
+            tracing.record_outcome(span, "retried", decision.error.type)
             if requeued:
                 await self.io(self.engine.broker.change_visibility, message.receipt, decision.hide)
             return
@@ -145,6 +158,7 @@ class Attempts:
             decision = lifecycle.RESULT_REFUSED
             finished = await self._finish(task, tasktype, decision)
         self.metrics.finished.labels(outcome=decision.status.value, **labels).inc()
+        tracing.record_outcome(span, decision.status.value, decision.error.type if decision.error else None)
         if finished is None:
             log.warning("task %s changed owner while it ran; its new owner records it", task.id)
             return

@@ -4,6 +4,7 @@ handlers in threads can never starve them."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,9 @@ class BlockingCalls:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="conveyor-io")
 
     async def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        call = functools.partial(fn, *args, **kwargs)
+        # In a copy of the caller's context, as asyncio.to_thread does: an attempt's store and
+        # queue calls are traced inside its span.
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def shutdown(self) -> None:

@@ -8,6 +8,7 @@ import signal
 
 from prometheus_client import REGISTRY, start_http_server
 
+from conveyor import tracing
 from conveyor.bootstrap import build, configure_logging
 from conveyor.metrics import WorkerMetrics
 from conveyor.settings import Settings
@@ -32,7 +33,8 @@ async def serve(settings: Settings, metrics_port: int | None = None) -> None:
 
 def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    tracing.setup("worker")  # off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
     asyncio.run(serve(settings))
 
 

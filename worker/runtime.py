@@ -306,7 +306,10 @@ class Worker:
             case lifecycle.Hide(seconds=seconds):
                 await self.io(self.broker.change_visibility, message.receipt, max(1, seconds))
             case lifecycle.Resend(delay=delay):
-                await self.io(self.broker.send, message.task_id, message.task_type, delay)
+                # The fresh copy goes on with the submit's trace.
+                await self.io(
+                    self.broker.send, message.task_id, message.task_type, delay, message.trace_context
+                )
                 self.deletes.add(message.receipt)
             case lifecycle.Fail(error=error):
                 await self.io(self.store.fail_unfinished, message.task_id, error, self.clock.now())

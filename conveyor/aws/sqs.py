@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
@@ -16,8 +16,28 @@ if TYPE_CHECKING:
     from types_boto3_sqs.type_defs import (
         ChangeMessageVisibilityBatchRequestEntryTypeDef,
         DeleteMessageBatchRequestEntryTypeDef,
+        MessageAttributeValueTypeDef,
         SendMessageBatchRequestEntryTypeDef,
+        SendMessageRequestTypeDef,
     )
+
+# SQS allows 10 message attributes; the trace context needs one to three (traceparent,
+# tracestate, baggage). More than that is not a trace context: it is left out.
+MAX_TRACE_ATTRIBUTES = 5
+
+
+def _attributes(trace_context: Mapping[str, str] | None) -> dict[str, MessageAttributeValueTypeDef]:
+    """The message attributes of a send: none when tracing is off."""
+    items = list((trace_context or {}).items())[:MAX_TRACE_ATTRIBUTES]
+    return {k: {"DataType": "String", "StringValue": v} for k, v in items if v}
+
+
+def _trace_context(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        k: a["StringValue"]
+        for k, a in raw.get("MessageAttributes", {}).items()
+        if a.get("DataType") == "String" and "StringValue" in a
+    }
 
 
 class SqsBroker:
@@ -34,26 +54,40 @@ class SqsBroker:
             self._url = self._url()
         return self._url
 
-    def send(self, task_id: str, task_type: str, delay_seconds: int = 0) -> None:
+    def send(
+        self,
+        task_id: str,
+        task_type: str,
+        delay_seconds: int = 0,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> None:
+        request: SendMessageRequestTypeDef = {
+            "QueueUrl": self.url,
+            "MessageBody": encode_message(task_id, task_type),
+            "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay_seconds))),
+        }
+        if attributes := _attributes(trace_context):
+            request["MessageAttributes"] = attributes
         with translated("sqs SendMessage"):
-            self.client.send_message(
-                QueueUrl=self.url,
-                MessageBody=encode_message(task_id, task_type),
-                DelaySeconds=max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay_seconds))),
-            )
+            self.client.send_message(**request)
 
-    def send_many(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
+    def send_many(
+        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+    ) -> list[str]:
         failed: list[str] = []
+        attributes = _attributes(trace_context)
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
-            entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {
+            entries: list[SendMessageBatchRequestEntryTypeDef] = []
+            for n, (task_id, task_type, delay) in enumerate(chunk):
+                entry: SendMessageBatchRequestEntryTypeDef = {
                     "Id": str(n),
                     "MessageBody": encode_message(task_id, task_type),
                     "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay))),
                 }
-                for n, (task_id, task_type, delay) in enumerate(chunk)
-            ]
+                if attributes:
+                    entry["MessageAttributes"] = attributes
+                entries.append(entry)
             try:
                 with translated("sqs SendMessageBatch"):
                     out = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
@@ -70,6 +104,7 @@ class SqsBroker:
                 MaxNumberOfMessages=max(1, min(10, max_messages)),
                 WaitTimeSeconds=wait_seconds,
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                MessageAttributeNames=["All"],  # only the trace context is ever set
             )
         messages: list[Message] = []
         for raw in out.get("Messages", []):
@@ -86,6 +121,7 @@ class SqsBroker:
                     receipt=raw["ReceiptHandle"],
                     receive_count=int(attrs.get("ApproximateReceiveCount", 1)),
                     sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+                    trace_context=_trace_context(raw),
                 )
             )
         return messages

@@ -267,6 +267,7 @@ def test_one_image_runs_every_component_with_its_command() -> None:
         "--standalone",
         "--namespace=tasks",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--log-format=json",  # config.logFormat
         "/app/k8s/controller/tasktypes.py",
     ]
 

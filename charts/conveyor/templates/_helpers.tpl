@@ -145,6 +145,8 @@ storage already needs. */}}
   value: /etc/conveyor/tasktypes
 - name: CONVEYOR_LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
+- name: CONVEYOR_LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
 - name: CONVEYOR_VISIBILITY_TIMEOUT
   value: {{ .Values.config.visibilityTimeout | quote }}
 - name: CONVEYOR_MAX_RECEIVE_COUNT
@@ -161,6 +163,31 @@ storage already needs. */}}
   value: {{ .Values.config.statsCacheSeconds | quote }}
 - name: CONVEYOR_POLL_WAIT_SECONDS
   value: {{ .Values.worker.pollWaitSeconds | quote }}
+{{- end }}
+
+{{/* OpenTelemetry: the standard OTEL_* variables of an api or worker container. Call with
+(dict "root" $ "component" "api"). Without an endpoint the process exports nothing. */}}
+{{- define "conveyor.otelEnv" -}}
+{{- $otel := .root.Values.otel }}
+{{- with $otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "%s-%s" $otel.serviceName .component | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $otel.sampleRatio | toString | quote }}
+- name: OTEL_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=%s,k8s.pod.name=$(OTEL_POD_NAME),service.version=%s" .root.Release.Namespace .root.Chart.AppVersion | quote }}
+{{- with $otel.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* envFrom of a container: the AWS keys from a Secret (when not using IRSA / EKS Pod

@@ -47,6 +47,7 @@ spec:
         - name: CONVEYOR_WORKER_MAX_TASKS
           value: {{ .Values.worker.scaledJob.tasksPerJob | quote }}
         {{- end }}
+        {{- include "conveyor.otelEnv" (dict "root" . "component" "worker") | nindent 8 }}
         {{- with .Values.worker.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
