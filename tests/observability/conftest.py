@@ -13,10 +13,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import tests.observability.handlers  # noqa: F401  (registers the handlers)
 from conveyor import tracing
-from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore
-from conveyor.registry import RegistryWatcher
+from conveyor.memory import MemoryBroker
 from tests.conftest import WorkerThread, make_settings
+from tests.support.engines import memory_engine
 
 TYPES = {
     # name: (handler, max attempts)
@@ -52,14 +51,10 @@ class World:
         self.settings = make_settings(
             tasktypes=str(tasktypes), poll_wait_seconds=0.2, heartbeat_seconds=0.1, visibility_timeout=30
         )
-        self.broker = MemoryBroker(self.settings.visibility_timeout)
-        self.engine = Engine(
-            self.settings,
-            MemoryTaskStore(self.settings.retention_seconds),
-            self.broker,
-            MemoryBroker(self.settings.visibility_timeout),
-            RegistryWatcher(self.settings.tasktypes),
+        self.engine = memory_engine(
+            self.settings, self.settings.tasktypes, visibility_timeout=self.settings.visibility_timeout
         )
+        self.broker: MemoryBroker = self.engine.broker  # type: ignore[assignment]
         self.worker: WorkerThread | None = None
 
     def start(self) -> WorkerThread:
