@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import itertools
 import os
 import shutil
@@ -15,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import botocore.loaders
+import botocore.session
 import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
@@ -26,6 +29,12 @@ from conveyor.bootstrap import Runtime, build
 from conveyor.local import MotoServer
 from conveyor.metrics import WorkerMetrics
 from conveyor.settings import Settings
+
+# Every test builds its own AwsBackend (a boto3 session and clients) for its own queue and
+# table; each new botocore session re-reads and re-parses the same service-model JSON (about
+# 0.1 s of CPU per backend, twice per test). One loader per data path for the whole process
+# serves the same models from memory; clients, sessions and credentials stay per test.
+botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "k8s" / "examples"

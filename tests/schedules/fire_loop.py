@@ -5,6 +5,10 @@ one change: its clock runs ``SCALE`` times faster from a shared origin, so minut
 in seconds and every process agrees on the time. With ``DIE_AT`` set, the process kills
 itself with SIGKILL right after it submitted that slot's task and before it records it:
 the worst moment to die.
+
+The shared origin comes on stdin once the process says ``ready`` (its imports and clients
+built): a fixed head start would be either wasted or, on a loaded machine, too short, so
+the first slots would pass before a process could look.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,13 +29,14 @@ from conveyor.scheduler import Scheduler
 
 
 def main() -> None:
-    real_start = float(os.environ["FIRE_LOOP_REAL_START"])
-    real_end = float(os.environ["FIRE_LOOP_REAL_END"])
+    duration = float(os.environ["FIRE_LOOP_REAL_SECONDS"])
     fake_start = from_rfc3339(os.environ["FIRE_LOOP_FAKE_START"])
     scale = float(os.environ["FIRE_LOOP_SCALE"])
     interval = float(os.environ["FIRE_LOOP_INTERVAL"])
     die_at = from_rfc3339(os.environ.get("FIRE_LOOP_DIE_AT"))
     assert fake_start is not None
+
+    real_start = 0.0
 
     def clock() -> datetime:
         return fake_start + timedelta(seconds=(time.time() - real_start) * scale)
@@ -49,6 +55,9 @@ def main() -> None:
     firing = Scheduler(
         runtime.engine, ScheduleWatcher(runtime.settings.tasktypes).current, clock=clock, interval=interval
     )
+    print("ready", flush=True)
+    real_start = float(sys.stdin.readline())
+    real_end = real_start + duration
     time.sleep(max(0.0, real_start - time.time()))
 
     async def run() -> None:

@@ -51,14 +51,11 @@ def test_three_processes_fire_each_slot_exactly_once(
     shutil.copy(EXAMPLES / "echo.yaml", tmp_path / "echo.yaml")
     (tmp_path / "fast.yaml").write_text(SCHEDULE)
     settings = settings_factory(tasktypes=str(tmp_path))
-    real_start = time.time() + 3.0  # room for three interpreters to import on 2 cores
-    # 12:00:30 + 3.25 fake minutes: past the 12:03 slot, before 12:04.
-    real_end = real_start + 3.25 * 60 / SCALE
     procs = []
     for n in range(3):
         extra = {
-            "FIRE_LOOP_REAL_START": repr(real_start),
-            "FIRE_LOOP_REAL_END": repr(real_end),
+            # 12:00:30 + 3.25 fake minutes: past the 12:03 slot, before 12:04.
+            "FIRE_LOOP_REAL_SECONDS": repr(3.25 * 60 / SCALE),
             "FIRE_LOOP_FAKE_START": to_rfc3339(FAKE_START) or "",
             "FIRE_LOOP_SCALE": str(SCALE),
             # The victim looks most often, so it is the one firing when it dies.
@@ -72,11 +69,21 @@ def test_three_processes_fire_each_slot_exactly_once(
                 [sys.executable, "-m", "tests.schedules.fire_loop"],
                 cwd=ROOT,
                 env=env,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
+    # The shared origin, once all three have imported and built their clients, however long
+    # that took on a busy machine: every process is looking before the first slot.
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n", p.communicate(timeout=30)
+    real_start = repr(time.time() + 0.3)
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(real_start + "\n")
+        p.stdin.flush()
     outputs = [p.communicate(timeout=30) for p in procs]
     codes = [p.returncode for p in procs]
     if kill:
