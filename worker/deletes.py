@@ -8,11 +8,11 @@ finds its task terminal and is deleted on sight. Batching sets SQS requests per 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from conveyor.errors import ConveyorError
+from worker.io import wait_for_event
 
 log = logging.getLogger("conveyor.worker")
 
@@ -46,10 +46,10 @@ class DeleteBatcher:
             log.warning("delete of %d message(s) failed: %s", len(batch), exc)
 
     async def run(self) -> None:
-        """Send batches until cancelled: each pending delete waits at most about the
-        gather time for its batch to fill."""
+        """Send batches until closed and empty: each pending delete waits at most about
+        the gather time for its batch to fill."""
         loop = asyncio.get_running_loop()
-        while True:
+        while not (self._closing and not self._pending):
             await self._wakeup.wait()
             while self._pending:
                 deadline = loop.time() + self._gather
@@ -57,10 +57,10 @@ class DeleteBatcher:
                     len(self._pending) < BATCH and not self._closing and (left := deadline - loop.time()) > 0
                 ):
                     self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), left)
+                    await wait_for_event(self._wakeup, left)
                 await self._send()
-            self._wakeup.clear()
+            if not self._closing:
+                self._wakeup.clear()
 
     def closing(self) -> None:
         """Stop gathering: what is pending goes at once."""

@@ -19,10 +19,26 @@ class BlockingCalls:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="conveyor-io")
 
     async def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.start(fn, *args, **kwargs)
+
+    def start(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """The call as a future, for a caller that may stop waiting for it."""
         # In a copy of the caller's context, as asyncio.to_thread does: an attempt's store and
         # queue calls are traced inside its span.
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait at most ``seconds`` for ``event``; True if it was set. Through asyncio.timeout,
+    not wait_for: on Python 3.11 wait_for can swallow a cancel that lands just as the event
+    fires, and the cancelled loop then waits on forever."""
+    try:
+        async with asyncio.timeout(max(0.0, seconds)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

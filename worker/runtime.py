@@ -28,7 +28,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from conveyor import lifecycle
 from conveyor.engine import Engine
@@ -39,7 +39,7 @@ from conveyor.ports import BlobStore
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
 from worker.heartbeat import Heartbeat
-from worker.io import BlockingCalls
+from worker.io import BlockingCalls, wait_for_event
 
 log = logging.getLogger("conveyor.worker")
 
@@ -119,8 +119,9 @@ class Worker:
             await self._receive_loop()
         finally:
             await self._drain()
-            for loop in loops:
-                loop.cancel()
+            self.deletes.closing()
+            loops[0].cancel()
+            # The delete loop ends by itself once closing and empty: nothing pending is lost.
             await asyncio.gather(*loops, return_exceptions=True)
             await self.deletes.flush()
             with contextlib.suppress(Exception):
@@ -151,17 +152,20 @@ class Worker:
             self.held += want
             self._asking = want
             try:
-                messages = await self.io(self.broker.receive, want, self.settings.poll_wait_seconds)
+                received = await self._receive(want)
                 backoff = 0.5
             except ConveyorError as exc:
                 self._asking = 0
                 self.held -= want
                 log.warning("receive failed (%s); retrying in %.1fs", exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
+                await wait_for_event(self._stop, backoff)
                 backoff = min(backoff * 2, 15.0)
                 continue
             self._asking = 0
+            if received is None:  # stopped during an idle long poll
+                self.held -= want
+                break
+            messages = received
             self.held -= want - len(messages)
             backlog = len(messages) == want
             self.metrics.busy.set(self.held)
@@ -182,14 +186,43 @@ class Worker:
                 log.info("one-shot worker: %d message(s) received, exiting when done", self._received)
                 break
 
+    def _poll(self, want: int) -> list[Message]:
+        """One receive, in an I/O thread. If the worker stopped meanwhile, the loop is no
+        longer waiting for it: what it brought goes straight back from here."""
+        messages = self.broker.receive(want, self.settings.poll_wait_seconds)
+        if messages and self.stopping:
+            self.broker.change_visibility_many([(m.receipt, 0) for m in messages])
+            return []
+        return messages
+
+    async def _receive(self, want: int) -> list[Message] | None:
+        """Receive up to ``want`` messages; None if a stop came first, so a stop never
+        waits out an idle long poll (up to 20 s)."""
+        poll = self.io.start(self._poll, want)
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        waits: set[asyncio.Future[Any]] = {poll, stopped}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if poll.done():
+            return poll.result()
+        poll.add_done_callback(self._hand_back)
+        return None
+
+    def _hand_back(self, poll: asyncio.Future[list[Message]]) -> None:
+        """An abandoned poll that returned messages just before it saw the stop."""
+        if not poll.cancelled() and poll.exception() is None and poll.result():
+            with contextlib.suppress(Exception):
+                self.broker.change_visibility_many([(m.receipt, 0) for m in poll.result()])
+
     async def _wait_for_slots(self, gather: int) -> None:
         """Wait until ``gather`` slots are free (or a stop), at most RECEIVE_GATHER_SECONDS."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RECEIVE_GATHER_SECONDS
         while self._free() < gather and not self.stopping and (left := deadline - loop.time()) > 0:
             self._slot_free.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_free.wait(), left)
+            await wait_for_event(self._slot_free, left)
 
     async def _release(self, messages: list[Message]) -> None:
         """Hand messages back at once (visibility 0), for another worker to take."""

@@ -351,3 +351,29 @@ def test_a_paused_types_messages_wait_without_counting_receives(make_stub, tmp_p
         stub.clock.advance(31)
     stub.settle(lambda: stub.broker.depth() == QueueDepth(visible=0, in_flight=0, delayed=1))
     assert stub.get(task.id).attempts == 0 and stub.get(task.id).status is Status.QUEUED
+
+
+def test_a_stop_does_not_wait_out_an_idle_long_poll(make_stub):
+    stub = make_stub(poll_wait_seconds=5)
+    w = stub.start()
+    stub.until(lambda: w.worker.held > 0 and w.worker.in_hand == 0)  # a receive is waiting
+    started = time.monotonic()
+    w.stop()
+    assert time.monotonic() - started < 2  # not the 5 s the poll would take
+
+
+def test_what_an_abandoned_poll_brings_goes_straight_back(make_stub):
+    """A stop lands while a long poll waits; a message then arrives and that poll takes it.
+    The worker is no longer waiting for the poll: the message is handed back at once, not
+    left hidden for the visibility timeout."""
+    stub = make_stub(poll_wait_seconds=5)
+    receives = spy(stub.broker, "receive")
+    w = stub.start()
+    stub.until(lambda: w.worker.held > 0 and w.worker.in_hand == 0)  # a receive is waiting
+    w.loop.call_soon_threadsafe(w.worker.request_stop)
+    w.thread.join(5)
+    assert not w.thread.is_alive()
+    task = stub.submit("echo", {})  # wakes the abandoned poll, which receives it
+    stub.until(lambda: len(receives.results()) > 0 and receives.results()[-1])
+    stub.until(lambda: stub.broker.depth().visible == 1)  # visible again without moving the clock
+    assert stub.get(task.id).status is Status.QUEUED and stub.get(task.id).attempts == 0
