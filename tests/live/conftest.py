@@ -31,7 +31,7 @@ spec:
   maxAttempts: 1
   timeoutSeconds: 60
 """
-TYPES = ("live-steps", "live-async", "live-gate")
+TYPES = ("live-steps", "live-async", "live-gate", "live-markup")
 
 
 def write_tasktypes(target: Path) -> Path:

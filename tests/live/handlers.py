@@ -54,3 +54,11 @@ def gate(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
             seen = text
             ctx.progress(float(text), f"at {text}")
         time.sleep(0.01)
+
+
+@handler("live-markup")
+def markup(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Reports text that rich would read as markup, to show it is printed as is."""
+    ctx.event("odd", {"text": "[/bold] [red]x"})
+    ctx.progress(0.5, "[/]")
+    return {}
