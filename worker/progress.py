@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.clock import Clock
-from conveyor.errors import ConveyorError
 from conveyor.model import MAX_EVENTS, Progress, Task, TaskEvent
 from conveyor.ports import TaskStore
 
@@ -45,6 +44,7 @@ class Reporter:
         self._closed = False
         self._wake: Callable[[], None] = lambda: None
         self._flusher: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()  # one write at a time, in order
         self.writes = 0
         self.owned = True
 
@@ -95,13 +95,20 @@ class Reporter:
         """Stop the flusher and write what is left: the last value is always stored."""
         with self._lock:
             self._closed = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush(io)
+        # A write in flight finishes first: cancelling its await would not stop the call
+        # in its thread, and an earlier value could then land after the last one.
+        async with self._writing:
+            if self._flusher is not None:
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
+            await self._write(io)
 
     async def flush(self, io: Io) -> None:
+        async with self._writing:
+            await self._write(io)
+
+    async def _write(self, io: Io) -> None:
         with self._lock:
             if not self._dirty or not self.owned:
                 return
@@ -112,7 +119,7 @@ class Reporter:
             if not await io(self.store.record_progress, self.task, progress, events):
                 self.owned = False
                 log.info("task %s: progress not recorded, this attempt no longer owns it", self.task.id)
-        except ConveyorError as exc:
+        except Exception as exc:  # best effort: reporting never fails the attempt
             log.warning("task %s: progress not recorded (%s); next time", self.task.id, exc)
             with self._lock:
                 self._dirty = True

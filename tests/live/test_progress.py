@@ -156,3 +156,29 @@ def test_progress_calls_from_a_thread_are_safe_under_contention():
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert reporter._seq == 800
+
+
+async def test_the_last_value_wins_even_when_a_slow_write_is_in_flight_at_the_end():
+    class SlowFirstWrite(MemoryTaskStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = threading.Event()
+            self.slow = True
+
+        def record_progress(self, task, progress, events):
+            if self.slow:
+                self.slow = False
+                self.started.set()
+                time.sleep(0.3)  # the write lands after the handler has returned
+            return super().record_progress(task, progress, events)
+
+    store = SlowFirstWrite()
+    task = _claimed(store)
+    reporter = Reporter(store, task, SYSTEM, interval=0.01)
+    reporter.start(_io)
+    reporter.progress(0.5, "half")
+    await asyncio.to_thread(store.started.wait, 5)
+    reporter.progress(1.0, "done")
+    await reporter.close(_io)
+    await asyncio.sleep(0.4)  # anything still in flight has landed by now
+    assert store.get(task.id).progress.message == "done"
