@@ -23,7 +23,7 @@ from sse_starlette import ServerSentEvent
 
 from api.problems import Problem
 from conveyor.model import Task
-from conveyor.watch import Subscription
+from conveyor.watch import Subscription, TaskWatcher
 
 MAX_WAIT_SECONDS = 60
 # A comment line this often keeps proxies from closing a quiet stream.
@@ -76,6 +76,17 @@ def wait_seconds(raw: str | None) -> float:
             errors=[{"pointer": "/query/wait", "message": f"a number from 0 to {MAX_WAIT_SECONDS}"}],
         ) from exc
     return value
+
+
+def admit(watcher: TaskWatcher) -> None:
+    """Refuse a new follower when this process follows as many as it may."""
+    if watcher.full:
+        raise Problem(
+            503,
+            "this API process follows as many tasks as it may; try again (another replica may answer)",
+            "unavailable",
+            headers={"Retry-After": "5"},
+        )
 
 
 async def until_terminal(sub: Subscription, task: Task, seconds: float) -> Task:

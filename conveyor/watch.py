@@ -25,6 +25,9 @@ from conveyor.ports import TaskStore
 log = logging.getLogger("conveyor.watch")
 
 INTERVAL_SECONDS = 0.5
+# Clients one process follows tasks for at most (each is a coroutine and a connection);
+# beyond it a new one is refused with 503 and Retry-After, to go to another replica.
+MAX_SUBSCRIBERS = 5000
 
 
 def version(task: Task) -> tuple[Any, ...]:
@@ -75,8 +78,9 @@ class TaskWatcher:
         store: TaskStore,
         interval: float = INTERVAL_SECONDS,
         run_blocking: Callable[..., Any] | None = None,
+        max_subscribers: int = MAX_SUBSCRIBERS,
     ) -> None:
-        self.store, self.interval = store, interval
+        self.store, self.interval, self.max_subscribers = store, interval, max_subscribers
         self.latest: dict[str, Task] = {}
         self._subscribers: dict[str, set[Subscription]] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -90,6 +94,10 @@ class TaskWatcher:
     @property
     def subscribers(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
+
+    @property
+    def full(self) -> bool:
+        return self.subscribers >= self.max_subscribers
 
     @contextlib.asynccontextmanager
     async def subscribe(self, task: Task) -> AsyncIterator[Subscription]:

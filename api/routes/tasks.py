@@ -229,6 +229,7 @@ async def get_task(request: Request) -> Response:
     state = _state(request)
     task = await run_in_threadpool(state.engine.get, _task_id(request))
     if wait and not task.status.terminal:
+        live.admit(state.watcher)
         async with state.watcher.subscribe(task) as sub:
             task = await live.until_terminal(sub, task, wait)
     return JSONResponse(_shown(request, task))
@@ -242,6 +243,7 @@ async def task_events(request: Request) -> Response:
     if cursor is not None and task.status.terminal and not live.pending(task, cursor, _served, True)[0]:
         # The client has seen the end: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
+    live.admit(state.watcher)
 
     async def events() -> Any:
         async with state.watcher.subscribe(task) as sub:

@@ -196,3 +196,25 @@ def test_a_metadata_token_streams_without_event_data_and_a_submit_token_is_refus
         shown = api.get(f"/v1/tasks/{task.id}", headers=meta).json()
     assert "event: event" in body and "event: state" in body and "secret" not in body
     assert shown["events"][0]["name"] == "e" and "data" not in shown["events"][0]
+
+
+def test_a_process_following_its_limit_refuses_more_with_503_and_frees_on_disconnect(memory, serve):
+    task = _claimed(memory)
+    app = _app(memory)
+    watcher = app.state.conveyor.watcher
+    watcher.max_subscribers = 1
+    with serve(app) as server, Client(server.url, TEST_TOKEN) as client:
+        events = client.events(task.id)
+        assert next(events).kind == "state"  # one follower: the process is full
+        for path, params in ((f"/v1/tasks/{task.id}/events", {}), (f"/v1/tasks/{task.id}", {"wait": 5})):
+            refused = httpx.get(server.url + path, params=params, headers=AUTH_HEADERS)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+            assert refused.headers["content-type"] == "application/problem+json"
+        assert httpx.get(f"{server.url}/v1/tasks/{task.id}", headers=AUTH_HEADERS).status_code == 200
+        events.close()  # the client goes away: its subscription ends with the connection
+        deadline = time.monotonic() + 5
+        while watcher.subscribers:
+            assert time.monotonic() < deadline, "a closed stream kept its subscription"
+            time.sleep(0.05)
+        answer = httpx.get(f"{server.url}/v1/tasks/{task.id}", params={"wait": 0.1}, headers=AUTH_HEADERS)
+        assert answer.status_code == 200
