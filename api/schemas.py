@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.live import MAX_WAIT_SECONDS
 from conveyor import __version__
 from conveyor.engine import MAX_DELAY_SECONDS
-from conveyor.model import Status
+from conveyor.model import MAX_EVENTS, MAX_PROGRESS_MESSAGE, Status
 
 SUBMIT = {
     "type": "object",
@@ -65,6 +66,35 @@ TASK = {
         },
         "worker": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "progress": {
+            "type": ["object", "null"],
+            "description": "The latest progress the handler reported (ctx.progress).",
+            "properties": {
+                "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "message": {"type": ["string", "null"], "maxLength": MAX_PROGRESS_MESSAGE},
+                "attempt": {"type": "integer"},
+                "at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "events": {
+            "type": "array",
+            "maxItems": MAX_EVENTS,
+            "description": (
+                f"The last {MAX_EVENTS} events the handler reported (ctx.event), oldest first; "
+                "without `data` for a token lacking tasks:read."
+            ),
+            "items": {
+                "type": "object",
+                "required": ["seq", "name", "attempt", "at"],
+                "properties": {
+                    "seq": {"type": "integer", "description": "Numbers the task's events from 1."},
+                    "name": {"type": "string"},
+                    "data": {},
+                    "attempt": {"type": "integer"},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
         "redacted": {
             "type": "array",
             "items": {"enum": ["payload", "result"]},
@@ -333,11 +363,51 @@ def openapi(max_batch: int) -> dict[str, Any]:
             "/v1/tasks/{id}": {
                 "get": {
                     "operationId": "getTask",
-                    "parameters": [task_id],
+                    "parameters": [
+                        task_id,
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "description": "Answer once the task is terminal or this many seconds passed.",
+                            "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+                        },
+                    ],
                     "responses": {
                         "200": _json("The task.", "Task"),
                         "400": bad_id,
                         "404": _problem("No such task."),
+                        "422": _problem("wait is not a number from 0 to 60."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/tasks/{id}/events": {
+                "get": {
+                    "operationId": "taskEvents",
+                    "summary": "Follow a task: server-sent events until it is terminal",
+                    "parameters": [
+                        task_id,
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "description": "Resume after this event id (EventSource sends it on reconnect).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": (
+                                "text/event-stream: `state` (data: the task), `progress` and `event` "
+                                "(data: the report and the task's status); every event has an id "
+                                "to resume from. The stream ends after the terminal state."
+                            ),
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "204": {"description": "Resumed after the terminal state: nothing more."},
+                        "400": bad_id,
+                        "404": _problem("No such task."),
+                        "422": _problem("Last-Event-ID is not an id of this stream."),
                         **common,
                     },
                 }

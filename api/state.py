@@ -16,6 +16,7 @@ from conveyor.engine import Engine
 from conveyor.metrics import ApiMetrics
 from conveyor.redact import redact, redact_keys
 from conveyor.settings import Settings
+from conveyor.watch import TaskWatcher
 
 log = logging.getLogger("conveyor.api")
 
@@ -28,12 +29,15 @@ class State:
     batch_validator: Draft202012Validator = field(init=False)
     openapi: dict[str, Any] = field(init=False)
     redact_keys: tuple[str, ...] = field(init=False)
+    # One per process: every ?wait and event stream of this process shares its reads.
+    watcher: TaskWatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = self.engine.settings
         self.redact_keys = redact_keys(self.settings.log_redact_keys)
         self.batch_validator = validator(schemas.batch_schema(self.settings.max_batch_size))
         self.openapi = schemas.openapi(self.settings.max_batch_size)
+        self.watcher = TaskWatcher(self.engine.store)
 
     def ping(self) -> None:
         self.engine.store.ping()

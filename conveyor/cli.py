@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -294,20 +295,73 @@ def _print_or_wait(client: Client, task: dict[str, Any], wait_: bool, timeout: f
 
 def _wait_and_print(client: Client, task: dict[str, Any], timeout: float) -> None:
     """Follow a task to its end on stderr, print it, exit 0 if it succeeded, else 2."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
     try:
-        with console.status(f"{task['id']} {task['status']}") as status:
-            task = client.wait(
-                task["id"],
-                timeout=timeout,
-                on_change=lambda t: status.update(f"{t['id']} {t['status']} (attempt {t['attempts']})"),
-            )
+        task = _follow(client, task["id"], timeout)
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from exc
     _print(task)
     sys.exit(0 if task["status"] == "succeeded" else 2)
+
+
+def _follow(client: Client, task_id: str, timeout: float) -> dict[str, Any]:
+    """Follow the task's event stream with a progress bar on stderr (handler events are
+    printed above it); the task as its terminal state event shows it. Raises
+    TimeoutError after ``timeout`` s."""
+    import queue as queues
+    import threading
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    # The stream is read in a thread, so the deadline holds however quiet the task is.
+    events: queues.Queue[Any] = queues.Queue()
+
+    def read() -> None:
+        try:
+            for event in client.events(task_id):
+                events.put(event)
+        except Exception as exc:  # handed to the main thread, raised there
+            events.put(exc)
+        events.put(None)
+
+    threading.Thread(target=read, daemon=True, name="conveyor-watch").start()
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[message]}", markup=False),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        row = bar.add_task(task_id, total=1.0, message="")
+        while True:
+            try:
+                event = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queues.Empty:
+                status = last["status"] if last else "unknown"
+                raise TimeoutError(f"task {task_id} still {status} after {timeout}s") from None
+            if isinstance(event, Exception):
+                raise event
+            if event is None:
+                break
+            if event.kind == "state":
+                last = event.data
+                bar.update(row, description=f"{task_id} {event.status} (attempt {last.get('attempts', 0)})")
+                if event.status == "succeeded":
+                    bar.update(row, completed=1.0)
+            elif event.kind == "progress":
+                bar.update(row, completed=event.data["fraction"], message=event.data.get("message") or "")
+            elif event.kind == "event":
+                data = event.data
+                shown = json.dumps(data["data"], separators=(",", ":")) if "data" in data else ""
+                # Handler text is never read as rich markup ("[...]" would be).
+                bar.console.print(f"event {data['seq']} {data['name']} {shown}".rstrip(), markup=False)
+    if last is None:
+        # Nothing new was left to send (resumed past the end): the task as it stands.
+        return client.get(task_id)
+    return last
 
 
 def _show(url: str, token: str | None, call: Callable[[Client], Any]) -> None:
@@ -325,6 +379,20 @@ def _show(url: str, token: str | None, call: Callable[[Client], Any]) -> None:
 def get(task_id: str, url: str, token: str | None) -> None:
     """Show one task."""
     _show(url, token, lambda client: client.get(task_id))
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Give up after this long.")
+@_api_command
+def watch(task_id: str, timeout: float, url: str, token: str | None) -> None:
+    """Follow a task live until it ends: state, progress bar, handler events; then print
+    it (exit 0 if it succeeded, else 2)."""
+    with Client(url, token) as client:
+        try:
+            _wait_and_print(client, {"id": task_id}, timeout)
+        except ConveyorHTTPError as exc:
+            _fail(exc)
 
 
 @main.command(name="list")

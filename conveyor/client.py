@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -42,6 +44,25 @@ class ConveyorHTTPError(Exception):
         super().__init__(f"{status}: {detail}")
 
 
+@dataclass(frozen=True)
+class TaskEvent:
+    """One event of a task's stream: ``kind`` is ``state`` (``data`` is the task),
+    ``progress`` or ``event`` (``data`` is the report); ``data["status"]`` is the task's
+    status either way."""
+
+    kind: str
+    id: str
+    data: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.data.get("status", ""))
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind == "state" and self.status in TERMINAL
+
+
 class Client:
     def __init__(
         self,
@@ -68,12 +89,16 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"detail": response.text}
-            raise ConveyorHTTPError(response.status_code, problem)
+            self._raise(response)
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"detail": response.text}
+        raise ConveyorHTTPError(response.status_code, problem)
 
     def submit(
         self,
@@ -161,6 +186,51 @@ class Client:
         """Run the schedule's task now, outside its slots; returns the new task."""
         result: dict[str, Any] = self._call("POST", f"/v1/schedules/{_segment(name)}/trigger")
         return result
+
+    def get_waiting(self, task_id: str, wait: float) -> dict[str, Any]:
+        """The task once it is terminal, or as it stands after ``wait`` s (at most 60)."""
+        result: dict[str, Any] = self._call(
+            "GET", f"/v1/tasks/{_segment(task_id)}", params={"wait": wait}, timeout=wait + 30
+        )
+        return result
+
+    def events(
+        self, task_id: str, last_event_id: str | None = None, reconnects: int = 5
+    ) -> Iterator[TaskEvent]:
+        """Follow the task's event stream until its terminal state (the last event). A
+        dropped connection is resumed from the last event seen (``Last-Event-ID``), up to
+        ``reconnects`` times in a row."""
+        failures = 0
+        path = f"/v1/tasks/{_segment(task_id)}/events"
+        # Reads wait at most for the server's keep-alive comments (every 15 s), not longer.
+        timeout = httpx.Timeout(self.http.timeout.connect, read=45.0)
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                with connect_sse(self.http, "GET", path, headers=headers, timeout=timeout) as source:
+                    response = source.response
+                    if response.status_code == 204:
+                        return  # seen to the end already
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise(response)
+                    for sse in source.iter_sse():
+                        failures = 0
+                        event = TaskEvent(sse.event, sse.id, sse.json())
+                        last_event_id = sse.id or last_event_id
+                        yield event
+                        if event.terminal:
+                            return
+            except (httpx.TransportError, SSEError):
+                failures += 1
+                if failures > reconnects:
+                    raise
+                time.sleep(min(0.2 * 2**failures, 5.0))
+                continue
+            # The server closed the stream before the end (a restart): resume.
+            failures += 1
+            if failures > reconnects:
+                raise ConveyorHTTPError(502, {"detail": "the event stream kept closing before the end"})
 
     def wait(
         self,

@@ -27,7 +27,17 @@ from conveyor.errors import (
     NotFound,
     RecordTooLarge,
 )
-from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
+from conveyor.model import (
+    Message,
+    Progress,
+    QueueDepth,
+    Status,
+    Task,
+    TaskError,
+    TaskEvent,
+    WorkerInfo,
+    is_task_id,
+)
 from conveyor.ports import (
     BROKER_MAX_DELAY_SECONDS,
     STORE_ITEM_BYTES,
@@ -309,6 +319,7 @@ class MemoryTaskStore:
                 worker=None,
                 expires_at=None,
                 cancel_requested=False,
+                progress=None,  # a new run starts from nothing; its events stay as history
             )
             self._put(again)
             return again
@@ -347,6 +358,13 @@ class MemoryTaskStore:
 
     def ping(self) -> None:
         return None
+
+    def record_progress(self, task: Task, progress: Progress | None, events: Sequence[TaskEvent]) -> bool:
+        return self._swap(task.id, self._owned(task), progress=progress, events=tuple(events)) is not None
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        with self._lock:
+            return {i: self._tasks[i] for i in task_ids if i in self._tasks}
 
 
 class MemoryWorkerRegistry:

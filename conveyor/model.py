@@ -72,6 +72,98 @@ class TaskError:
         return {"type": self.type, "message": self.message}
 
 
+# What a handler may report (worker/handlers/context.py): the record keeps the latest
+# progress and the last MAX_EVENTS events, each event's data at most MAX_EVENT_BYTES of JSON,
+# so reporting never grows a record toward DynamoDB's 400 KB item size.
+MAX_EVENTS = 20
+MAX_EVENT_BYTES = 1024
+MAX_EVENT_NAME = 64
+MAX_PROGRESS_MESSAGE = 256
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an attempt got: ``fraction`` from 0 to 1, an optional human message."""
+
+    fraction: float
+    message: str | None
+    attempt: int
+    at: datetime
+
+    @staticmethod
+    def checked(fraction: float, message: str | None, attempt: int, at: datetime) -> Progress:
+        """A Progress from a handler's arguments; ValueError/TypeError name what is wrong."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise TypeError(f"progress fraction must be a number from 0 to 1, not {type(fraction).__name__}")
+        if not 0.0 <= fraction <= 1.0:  # also refuses NaN
+            raise ValueError(f"progress fraction must be from 0 to 1, not {fraction!r}")
+        if message is not None:
+            if not isinstance(message, str):
+                raise TypeError(f"progress message must be a string, not {type(message).__name__}")
+            if len(message) > MAX_PROGRESS_MESSAGE:  # human text: shortened rather than refused
+                message = message[: MAX_PROGRESS_MESSAGE - 1] + "\u2026"
+        return Progress(round(float(fraction), 4), message, attempt, at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fraction": self.fraction,
+            "message": self.message,
+            "attempt": self.attempt,
+            "at": to_rfc3339(self.at),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        return cls(
+            float(data["fraction"]),
+            data.get("message"),
+            int(data.get("attempt", 0)),
+            from_rfc3339(data["at"]) or now(),
+        )
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """A named event a handler reported; ``seq`` counts a task's events from 1."""
+
+    seq: int
+    name: str
+    data: Any
+    attempt: int
+    at: datetime
+
+    @staticmethod
+    def checked(seq: int, name: str, data: Any, attempt: int, at: datetime) -> TaskEvent:
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_EVENT_NAME:
+            raise ValueError(f"event name must be a string of 1 to {MAX_EVENT_NAME} characters")
+        try:
+            size = len(json.dumps(data, allow_nan=False, separators=(",", ":")).encode())
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError(f"event data must be JSON-serialisable: {exc}") from exc
+        if size > MAX_EVENT_BYTES:
+            raise ValueError(f"event data is {size} bytes of JSON; at most {MAX_EVENT_BYTES}")
+        return TaskEvent(seq, name, data, attempt, at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "name": self.name,
+            "data": self.data,
+            "attempt": self.attempt,
+            "at": to_rfc3339(self.at),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskEvent:
+        return cls(
+            int(data["seq"]),
+            str(data["name"]),
+            data.get("data"),
+            int(data.get("attempt", 0)),
+            from_rfc3339(data["at"]) or now(),
+        )
+
+
 @dataclass(frozen=True)
 class Task:
     id: str
@@ -94,6 +186,9 @@ class Task:
     # The scopes of the token that submitted it (None: not recorded), so a handler can
     # refuse to do for a task what its submitter could not do through the API.
     submitter_scopes: frozenset[str] | None = None
+    # What the handler reported: the latest progress, the last MAX_EVENTS events.
+    progress: Progress | None = None
+    events: tuple[TaskEvent, ...] = ()
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -116,6 +211,8 @@ class Task:
             "error": self.error.to_json() if self.error else None,
             "worker": self.worker,
             "cancel_requested": self.cancel_requested,
+            "progress": self.progress.to_json() if self.progress else None,
+            "events": [e.to_json() for e in self.events],
         }
 
     @classmethod
@@ -137,6 +234,8 @@ class Task:
             error=TaskError(**error) if error else None,
             worker=data.get("worker"),
             cancel_requested=bool(data.get("cancel_requested", False)),
+            progress=Progress.from_json(data["progress"]) if data.get("progress") else None,
+            events=tuple(TaskEvent.from_json(e) for e in data.get("events") or ()),
         )
 
 

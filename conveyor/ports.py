@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo
+from conveyor.model import Message, Progress, QueueDepth, Status, Task, TaskError, TaskEvent, WorkerInfo
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,23 @@ class TaskStore(Protocol):
         """Record a task started outside the slots (a manual trigger) as the last task."""
 
     def ping(self) -> None: ...
+
+    # -- live progress (handlers report it; the API's watcher reads it) -----------------
+
+    def record_progress(self, task: Task, progress: Progress | None, events: Sequence[TaskEvent]) -> bool:
+        """Set the attempt ``task``'s (as claimed) latest progress and its kept events (the
+        whole list, already trimmed), only while that attempt still owns the task; False
+        when it does not (a stale worker writes nothing). Moves no other field."""
+        ...
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        """The tasks of ``task_ids`` that exist, by id, read in batches (BatchGetItem: 100
+        ids a call), eventually consistent: one call serves every watcher of these ids."""
+        ...
+
+
+# Most ids one batched read (DynamoDB BatchGetItem) takes.
+GET_MANY_BATCH = 100
 
 
 class WorkerRegistry(Protocol):

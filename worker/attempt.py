@@ -25,6 +25,7 @@ from worker import handlers
 from worker.deletes import DeleteBatcher
 from worker.handlers.context import Context
 from worker.io import BlockingCalls
+from worker.progress import Reporter
 
 log = logging.getLogger("conveyor.worker")
 
@@ -103,6 +104,7 @@ class Attempts:
             await self._run(task, message, tasktype, span)
 
     async def _run(self, task: Task, message: Message, tasktype: TaskType, span: Any) -> None:
+        reporter = Reporter(self.store, task, self.clock)
         context = Context(
             task_id=task.id,
             task_type=task.type,
@@ -113,6 +115,7 @@ class Attempts:
             options=dict(tasktype.options),
             blob_factory=self.blob_factory,
             store=self.store,
+            reporter=reporter,
         )
         running = Running(task, message, context)
         self.running[task.id] = running
@@ -122,6 +125,7 @@ class Attempts:
         self.metrics.queue_wait.labels(**labels).observe(max(0.0, waited))
         self.metrics.in_progress.labels(**labels).inc()
         fn = handlers.get(tasktype.handler)
+        reporter.start(self.io)
         try:
             if fn is None:
                 outcome = lifecycle.handler_missing(tasktype.handler)
@@ -130,6 +134,8 @@ class Attempts:
         finally:
             self.metrics.in_progress.labels(**labels).dec()
             self.metrics.duration.labels(**labels).observe(time.monotonic() - running.started)
+            # Before the outcome: a progress write needs the attempt to still own the task.
+            await reporter.close(self.io)
         try:
             await self._record(task, message, tasktype, outcome, span)
         finally:

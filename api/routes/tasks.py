@@ -1,4 +1,4 @@
-"""/v1/tasks: submit, batch, get, list, cancel, retry."""
+"""/v1/tasks: submit, batch, get (``?wait=``), the event stream, list, cancel, retry."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from ulid import ULID
 
-from api import schemas
+from api import live, schemas
 from api.auth import SCOPES, ScopedRoute, sees_payloads
 from api.body import check, read_json, validator
 from api.problems import Problem
@@ -78,6 +79,8 @@ def _redacted(request: Request, data: dict[str, Any]) -> dict[str, Any]:
         return data
     for key in REDACTED:
         data.pop(key, None)
+    for event in data.get("events") or ():
+        event.pop("data", None)  # what a handler reports may come from the payload
     data["redacted"] = list(REDACTED)
     return data
 
@@ -222,8 +225,34 @@ def _served(task: Task) -> dict[str, Any]:
 
 
 async def get_task(request: Request) -> Response:
-    task = await run_in_threadpool(_state(request).engine.get, _task_id(request))
+    wait = live.wait_seconds(request.query_params.get("wait"))
+    state = _state(request)
+    task = await run_in_threadpool(state.engine.get, _task_id(request))
+    if wait and not task.status.terminal:
+        live.admit(state.watcher)
+        async with state.watcher.subscribe(task) as sub:
+            task = await live.until_terminal(sub, task, wait)
     return JSONResponse(_shown(request, task))
+
+
+async def task_events(request: Request) -> Response:
+    """Server-sent events of one task until it is terminal (api/live.py)."""
+    cursor = live.Cursor.parse(request.headers.get("last-event-id"))
+    state = _state(request)
+    task = await run_in_threadpool(state.engine.get, _task_id(request))
+    if cursor is not None and task.status.terminal and not live.pending(task, cursor, _served, True)[0]:
+        # The client has seen the end: 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=204)
+    live.admit(state.watcher)
+
+    async def events() -> Any:
+        async with state.watcher.subscribe(task) as sub:
+            async for event in live.stream(
+                sub, task, cursor or live.Cursor(), lambda t: _shown(request, t), sees_payloads(request)
+            ):
+                yield event
+
+    return EventSourceResponse(events(), ping=live.PING_SECONDS, headers={"Cache-Control": "no-store"})
 
 
 def _query(request: Request) -> tuple[Status | None, str | None, int, str | None]:
@@ -279,6 +308,7 @@ routes = [
     ScopedRoute("/v1/tasks", list_tasks, methods=["GET"], name="list", scope=tokens.READ),
     ScopedRoute("/v1/tasks/batch", submit_batch, methods=["POST"], name="batch", scope=tokens.SUBMIT),
     ScopedRoute("/v1/tasks/{id}", get_task, methods=["GET"], name="get", scope=tokens.READ),
+    ScopedRoute("/v1/tasks/{id}/events", task_events, methods=["GET"], name="events", scope=tokens.READ),
     ScopedRoute("/v1/tasks/{id}/cancel", cancel, methods=["POST"], name="cancel", scope=tokens.ADMIN),
     ScopedRoute("/v1/tasks/{id}/retry", retry, methods=["POST"], name="retry", scope=tokens.ADMIN),
 ]

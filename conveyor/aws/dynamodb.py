@@ -41,15 +41,17 @@ from conveyor.errors import (
     Unavailable,
 )
 from conveyor.model import (
+    Progress,
     Status,
     Task,
     TaskError,
+    TaskEvent,
     WorkerInfo,
     from_rfc3339,
     is_task_id,
     to_rfc3339,
 )
-from conveyor.ports import Claim, Page, ScheduleState, same_creation
+from conveyor.ports import GET_MANY_BATCH, Claim, Page, ScheduleState, same_creation
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -111,7 +113,31 @@ def task_to_item(task: Task) -> dict[str, Any]:
         item["expires_at"] = _n(task.expires_at)
     if task.submitter_scopes is not None:
         item["submitter_scopes"] = _s(" ".join(sorted(task.submitter_scopes)))
+    item |= _reported(task.progress, task.events)
     return item
+
+
+def _reported(progress: Progress | None, events: Sequence[TaskEvent]) -> dict[str, Any]:
+    """The attributes holding what a handler reported (JSON text, as payload and result)."""
+    item: dict[str, Any] = {}
+    if progress is not None:
+        item["progress"] = _s(json.dumps(progress.to_json(), separators=(",", ":")))
+    if events:
+        item["events"] = _s(jsonsafe.dumps([e.to_json() for e in events]))
+    return item
+
+
+def _reports(item: dict[str, Any]) -> tuple[Progress | None, tuple[TaskEvent, ...]]:
+    """What a handler reported, from an item; unreadable reports are dropped, never the
+    record (they are informational)."""
+    progress_json, _ = _decoded(item, "progress")
+    events_json, _ = _decoded(item, "events")
+    try:
+        progress = Progress.from_json(progress_json) if isinstance(progress_json, dict) else None
+        events = tuple(TaskEvent.from_json(e) for e in events_json) if isinstance(events_json, list) else ()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None, ()
+    return progress, events
 
 
 def _decoded(item: dict[str, Any], name: str) -> tuple[Any, str | None]:
@@ -136,6 +162,7 @@ def item_to_task(item: dict[str, Any]) -> Task:
         error = TaskError(s("error_type") or "", s("error_message") or "")
     payload, bad_payload = _decoded(item, "payload")
     result, bad_result = _decoded(item, "result")
+    progress, events = _reports(item)
     unreadable = [why for why in (bad_payload, bad_result) if why]
     if unreadable:
         error = TaskError("UnreadableRecord", "stored JSON withheld: " + ", ".join(unreadable))
@@ -158,6 +185,8 @@ def item_to_task(item: dict[str, Any]) -> Task:
         idempotency_key=s("idempotency_key"),
         expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
         submitter_scopes=frozenset(scopes.split()) if (scopes := s("submitter_scopes")) is not None else None,
+        progress=progress,
+        events=events,
     )
 
 
@@ -677,7 +706,7 @@ class DynamoTaskStore:
             "SET #s = :q, attempts = :zero, updated_at = :now, "
             "cancel_requested = :f "
             "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
-            "expires_at, worker",
+            "expires_at, worker, #pr",
             "#s = :cur",
             {
                 ":q": _s("queued"),
@@ -686,7 +715,7 @@ class DynamoTaskStore:
                 ":f": {"BOOL": False},
                 ":cur": _s(current.status.value),
             },
-            names={"#res": "result"},
+            names={"#res": "result", "#pr": "progress"},
         )
         if out is None:
             raise Conflict("task changed state while it was being retried; try again")
@@ -748,6 +777,31 @@ class DynamoTaskStore:
     def ping(self) -> None:
         with translated("dynamodb DescribeTable"):
             self.client.describe_table(TableName=self.table)
+
+    # -- live progress ----------------------------------------------------------------------
+
+    def record_progress(self, task: Task, progress: Progress | None, events: Sequence[TaskEvent]) -> bool:
+        condition, values = self._owned(task)
+        reported = _reported(progress, events)
+        # Aliased: attribute names are checked against DynamoDB's reserved words.
+        sets = [f"#{name} = :{name}" for name in reported]
+        removes = [f"#{name}" for name in ("progress", "events") if name not in reported]
+        clauses = ([f"SET {', '.join(sets)}"] if sets else []) + (
+            [f"REMOVE {', '.join(removes)}"] if removes else []
+        )
+        values |= {f":{name}": value for name, value in reported.items()}
+        names = {"#progress": "progress", "#events": "events"}
+        out = self._update(task.id, " ".join(clauses), condition, values, names, returns="NONE")
+        return out is not None
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        ids = [i for i in dict.fromkeys(task_ids) if not i.startswith(NOT_TASKS)]
+        found: dict[str, Task] = {}
+        for start in range(0, len(ids), GET_MANY_BATCH):
+            items = _batch_get(self.client, self.table, ids[start : start + GET_MANY_BATCH])
+            tasks = readable_tasks([i for i in items if i.get("kind", {}).get("S") == "task"])
+            found |= {t.id: t for t in tasks}
+        return found
 
 
 class DynamoWorkerRegistry:

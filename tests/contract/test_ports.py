@@ -476,3 +476,36 @@ def test_blobs_upload_in_parts(blobs):
     with pytest.raises(Conflict):
         blobs.upload("small", [b"x"], overwrite=False)
     assert blobs.get("small") == b"abcd" and blobs.get("big", max_bytes=0) == bytes([0])
+
+
+def test_progress_is_written_only_by_the_owning_attempt_and_read_in_batches(store):
+    from conveyor.model import MAX_EVENTS, Progress, TaskEvent
+
+    t = task()
+    store.create(t)
+    mine = store.claim(t.id, t.type, "w1", now()).task
+    at = now()
+    events = [TaskEvent.checked(n, "step", {"n": n}, 1, at) for n in range(1, MAX_EVENTS + 1)]
+    assert store.record_progress(mine, Progress.checked(0.25, "a quarter", 1, at), events)
+    stored = store.get(t.id, consistent=True)
+    assert stored.progress == Progress(0.25, "a quarter", 1, at)
+    assert stored.events == tuple(events)
+    assert stored.status is Status.RUNNING and stored.updated_at == mine.updated_at  # nothing else moved
+    # A stale attempt (taken over) writes nothing.
+    taken = store.take_over(mine, "w2", now())
+    assert not store.record_progress(mine, Progress.checked(0.9, None, 1, now()), [])
+    assert store.get(t.id, consistent=True).progress == Progress(0.25, "a quarter", 1, at)
+    assert store.record_progress(taken, None, events[-1:])  # the new owner may clear progress
+    assert store.get(t.id, consistent=True).progress is None
+    assert store.get(t.id, consistent=True).events == tuple(events[-1:])
+    store.finish(taken, Status.FAILED, now(), error=TaskError("E", "x"))
+    assert not store.record_progress(taken, Progress.checked(1, None, 2, now()), [])  # finished: no writes
+    store.retry(t.id, now())
+    assert store.get(t.id, consistent=True).progress is None  # a new run starts from nothing
+    # get_many: more ids than one batch, unknown ids and non-task keys left out.
+    others = [task() for _ in range(105)]
+    store.create_many(others)
+    wanted = [o.id for o in others] + [t.id, new_id(), "worker#w1"]
+    found = store.get_many(wanted)
+    assert set(found) == {o.id for o in others} | {t.id}
+    assert found[t.id].events == tuple(events[-1:]) and found[others[0].id] == others[0]

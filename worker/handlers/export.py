@@ -29,6 +29,7 @@ MAX_TASK_ROWS = 100_000
 PAGE_SIZE = 20
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 CHUNK = 64 * 1024
+PROGRESS_EVERY = 100  # rows between progress reports
 TASK_COLUMNS = [
     "id", "type", "status", "attempts", "max_attempts", "created_at", "updated_at",
     "started_at", "finished_at", "run_at", "worker", "error", "payload", "result",
@@ -173,9 +174,14 @@ def data_export(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         written = [0]
 
         def rows() -> Iterator[dict[str, Any]]:
-            source_rows = given if source == "payload" else task_rows(ctx, dict(payload["tasks"] or {}))
+            spec = dict(payload["tasks"] or {}) if source == "tasks" else {}
+            source_rows = given if source == "payload" else task_rows(ctx, spec)
+            # Out of the rows there are (given) or at most asked for (tasks.limit).
+            expected = len(given) if source == "payload" else max(1, int(spec.get("limit", 1000)))
             for row in source_rows:
                 count[0] += 1
+                if count[0] % PROGRESS_EVERY == 0:  # the reporter throttles writes; this, the calls
+                    ctx.progress(min(count[0] / expected, 0.99), f"{count[0]} rows")
                 yield row
 
         pieces = csv_lines(rows(), columns or []) if fmt == "csv" else json_pieces(rows(), columns)
@@ -192,4 +198,5 @@ def data_export(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         rows_written, size = write_new(ctx, store, f"s3://{name}/{key}", key, "key", write)
     except NotFound as exc:
         raise PermanentError(f"bucket: no bucket {name!r}") from exc
+    ctx.progress(1.0, f"{rows_written} rows, {size} bytes written")
     return {"bucket": name, "key": key, "rows": rows_written, "bytes": size, "format": fmt, "source": source}

@@ -184,8 +184,10 @@ def image_resize(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         raise PermanentError("output_key: equals key; set overwrite: true to replace the source")
     out_format = format_for(out_key)
 
+    ctx.progress(0.0, "reading the source image")
     data = _read_capped(ctx, source, f"s3://{source_bucket}/{key}", key)
     ctx.raise_if_cancelled()
+    ctx.progress(0.3, f"read {len(data)} bytes; resizing")
     encoded, fmt, size, source_size = resize(
         data,
         width,
@@ -197,6 +199,7 @@ def image_resize(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         max_output_pixels,
     )
     del data
+    ctx.progress(0.8, f"resized to {size[0]}x{size[1]}; writing")
     content_type = Image.MIME.get(fmt, "application/octet-stream")
 
     def write(overwrite: bool, metadata: dict[str, str]) -> None:
@@ -206,6 +209,7 @@ def image_resize(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         write_new(ctx, target, f"s3://{target_bucket}/{out_key}", out_key, "output_key", write)
     except NotFound as exc:
         raise PermanentError(f"output_bucket: no bucket {target_bucket!r}") from exc
+    ctx.progress(1.0, "written")
     return {
         "bucket": target_bucket,
         "key": out_key,
