@@ -16,11 +16,11 @@ import pytest
 import uvicorn
 
 import tests.live.handlers  # noqa: F401  (registers the live test handlers)
-from conveyor.engine import Engine, Submission
+from conveyor.engine import Submission
 from conveyor.memory import MemoryBroker, MemoryTaskStore
 from conveyor.model import Task
-from conveyor.registry import RegistryWatcher
 from tests.conftest import WorkerThread, make_settings
+from tests.support.engines import memory_engine
 
 TASKTYPE = """
 apiVersion: conveyor.dev/v1alpha1
@@ -74,14 +74,13 @@ class Memory:
             maintenance_enabled=False,
         )
         self.store = CountingStore()
-        self.broker = MemoryBroker(self.settings.visibility_timeout)
-        self.engine = Engine(
+        self.engine = memory_engine(
             self.settings,
-            self.store,
-            self.broker,
-            MemoryBroker(self.settings.visibility_timeout),
-            RegistryWatcher(self.settings.tasktypes),
+            self.settings.tasktypes,
+            store=self.store,
+            visibility_timeout=self.settings.visibility_timeout,
         )
+        self.broker: MemoryBroker = self.engine.broker  # type: ignore[assignment]
         self.workers: list[WorkerThread] = []
 
     def start_worker(self) -> WorkerThread:
