@@ -115,7 +115,8 @@ class contextlib_stack:
     """``subscribers`` subscriptions to ``feed`` at once."""
 
     def __init__(self, feed: ChangeFeed, subscribers: int) -> None:
-        self.feed, self.n, self.cms = feed, subscribers, []
+        self.feed, self.n = feed, subscribers
+        self.cms: list[Any] = []
 
     async def __aenter__(self) -> list[Any]:
         self.cms = [self.feed.subscribe() for _ in range(self.n)]
