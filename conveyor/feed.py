@@ -117,9 +117,15 @@ class Poll:
         seen = {t.id: t for t in self._listing(Status.QUEUED, self.tracked_queued)}
         seen |= {t.id: t for t in self._listing(Status.RUNNING, None)}
         gone = [task_id for task_id in self.known if task_id not in seen]
+        left: dict[str, Task] = {}
         if gone:
             self.reads += 1
-            seen |= self.store.get_many(gone)
+            left = self.store.get_many(gone)
+        # A task still queued that left the listing was pushed past the newest
+        # ``tracked_queued`` by newer ones: no longer followed (it shows again when it runs).
+        seen |= {
+            i: t for i, t in left.items() if t.status is not Status.QUEUED or _version(t) != self.known[i]
+        }
         changes: list[tuple[str, Task]] = []
         for task in seen.values():
             now, before = _version(task), self.known.get(task.id)

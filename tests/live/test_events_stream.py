@@ -232,3 +232,19 @@ def test_resume_from_last_event_id_sends_what_was_missed_and_too_old_says_reset(
         old = f"1000-{first[0][2]['id']}"
         reset = _events(http, lambda s: len(s) == 1, headers={"Last-Event-ID": old})
         assert reset[0][0] == "reset"
+
+
+def test_queued_tasks_pushed_past_the_tracked_window_are_read_once_not_every_poll(memory):
+    poll = Poll(memory.store, tracked_queued=3)
+    for _ in range(3):
+        memory.submit("live-async")
+    poll.run()
+    for _ in range(3):
+        memory.submit("live-async")  # the first three leave the newest three
+    assert len(poll.run()) == 3  # the three new ones
+    poll.run()
+    sizes = list(memory.store.batch_sizes)
+    poll.run()
+    poll.run()
+    assert memory.store.batch_sizes == sizes  # nothing left to re-read
+    assert len(poll.known) == 3
