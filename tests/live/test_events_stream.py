@@ -148,7 +148,7 @@ def test_state_changes_stream_with_filters(memory, serve):
 
         def submit() -> None:
             time.sleep(0.3)  # the stream is open and the feed primed
-            memory.submit("live-gate", {"path": "/nonexistent"})
+            memory.submit("live-steps", {"seconds": 0.01})
             wanted.append(memory.submit("live-async", {"n": 1, "pause": 0.01}).id)
 
         threading.Thread(target=submit, daemon=True).start()
@@ -248,3 +248,13 @@ def test_queued_tasks_pushed_past_the_tracked_window_are_read_once_not_every_pol
     poll.run()
     assert memory.store.batch_sizes == sizes  # nothing left to re-read
     assert len(poll.known) == 3
+
+
+@pytest.mark.parametrize(
+    ("methods", "scope"), [(["POST"], tokens.READ), (["GET"], tokens.ADMIN), (["GET", "POST"], tokens.READ)]
+)
+def test_only_get_read_routes_may_accept_the_session_cookie(methods, scope):
+    from api.auth import ScopedRoute
+
+    with pytest.raises(ValueError, match="session cookie"):
+        ScopedRoute("/v1/x", lambda r: None, methods=methods, scope=scope, cookie=True)
