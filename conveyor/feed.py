@@ -12,7 +12,7 @@ compares with what it saw last time:
   were cancelled): their new state.
 
 A poll is thus one or two Query pages plus at most one BatchGetItem per 100 tasks that
-moved, whatever the number of subscribers; nothing runs while nobody subscribes. What it
+ended, whatever the number of subscribers; nothing runs while nobody subscribes. What it
 cannot see: a task deeper in the queued backlog than ``TRACKED_QUEUED`` that is cancelled,
 or starts and ends within one interval, never appears (a list reload shows it).
 
@@ -102,7 +102,8 @@ class Poll:
         found: list[Task] = []
         cursor = None
         while True:
-            limit = RUNNING_PAGE if most is None else min(RUNNING_PAGE, most - len(found))
+            # The queued window in one request (500 items fit DynamoDB's 1 MB page).
+            limit = RUNNING_PAGE if most is None else most - len(found)
             self.reads += 1
             page = self.store.query(status, None, limit, cursor)
             found += page.items
