@@ -424,6 +424,12 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         },
                         {"name": "type", "in": "query", "schema": {"type": "string", "maxLength": 128}},
                         {
+                            "name": "seconds",
+                            "in": "query",
+                            "description": "End the stream after this many seconds; resume from the last id.",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 3600},
+                        },
+                        {
                             "name": "last_event_id",
                             "in": "query",
                             "description": "Resume after this event id (as the Last-Event-ID header).",
@@ -462,6 +468,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 },
                 "delete": {
                     "operationId": "closeSession",
+                    "security": [],
                     "summary": "Clear the session cookie",
                     "responses": {"204": {"description": "Cookie cleared."}},
                 },

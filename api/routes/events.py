@@ -4,6 +4,7 @@ EventSource (which cannot send an Authorization header) open the event streams."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,6 +48,29 @@ def _filters(request: Request) -> tuple[Status | None, str | None]:
     return status, task_type
 
 
+MAX_SECONDS = 3600
+
+
+def _seconds(request: Request) -> float | None:
+    """``seconds``: end the stream after this long (0 to 3600; a client resumes with its
+    last id); without it the stream lasts until the client leaves."""
+    raw = request.query_params.get("seconds")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+        if not 0 <= value <= MAX_SECONDS:  # also refuses NaN
+            raise ValueError
+    except ValueError as exc:
+        raise Problem(
+            422,
+            f"seconds must be a number from 0 to {MAX_SECONDS}",
+            "validation",
+            errors=[{"pointer": "/query/seconds", "message": f"a number from 0 to {MAX_SECONDS}"}],
+        ) from exc
+    return value
+
+
 def _resume_from(request: Request) -> tuple[int, str] | None:
     # EventSource sends the header on reconnect; a new EventSource can only say it in the query.
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
@@ -68,6 +92,7 @@ def _text(data: dict[str, Any]) -> str:
 async def events(request: Request) -> Response:
     status, task_type = _filters(request)
     after = _resume_from(request)
+    seconds = _seconds(request)
     state: State = request.app.state.conveyor
     feed = state.feed
 
@@ -90,8 +115,13 @@ async def events(request: Request) -> Response:
             for change in missed:
                 if (event := shown(change)) is not None:
                     yield event
+            loop = asyncio.get_running_loop()
+            deadline = None if seconds is None else loop.time() + seconds
             while True:
-                changes = await sub.changes()
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return
+                changes = await sub.changes(left)
                 if changes is None:  # this client fell behind what the feed keeps
                     yield ServerSentEvent(data=_text({"reason": "fell behind: reload"}), event="reset")
                     sub.after = feed.seq

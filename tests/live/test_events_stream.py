@@ -258,3 +258,13 @@ def test_only_get_read_routes_may_accept_the_session_cookie(methods, scope):
 
     with pytest.raises(ValueError, match="session cookie"):
         ScopedRoute("/v1/x", lambda r: None, methods=methods, scope=scope, cookie=True)
+
+
+def test_seconds_ends_the_stream_and_a_bad_value_is_a_problem(memory):
+    with TestClient(_app(memory), headers=AUTH_HEADERS) as api:
+        started = time.monotonic()
+        ended = api.get("/v1/events", params={"seconds": "0.3"})
+        assert ended.status_code == 200 and 0.25 < time.monotonic() - started < 3
+        for bad in ("-1", "3601", "nan", "x"):
+            answer = api.get("/v1/events", params={"seconds": bad})
+            assert answer.status_code == 422 and answer.json()["errors"][0]["pointer"] == "/query/seconds"
