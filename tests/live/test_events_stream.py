@@ -268,3 +268,32 @@ def test_seconds_ends_the_stream_and_a_bad_value_is_a_problem(memory):
         for bad in ("-1", "3601", "nan", "x"):
             answer = api.get("/v1/events", params={"seconds": bad})
             assert answer.status_code == 422 and answer.json()["errors"][0]["pointer"] == "/query/seconds"
+
+
+def test_two_replicas_send_the_same_ids_and_one_resumes_the_others_stream(memory, serve):
+    """Two API processes over one store: the same changes under the same ids, so a client
+    that drops off one resumes on the other."""
+    with (
+        serve(_app(memory)) as one,
+        serve(_app(memory)) as two,
+        httpx.Client(base_url=one.url, headers=AUTH_HEADERS) as a,
+        httpx.Client(base_url=two.url, headers=AUTH_HEADERS) as b,
+    ):
+        on_two: list[Any] = []
+        follower = threading.Thread(
+            target=lambda: on_two.extend(_events(b, lambda s: len(s) == 3)), daemon=True
+        )
+        follower.start()
+
+        def submit_three() -> None:
+            time.sleep(0.4)  # both streams open, both feeds primed
+            for _ in range(3):
+                memory.submit("live-async")
+                time.sleep(0.08)
+
+        threading.Thread(target=submit_three, daemon=True).start()
+        on_one = _events(a, lambda s: len(s) == 3)
+        follower.join(10)
+        assert [i for _, i, _ in on_one] == [i for _, i, _ in on_two]
+        resumed = _events(b, lambda s: len(s) == 2, headers={"Last-Event-ID": on_one[0][1]})
+        assert [i for _, i, _ in resumed] == [i for _, i, _ in on_one[1:]]
