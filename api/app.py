@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import NONE, Authenticator, AuthMiddleware, ScopedMount
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
-from api.routes import schedules, system, tasks
+from api.routes import events, schedules, system, tasks
 from api.state import State
 from conveyor import kube, maintenance, scheduler, tracing
 from conveyor.engine import Engine
@@ -166,7 +166,7 @@ def create_app(
     metrics = ApiMetrics(registry)
     registry.register(QueueCollector(lambda: _queue_gauges(engine), ttl=engine.settings.stats_cache_seconds))
     firing = _scheduler(engine, registry)
-    routes: list[BaseRoute] = [*tasks.routes, *schedules.routes, *system.routes]
+    routes: list[BaseRoute] = [*tasks.routes, *events.routes, *schedules.routes, *system.routes]
     if (STATIC / "index.html").exists():
         console = StaticFiles(directory=STATIC, html=True)
         routes.append(ScopedMount("/", console, name="console", scope=NONE))

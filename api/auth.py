@@ -36,6 +36,9 @@ PRINCIPAL = "conveyor.principal"
 SCOPES = "conveyor.scopes"
 AUTHORIZED = "conveyor.authorized_route"
 ANONYMOUS = "anonymous"
+# The console's session cookie (POST /v1/session): accepted only by routes declared with
+# ``cookie=True`` (the GET event streams), since an EventSource cannot send a header.
+SESSION_COOKIE = "conveyor_session"
 
 # Declared scopes besides the token scopes: open to anyone, and /metrics, which is open
 # unless CONVEYOR_METRICS_REQUIRE_TOKEN asks for an admin token.
@@ -72,9 +75,14 @@ class ScopedRoute(Route):
         scope: str,
         methods: list[str] | None = None,
         name: str | None = None,
+        cookie: bool = False,
     ) -> None:
         super().__init__(path, endpoint, methods=methods, name=name)
         self.required_scope = _declarable(scope, f"route {path}")
+        if cookie and (methods != ["GET"] or scope not in (tokens.READ, NONE)):
+            # A cookie rides along with cross-site requests' intent: only reads may take it.
+            raise ValueError(f"route {path}: only GET read routes may accept the session cookie")
+        self.accepts_cookie = cookie
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await _authorized_for(self, scope, receive, send):
@@ -204,7 +212,7 @@ class AuthMiddleware:
         needed = self.auth.needed(declared)
         if needed is None:
             return None
-        problem, key = self._authorize(scope, needed)
+        problem, key = self._authorize(scope, needed, getattr(route, "accepts_cookie", False))
         if problem is None and self.auth.limiter.enabled:
             retry_after = self.auth.limiter.hit(key)
             if retry_after is not None:
@@ -215,7 +223,7 @@ class AuthMiddleware:
             del scope[AUTHORIZED]
         return problem
 
-    def _authorize(self, scope: Scope, needed: str) -> tuple[Problem | None, str]:
+    def _authorize(self, scope: Scope, needed: str, cookie: bool = False) -> tuple[Problem | None, str]:
         """Set the principal on the scope; returns (refusal or None, rate-limit key)."""
         if self.auth.watcher is None:
             scope[PRINCIPAL] = ANONYMOUS
@@ -226,6 +234,9 @@ class AuthMiddleware:
             if name == b"authorization":
                 header = value.decode("latin-1")
                 break
+        if not header and cookie:
+            token = _session_token(scope)
+            header = f"Bearer {token}" if token else ""
         if not header:
             return self._unauthorized("send a bearer token: Authorization: Bearer <token>", None), ""
         # A caller that keeps presenting bad credentials is held off *before* its next one is
@@ -267,6 +278,10 @@ class AuthMiddleware:
     def _unauthorized(detail: str, error: str | None) -> Problem:
         challenge = 'Bearer realm="conveyor"' + (f', error="{error}"' if error else "")
         return Problem(401, detail, "unauthorized", headers={"WWW-Authenticate": challenge})
+
+
+def _session_token(scope: Scope) -> str:
+    return Request(scope).cookies.get(SESSION_COOKIE, "")
 
 
 def _too_many(detail: str, retry_after: int) -> Problem:

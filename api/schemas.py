@@ -412,6 +412,67 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/events": {
+                "get": {
+                    "operationId": "taskChanges",
+                    "summary": "Task state changes as server-sent events (one poller per API process)",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": [s.value for s in Status]},
+                        },
+                        {"name": "type", "in": "query", "schema": {"type": "string", "maxLength": 128}},
+                        {
+                            "name": "seconds",
+                            "in": "query",
+                            "description": "End the stream after this many seconds; resume from the last id.",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 3600},
+                        },
+                        {
+                            "name": "last_event_id",
+                            "in": "query",
+                            "description": "Resume after this event id (as the Last-Event-ID header).",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "description": "Resume after this event id (EventSource sends it on reconnect).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": (
+                                "text/event-stream: `state` and `progress` (data: the task, as GET "
+                                "/v1/tasks/{id} shows it to this caller); `reset` when the stream cannot "
+                                "resume from the given id (reload the list)."
+                            ),
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "422": _problem("A filter or Last-Event-ID is invalid."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/session": {
+                "post": {
+                    "operationId": "openSession",
+                    "summary": "Set the session cookie the event streams accept (for EventSource)",
+                    "responses": {
+                        "204": {"description": "Cookie set (HttpOnly, SameSite=Strict)."},
+                        **common,
+                    },
+                },
+                "delete": {
+                    "operationId": "closeSession",
+                    "security": [],
+                    "summary": "Clear the session cookie",
+                    "responses": {"204": {"description": "Cookie cleared."}},
+                },
+            },
             "/v1/tasks/{id}/cancel": {
                 "post": {
                     "operationId": "cancelTask",

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from api import schemas
 from api.body import validator
 from conveyor.engine import Engine
+from conveyor.feed import ChangeFeed
 from conveyor.metrics import ApiMetrics
 from conveyor.redact import redact, redact_keys
 from conveyor.settings import Settings
@@ -31,6 +32,8 @@ class State:
     redact_keys: tuple[str, ...] = field(init=False)
     # One per process: every ?wait and event stream of this process shares its reads.
     watcher: TaskWatcher = field(init=False)
+    # One per process: every GET /v1/events of this process shares its polls.
+    feed: ChangeFeed = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = self.engine.settings
@@ -38,6 +41,7 @@ class State:
         self.batch_validator = validator(schemas.batch_schema(self.settings.max_batch_size))
         self.openapi = schemas.openapi(self.settings.max_batch_size)
         self.watcher = TaskWatcher(self.engine.store)
+        self.feed = ChangeFeed(self.engine.store)
 
     def ping(self) -> None:
         self.engine.store.ping()

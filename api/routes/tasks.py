@@ -308,7 +308,9 @@ routes = [
     ScopedRoute("/v1/tasks", list_tasks, methods=["GET"], name="list", scope=tokens.READ),
     ScopedRoute("/v1/tasks/batch", submit_batch, methods=["POST"], name="batch", scope=tokens.SUBMIT),
     ScopedRoute("/v1/tasks/{id}", get_task, methods=["GET"], name="get", scope=tokens.READ),
-    ScopedRoute("/v1/tasks/{id}/events", task_events, methods=["GET"], name="events", scope=tokens.READ),
+    ScopedRoute(
+        "/v1/tasks/{id}/events", task_events, methods=["GET"], name="events", scope=tokens.READ, cookie=True
+    ),
     ScopedRoute("/v1/tasks/{id}/cancel", cancel, methods=["POST"], name="cancel", scope=tokens.ADMIN),
     ScopedRoute("/v1/tasks/{id}/retry", retry, methods=["POST"], name="retry", scope=tokens.ADMIN),
 ]

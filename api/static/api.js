@@ -19,7 +19,72 @@ export function setToken(token) {
   } catch {
     /* storage disabled: nothing to keep */
   }
+  session = null; // the stream cookie follows the token
   window.dispatchEvent(new CustomEvent("conveyor:token"));
+}
+
+// EventSource cannot send an Authorization header: POST /v1/session keeps the token in
+// an HttpOnly, SameSite=Strict cookie that only the event-stream routes accept, so no
+// token ever lands in a stream's URL (where logs and history would keep it).
+let session = null;
+function ensureSession(fresh = false) {
+  if (fresh) session = null;
+  if (!session) {
+    session = getToken() ? request("POST", "/v1/session").then(() => true) : Promise.resolve(false);
+    session.catch(() => {
+      session = null; // tried again next time
+    });
+  }
+  return session;
+}
+
+// Follow server-sent events: on = {eventName: (data, id) => ...}. Reconnects are the
+// browser's (it resends Last-Event-ID); when the server refuses the stream (an expired
+// cookie, a restart), a new one resumes from the last id seen, after re-opening the
+// session. onTrouble(message or null) reports a stream that stays down.
+// resumable: the route takes the last id in its query too (GET /v1/events).
+export function eventStream(path, { query, on, signal, onTrouble, resumable = false }) {
+  let lastId = "";
+  let failures = 0;
+  let source = null;
+  let timer = null;
+  const open = async (fresh) => {
+    if (signal.aborted) return;
+    try {
+      await ensureSession(fresh);
+    } catch (err) {
+      onTrouble?.(`live updates stopped: ${err.message}`);
+    }
+    if (signal.aborted) return;
+    const url = new URL(`.${path}`, document.baseURI);
+    const resume = resumable ? { last_event_id: lastId } : {};
+    for (const [key, value] of Object.entries({ ...(query || {}), ...resume })) {
+      if (value) url.searchParams.set(key, String(value));
+    }
+    source = new EventSource(url.href);
+    source.onopen = () => {
+      failures = 0;
+      onTrouble?.(null);
+    };
+    for (const [name, handle] of Object.entries(on)) {
+      source.addEventListener(name, (e) => {
+        if (e.lastEventId) lastId = e.lastEventId;
+        handle(JSON.parse(e.data), e.lastEventId);
+      });
+    }
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return; // the browser reconnects
+      failures += 1;
+      if (failures > 1) onTrouble?.("live updates are interrupted; reconnecting…");
+      timer = window.setTimeout(() => open(true), Math.min(1000 * 2 ** failures, 30000));
+    };
+  };
+  signal.addEventListener("abort", () => {
+    if (timer !== null) window.clearTimeout(timer);
+    source?.close();
+  });
+  open(false);
+  return { close: () => source?.close() };
 }
 
 const STATUS_TEXT = {
@@ -105,6 +170,7 @@ export async function request(method, path, { body, query, headers, signal } = {
 }
 
 export const api = {
+  closeSession: (opts) => request("DELETE", "/v1/session", opts),
   taskTypes: (opts) => request("GET", "/v1/task-types", opts),
   stats: (opts) => request("GET", "/v1/stats", opts),
   workers: (opts) => request("GET", "/v1/workers", opts),

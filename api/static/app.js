@@ -1,7 +1,7 @@
 // The console's shell: hash routes (so StaticFiles serves one page and the API keeps
 // every other path), the navigation, the token state, and one view at a time.
 
-import { getToken, setToken } from "./api.js";
+import { api, getToken, setToken } from "./api.js";
 import { clear, h } from "./dom.js";
 import { initTokenDialog, pageHeader } from "./ui.js";
 import { overviewView } from "./views/overview.js";
@@ -102,6 +102,8 @@ function start() {
   });
   document.getElementById("forget-token").addEventListener("click", () => {
     setToken("");
+    // The stream cookie holds the token too: forgotten with it.
+    api.closeSession().catch(() => {});
     render();
   });
   window.addEventListener("conveyor:token", updateSession);

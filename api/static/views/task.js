@@ -1,9 +1,10 @@
 // One task: timeline, attempts, worker, payload, result or error, with Cancel and Retry
-// where its state allows them. Refreshed live until the task is finished.
+// where its state allows them. Followed live (server-sent events, no polling) until the
+// task is finished, with a progress bar while it runs.
 
-import { api } from "../api.js";
+import { api, eventStream } from "../api.js";
 import { badge, clear, codeBlock, h, TERMINAL, timeEl } from "../dom.js";
-import { durationText, errorBox, pageHeader, poll, report } from "../ui.js";
+import { durationText, errorBox, pageHeader, report } from "../ui.js";
 import { listHref } from "./tasks.js";
 
 // A token without tasks:read is shown tasks without payload and result: say so, rather
@@ -19,7 +20,28 @@ function shownBlock(t, key, label) {
   return codeBlock(t[key], label);
 }
 
-const LIVE_MS = 2000;
+// The handler's last report (ctx.progress) while the task runs; nothing otherwise.
+function progressPanel(p, status) {
+  if (status !== "running" || !p) return null;
+  const percent = Math.round(p.fraction * 100);
+  return h(
+    "section",
+    { class: "panel progress-panel", "aria-labelledby": "pr-h" },
+    h("h2", { id: "pr-h" }, "Progress"),
+    h("progress", {
+      max: "100",
+      value: String(percent),
+      "aria-labelledby": "pr-h",
+      "data-fraction": String(p.fraction),
+    }),
+    h(
+      "p",
+      { class: "progress-text", "data-field": "progress" },
+      h("strong", null, `${percent}%`),
+      p.message ? h("span", { "data-field": "progress-message" }, ` ${p.message}`) : null,
+    ),
+  );
+}
 
 function canCancel(t) {
   return t.status === "queued" || (t.status === "running" && !t.cancel_requested);
@@ -64,6 +86,7 @@ export function taskView(main, route, { signal }) {
   const actions = h("div", { class: "actions" });
   const notice = h("div", { class: "problem-slot", "aria-live": "polite" });
   const liveProblem = h("div", { class: "problem-slot" });
+  const progressSlot = h("div", { class: "progress-slot", "aria-live": "polite" });
   const content = h("div", { class: "detail" }, h("p", { class: "muted" }, "Loading…"));
   const statusSlot = h("span", { class: "head-status" });
   const head = pageHeader(
@@ -77,6 +100,7 @@ export function taskView(main, route, { signal }) {
     head,
     notice,
     liveProblem,
+    progressSlot,
     content,
   );
 
@@ -135,6 +159,7 @@ export function taskView(main, route, { signal }) {
 
   function draw(t) {
     task = t;
+    clear(progressSlot, progressPanel(t.progress, t.status));
     clear(
       statusSlot,
       badge(t.status),
@@ -213,38 +238,39 @@ export function taskView(main, route, { signal }) {
 
   let live = null;
   function startLive() {
-    live?.abort();
-    live = new AbortController();
-    const mine = live;
+    if (live && !live.signal.aborted) return;
+    const mine = new AbortController();
+    live = mine;
     signal.addEventListener("abort", () => mine.abort());
-    poll(
-      mine.signal,
-      async () => {
-        const got = await fetchTask(mine.signal);
-        return got && !TERMINAL.has(got.status) ? LIVE_MS : false;
+    eventStream(`/v1/tasks/${encodeURIComponent(id)}/events`, {
+      signal: mine.signal,
+      onTrouble: (message) =>
+        message ? clear(liveProblem, h("p", { class: "alert alert-info" }, message)) : clear(liveProblem),
+      on: {
+        state: (t) => {
+          draw(t);
+          if (TERMINAL.has(t.status)) mine.abort(); // the stream ends here
+        },
+        progress: ({ status, ...p }) => {
+          if (!task) return;
+          task.progress = p;
+          clear(progressSlot, progressPanel(p, status));
+        },
       },
-      LIVE_MS,
-    );
+    });
   }
 
-  async function fetchTask(sig) {
+  async function load() {
     try {
-      const { data } = await api.getTask(id, { signal: sig });
-      clear(liveProblem);
+      const { data } = await api.getTask(id, { signal });
       draw(data);
-      return data;
+      if (!TERMINAL.has(data.status)) startLive();
     } catch (err) {
-      if (err?.name === "AbortError") throw err;
-      if (err.status === 404) {
-        clear(content, errorBox(err, "load the task"));
-        clear(actions);
-        return null;
-      }
-      clear(liveProblem, report(err, "load the task"));
-      if (!task) clear(content);
-      return task; // keep polling through a transient failure
+      if (err?.name === "AbortError") return;
+      clear(content, errorBox(err, "load the task"));
+      clear(actions);
     }
   }
 
-  startLive();
+  load();
 }

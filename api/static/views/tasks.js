@@ -1,8 +1,9 @@
 // Tasks: newest first, filtered by state and type, paged with the API's opaque cursor.
 // Filters and the current cursor live in the URL (#/tasks?status=failed&cursor=...), so
-// Back from a task's page returns to the same page of the list.
+// Back from a task's page returns to the same page of the list. The first page follows
+// GET /v1/events: rows change state, and new tasks appear at the top, without polling.
 
-import { api } from "../api.js";
+import { api, eventStream } from "../api.js";
 import { badge, clear, h, shortTime, STATUSES, statusLabel } from "../dom.js";
 import { pageHeader, report, taskTypes } from "../ui.js";
 
@@ -118,11 +119,47 @@ export function tasksView(main, route, { signal }) {
     })
     .catch(() => {}); // the list below reports the same failure in words
 
+  let shown = null; // the page as last rendered: {items, next_cursor}
+  let following = false;
+
+  // A change from the event stream: the row updated, a new task on top, or a task that
+  // no longer matches the state filter taken off the page.
+  function changed(t) {
+    if (!shown || cursor) return;
+    const items = shown.items.slice();
+    const at = items.findIndex((x) => x.id === t.id);
+    const matches = !status || t.status === status;
+    if (at >= 0) {
+      if (matches) items[at] = t;
+      else items.splice(at, 1);
+    } else if (matches && (!items.length || t.id > items[0].id)) {
+      items.unshift(t);
+      if (items.length > limit) items.length = limit;
+    } else {
+      return; // an older task, off this page
+    }
+    render({ ...shown, items });
+  }
+
+  function follow() {
+    if (following || cursor) return;
+    following = true;
+    eventStream("/v1/events", {
+      query: { type },
+      resumable: true,
+      signal,
+      onTrouble: (message) =>
+        message ? clear(problem, h("p", { class: "alert alert-info" }, message)) : clear(problem),
+      on: { state: changed, progress: changed, reset: () => load() },
+    });
+  }
+
   async function load() {
     try {
       const { data } = await api.listTasks({ status, type, limit, cursor }, { signal });
       clear(problem);
       render(data);
+      follow();
     } catch (err) {
       if (err?.name === "AbortError") return;
       clear(problem, report(err, "load the tasks"));
@@ -131,6 +168,7 @@ export function tasksView(main, route, { signal }) {
   }
 
   function render(data) {
+    shown = data;
     const items = data.items || [];
     const what = [status && statusLabel(status).toLowerCase(), type && `“${type}”`].filter(Boolean).join(" ");
     const first = trail.cursors.length * limit;
