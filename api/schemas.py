@@ -27,6 +27,21 @@ SUBMIT = {
             "description": "Run no earlier than this RFC 3339 time (at most 14 days ahead).",
         },
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        "notify": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "format": "uri",
+                    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]",
+                    "maxLength": 2048,
+                    "description": "POST the finished task here, signed (docs/WEBHOOKS.md); https "
+                    "unless the TaskType allows private networks.",
+                }
+            },
+        },
     },
     "not": {"required": ["delay_seconds", "run_at"]},
 }

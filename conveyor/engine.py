@@ -43,6 +43,8 @@ class Submission:
     run_at: datetime | None = None
     max_attempts: int | None = None
     scopes: frozenset[str] | None = None  # the submitting token's, kept on the record
+    notify_url: str | None = None  # POST the finished task here (docs/WEBHOOKS.md)
+    submitter: str | None = None  # the submitting token's name: its webhook secret signs
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,13 @@ class Engine:
             for e in errors:
                 e["pointer"] = pointer + e["pointer"]
             raise ValidationError(f"payload does not match the schema of {sub.type!r}", errors)
+        private_ok = tasktype.notify is not None and tasktype.notify.allow_private_networks
+        if sub.notify_url and not sub.notify_url.lower().startswith("https://") and not private_ok:
+            # The body is the task with its result: not sent in the clear across networks.
+            raise ValidationError(
+                "notify.url must be https:// (the task type does not allow private networks)",
+                [{"pointer": f"{pointer}/notify/url", "message": "an https:// URL"}],
+            )
         at = self.clock.now()
         run_at = sub.run_at
         if sub.delay_seconds:
@@ -137,6 +146,8 @@ class Engine:
             updated_at=at,
             run_at=run_at,
             submitter_scopes=sub.scopes,
+            notify_url=sub.notify_url,
+            submitter=sub.submitter,
         )
 
     def _delay(self, task: Task) -> int:

@@ -27,7 +27,18 @@ from conveyor.errors import (
     NotFound,
     RecordTooLarge,
 )
-from conveyor.model import Message, QueueDepth, Status, Task, TaskError, WorkerInfo, is_task_id
+from conveyor.model import (
+    MAX_DELIVERIES,
+    Delivery,
+    Message,
+    NotifyState,
+    QueueDepth,
+    Status,
+    Task,
+    TaskError,
+    WorkerInfo,
+    is_task_id,
+)
 from conveyor.ports import (
     BROKER_MAX_DELAY_SECONDS,
     STORE_ITEM_BYTES,
@@ -235,6 +246,7 @@ class MemoryTaskStore:
         result: Any = None,
         error: TaskError | None = None,
         retention_seconds: int | None = None,
+        notify: bool = False,
     ) -> Task | None:
         size = _item_bytes(task, result, error)
         if size > STORE_ITEM_BYTES:
@@ -249,6 +261,15 @@ class MemoryTaskStore:
             result=result,
             error=error,
             expires_at=int(at.timestamp()) + (retention_seconds or self.retention),
+            notify_state=NotifyState.PENDING if notify else None,
+        )
+
+    def record_delivery(self, task: Task, delivery: Delivery, state: NotifyState) -> Task | None:
+        return self._swap(
+            task.id,
+            lambda t: t.deliveries == task.deliveries and t.finished_at == task.finished_at,
+            deliveries=(*task.deliveries, delivery)[-MAX_DELIVERIES:],
+            notify_state=state,
         )
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
@@ -309,6 +330,7 @@ class MemoryTaskStore:
                 worker=None,
                 expires_at=None,
                 cancel_requested=False,
+                notify_state=None,
             )
             self._put(again)
             return again

@@ -25,6 +25,19 @@ class Status(enum.StrEnum):
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
+# The task_type of a notify message: deliver the finished task's completion webhook. No
+# TaskType can take this name (names are DNS labels).
+NOTIFY_TYPE = "#notify"
+
+
+class NotifyState(enum.StrEnum):
+    """Where a finished task's completion webhook stands (docs/WEBHOOKS.md)."""
+
+    PENDING = "pending"  # written with the finish; a notify message is (or will be) on the queue
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # every attempt failed: given up
+    UNDELIVERABLE = "undeliverable"  # never tried or stopped at once: no secret, address refused
+
 
 def new_id() -> str:
     """A ULID: 26 characters, sorts by creation time (ms), unique without coordination."""
@@ -73,6 +86,36 @@ class TaskError:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One attempt to deliver a completion webhook."""
+
+    at: datetime
+    webhook_id: str
+    status_code: int | None
+    duration_ms: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": to_rfc3339(self.at),
+            "webhook_id": self.webhook_id,
+            "status_code": self.status_code,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Delivery:
+        return cls(
+            at=from_rfc3339(data["at"]) or now(),
+            webhook_id=str(data["webhook_id"]),
+            status_code=int(data["status_code"]) if data.get("status_code") is not None else None,
+            duration_ms=int(data.get("duration_ms", 0)),
+            error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
 class Task:
     id: str
     type: str
@@ -94,6 +137,13 @@ class Task:
     # The scopes of the token that submitted it (None: not recorded), so a handler can
     # refuse to do for a task what its submitter could not do through the API.
     submitter_scopes: frozenset[str] | None = None
+    # Completion webhook: the URL given at submit (else the TaskType's), the name of the
+    # token that submitted (its secret signs the webhook), where delivery stands and the
+    # last attempts (bounded: MAX_DELIVERIES).
+    notify_url: str | None = None
+    submitter: str | None = None
+    notify_state: NotifyState | None = None
+    deliveries: tuple[Delivery, ...] = ()
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -116,7 +166,15 @@ class Task:
             "error": self.error.to_json() if self.error else None,
             "worker": self.worker,
             "cancel_requested": self.cancel_requested,
+            **self._notify_json(),
         }
+
+    def _notify_json(self) -> dict[str, Any]:
+        # Only on tasks that have a webhook, so other records read as they always did.
+        if self.notify_url is None and self.notify_state is None:
+            return {}
+        state = self.notify_state.value if self.notify_state else None
+        return {"notify": {"url": self.notify_url, "state": state}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
@@ -137,6 +195,8 @@ class Task:
             error=TaskError(**error) if error else None,
             worker=data.get("worker"),
             cancel_requested=bool(data.get("cancel_requested", False)),
+            notify_url=(data.get("notify") or {}).get("url"),
+            notify_state=NotifyState(state) if (state := (data.get("notify") or {}).get("state")) else None,
         )
 
 
@@ -183,6 +243,10 @@ class QueueDepth:
 
     def to_json(self) -> dict[str, int]:
         return {"visible": self.visible, "in_flight": self.in_flight, "delayed": self.delayed}
+
+
+# A task record keeps at most this many delivery attempts (the newest).
+MAX_DELIVERIES = 20
 
 
 def encode_message(task_id: str, task_type: str) -> str:

@@ -41,6 +41,9 @@ from conveyor.errors import (
     Unavailable,
 )
 from conveyor.model import (
+    MAX_DELIVERIES,
+    Delivery,
+    NotifyState,
     Status,
     Task,
     TaskError,
@@ -111,7 +114,28 @@ def task_to_item(task: Task) -> dict[str, Any]:
         item["expires_at"] = _n(task.expires_at)
     if task.submitter_scopes is not None:
         item["submitter_scopes"] = _s(" ".join(sorted(task.submitter_scopes)))
+    if task.notify_url:
+        item["notify_url"] = _s(task.notify_url)
+    if task.submitter:
+        item["submitter"] = _s(task.submitter)
+    if task.notify_state is not None:
+        item["notify_state"] = _s(task.notify_state.value)
+    if task.deliveries:
+        item["deliveries"] = _deliveries(task.deliveries)
     return item
+
+
+def _deliveries(log: Sequence[Delivery]) -> dict[str, str]:
+    # One JSON string, compared whole by record_delivery's condition.
+    return _s(json.dumps([d.to_json() for d in log], separators=(",", ":")))
+
+
+def _read_deliveries(item: dict[str, Any]) -> tuple[Delivery, ...]:
+    log, _why = _decoded(item, "deliveries")
+    try:
+        return tuple(Delivery.from_json(d) for d in log or ())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ()  # unreadable: shown empty rather than failing the task's read
 
 
 def _decoded(item: dict[str, Any], name: str) -> tuple[Any, str | None]:
@@ -158,7 +182,18 @@ def item_to_task(item: dict[str, Any]) -> Task:
         idempotency_key=s("idempotency_key"),
         expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
         submitter_scopes=frozenset(scopes.split()) if (scopes := s("submitter_scopes")) is not None else None,
+        notify_url=s("notify_url"),
+        submitter=s("submitter"),
+        notify_state=_notify_state(s("notify_state")),
+        deliveries=_read_deliveries(item),
     )
+
+
+def _notify_state(value: str | None) -> NotifyState | None:
+    try:
+        return NotifyState(value) if value else None
+    except ValueError:
+        return None
 
 
 def readable_tasks(items: Sequence[dict[str, Any]]) -> list[Task]:
@@ -542,6 +577,7 @@ class DynamoTaskStore:
         result: Any = None,
         error: TaskError | None = None,
         retention_seconds: int | None = None,
+        notify: bool = False,
     ) -> Task | None:
         condition, values = self._owned(task)
         expires = _epoch(at) + (retention_seconds or self.retention)
@@ -551,6 +587,11 @@ class DynamoTaskStore:
             "updated_at = :now",
             "expires_at = :exp",
         ]
+        if notify:
+            # In the finish write itself: no moment where the task is finished and nothing
+            # says its webhook is owed (the task's message, come back, reads this).
+            sets.append("notify_state = :ns")
+            values[":ns"] = _s(NotifyState.PENDING.value)
         values |= {
             ":st": _s(status.value),
             ":now": _ts(at),
@@ -585,7 +626,31 @@ class DynamoTaskStore:
             result=result,
             error=error,
             expires_at=expires,
+            notify_state=NotifyState.PENDING if notify else None,
         )
+
+    def record_delivery(self, task: Task, delivery: Delivery, state: NotifyState) -> Task | None:
+        log = (*task.deliveries, delivery)[-MAX_DELIVERIES:]
+        values: dict[str, Any] = {
+            ":log": _deliveries(log),
+            ":ns": _s(state.value),
+            ":fin": _ts(task.finished_at) if task.finished_at else _s(""),
+        }
+        if task.deliveries:
+            seen = "deliveries = :old"
+            values[":old"] = _deliveries(task.deliveries)
+        else:
+            seen = "attribute_not_exists(deliveries)"
+        out = self._update(
+            task.id,
+            "SET deliveries = :log, notify_state = :ns",
+            f"finished_at = :fin AND {seen}",
+            values,
+            returns="NONE",
+        )
+        if out is None:
+            return None
+        return task.with_(deliveries=log, notify_state=state)
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         condition, values = self._owned(task)
@@ -677,7 +742,7 @@ class DynamoTaskStore:
             "SET #s = :q, attempts = :zero, updated_at = :now, "
             "cancel_requested = :f "
             "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
-            "expires_at, worker",
+            "expires_at, worker, notify_state",
             "#s = :cur",
             {
                 ":q": _s("queued"),
