@@ -6,7 +6,7 @@ from typing import Any
 
 from conveyor import __version__
 from conveyor.engine import MAX_DELAY_SECONDS
-from conveyor.model import Status
+from conveyor.model import NotifyState, Status
 
 SUBMIT = {
     "type": "object",
@@ -80,6 +80,11 @@ TASK = {
         },
         "worker": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "notify": {
+            "type": "object",
+            "description": "Present when the task has a completion webhook.",
+            "properties": {"url": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]}},
+        },
         "redacted": {
             "type": "array",
             "items": {"enum": ["payload", "result"]},
@@ -194,6 +199,36 @@ SCHEDULE = {
 }  # fmt: skip
 
 
+DELIVERIES = {
+    "type": "object",
+    "required": ["id", "url", "state", "deliveries"],
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": ["string", "null"], "description": "The task's own notify URL (null: its type's)."},
+        "state": {
+            "type": ["string", "null"],
+            "enum": [*(s.value for s in NotifyState), None],
+            "description": "null: the task has no webhook (docs/WEBHOOKS.md).",
+        },
+        "deliveries": {
+            "type": "array",
+            "description": "The newest attempts, oldest first.",
+            "items": {
+                "type": "object",
+                "required": ["at", "webhook_id", "status_code", "duration_ms", "error"],
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "webhook_id": {"type": "string"},
+                    "status_code": {"type": ["integer", "null"]},
+                    "duration_ms": {"type": "integer"},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -242,6 +277,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 "Worker": WORKER,
                 "TaskType": TASK_TYPE,
                 "Schedule": SCHEDULE,
+                "Deliveries": DELIVERIES,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -351,6 +387,19 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "parameters": [task_id],
                     "responses": {
                         "200": _json("The task.", "Task"),
+                        "400": bad_id,
+                        "404": _problem("No such task."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/tasks/{id}/deliveries": {
+                "get": {
+                    "operationId": "getTaskDeliveries",
+                    "summary": "The task's completion webhook and its delivery attempts",
+                    "parameters": [task_id],
+                    "responses": {
+                        "200": _json("The webhook's URL, state and attempts.", "Deliveries"),
                         "400": bad_id,
                         "404": _problem("No such task."),
                         **common,
