@@ -168,6 +168,10 @@ TASK_TYPE = {
         "payloadSchema": {"type": ["object", "null"]},
         "description": {"type": "string"},
         "options": {"type": "object"},
+        "notify": {
+            "type": ["object", "null"],
+            "properties": {"url": {"type": ["string", "null"]}, "allowPrivateNetworks": {"type": "boolean"}},
+        },
     },
 }
 
