@@ -18,7 +18,7 @@ from tests.notify.test_webhooks import documented_verify
 
 
 def test_a_500_then_a_200_through_sqs_and_dynamodb(
-    settings_factory: Callable[..., Any], tmp_path: Path, receiver
+    settings_factory: Callable[..., Any], tmp_path: Path, receiver, monkeypatch
 ):
     receiver.codes = [500, 200]
     (tmp_path / "hooked.yaml").write_text(
