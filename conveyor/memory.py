@@ -66,6 +66,11 @@ def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
     return size
 
 
+def _owed(current: Task, notify: bool) -> NotifyState | None:
+    """The webhook state a finish outside the worker's attempt writes (TaskStore.cancel)."""
+    return NotifyState.PENDING if notify or current.notify_url else None
+
+
 class MemoryTaskStore:
     """Tasks and schedule states. A finished record whose ``expires_at`` has passed on
     ``clock`` is gone, as DynamoDB's TTL removes it (there, some time after)."""
@@ -286,7 +291,7 @@ class MemoryTaskStore:
             is not None
         )
 
-    def cancel(self, task_id: str, at: datetime) -> Task:
+    def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         with self._lock:
             current = self._tasks.get(task_id)
             if current is None:
@@ -301,6 +306,7 @@ class MemoryTaskStore:
                     status=Status.CANCELLED,
                     finished_at=at,
                     updated_at=at,
+                    notify_state=_owed(current, notify),
                     expires_at=int(at.timestamp()) + self.retention,
                 )
             else:
@@ -335,16 +341,24 @@ class MemoryTaskStore:
             self._put(again)
             return again
 
-    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
-        return self._swap(
-            task_id,
-            lambda t: not t.status.terminal,
-            status=Status.FAILED,
-            error=error,
-            finished_at=at,
-            updated_at=at,
-            expires_at=int(at.timestamp()) + self.retention,
-        )
+    def fail_unfinished(
+        self, task_id: str, error: TaskError, at: datetime, notify: bool = False
+    ) -> Task | None:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None or current.status.terminal:
+                return None
+            failed = replace(
+                current,
+                status=Status.FAILED,
+                error=error,
+                finished_at=at,
+                updated_at=at,
+                expires_at=int(at.timestamp()) + self.retention,
+                notify_state=_owed(current, notify),
+            )
+            self._put(failed)
+            return failed
 
     def schedule_state(self, key: str) -> ScheduleState | None:
         return self._schedules.get(key)

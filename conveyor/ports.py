@@ -117,14 +117,20 @@ class TaskStore(Protocol):
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool: ...
 
-    def cancel(self, task_id: str, at: datetime) -> Task:
+    def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         """Cancel a queued task, or flag a running one ``cancel_requested``. The store does
         not tell the worker: the caller passes a running task's id on with
-        ``WorkerRegistry.request_cancel`` (``Engine.cancel`` does)."""
+        ``WorkerRegistry.request_cancel`` (``Engine.cancel`` does).
+
+        A queued task cancelled has its webhook marked ``pending`` in the same write when
+        ``notify`` (its type names a webhook) or the record names its own URL; so does
+        ``fail_unfinished``."""
 
     def retry(self, task_id: str, at: datetime) -> Task: ...
 
-    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None: ...
+    def fail_unfinished(
+        self, task_id: str, error: TaskError, at: datetime, notify: bool = False
+    ) -> Task | None: ...
 
     def schedule_state(self, key: str) -> ScheduleState | None: ...
 

@@ -34,7 +34,7 @@ from conveyor import lifecycle
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import NOTIFY_TYPE, Message
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState
 from conveyor.ports import BlobStore
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
@@ -321,7 +321,13 @@ class Worker:
                 await self.io(self.broker.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
                 self.deletes.add(message.receipt)
             case lifecycle.Fail(error=error):
-                await self.io(self.store.fail_unfinished, message.task_id, error, self.clock.now())
+                notify = self.engine.notifies(message.task_type)
+                failed = await self.io(
+                    self.store.fail_unfinished, message.task_id, error, self.clock.now(), notify
+                )
+                if failed is not None and failed.notify_state is NotifyState.PENDING:
+                    # As after a finish: the notify message first, then the task's goes.
+                    await self.io(self.broker.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
                 self.deletes.add(message.receipt)
             case _:
                 raise AssertionError(f"not an action on a message: {action!r}")

@@ -189,6 +189,14 @@ def item_to_task(item: dict[str, Any]) -> Task:
     )
 
 
+def _owed(current: Task, notify: bool) -> tuple[str, dict[str, Any]]:
+    """The SET clause (and its value) that marks the webhook pending in a finish outside the
+    worker's attempt (TaskStore.cancel): when the type or the record names a webhook."""
+    if notify or current.notify_url:
+        return ", notify_state = :ns", {":ns": _s(NotifyState.PENDING.value)}
+    return "", {}
+
+
 def _notify_state(value: str | None) -> NotifyState | None:
     try:
         return NotifyState(value) if value else None
@@ -671,14 +679,17 @@ class DynamoTaskStore:
         )
         return out is not None
 
-    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
+    def fail_unfinished(
+        self, task_id: str, error: TaskError, at: datetime, notify: bool = False
+    ) -> Task | None:
         current = self.get(task_id, consistent=True)
         if current is None or current.status.terminal:
             return None
+        owed, values = _owed(current, notify)
         out = self._update(
             task_id,
             "SET #s = :f, finished_at = :now, updated_at = :now, "
-            "error_type = :et, error_message = :em, expires_at = :exp",
+            "error_type = :et, error_message = :em, expires_at = :exp" + owed,
             "#s = :cur AND updated_at = :seen",
             {
                 ":f": _s("failed"),
@@ -688,13 +699,14 @@ class DynamoTaskStore:
                 ":exp": _n(_epoch(at) + self.retention),
                 ":cur": _s(current.status.value),
                 ":seen": _ts(current.updated_at),
-            },
+            }
+            | values,
         )
         return item_to_task(out) if out else None
 
     # -- the API's transitions ----------------------------------------------------------
 
-    def cancel(self, task_id: str, at: datetime) -> Task:
+    def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         for _ in range(5):
             current = self.get(task_id, consistent=True)
             if current is None:
@@ -704,16 +716,18 @@ class DynamoTaskStore:
                     f"task is {current.status.value}; only queued or running tasks can be cancelled"
                 )
             if current.status is Status.QUEUED:
+                owed, values = _owed(current, notify)
                 out = self._update(
                     task_id,
-                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp",
+                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp" + owed,
                     "#s = :q",
                     {
                         ":c": _s("cancelled"),
                         ":now": _ts(at),
                         ":exp": _n(_epoch(at) + self.retention),
                         ":q": _s("queued"),
-                    },
+                    }
+                    | values,
                 )
             else:
                 out = self._update(

@@ -163,6 +163,28 @@ def test_a_webhook_is_pending_with_the_finish_and_its_log_is_kept_bounded_and_on
     assert store.get(hooked.id, consistent=True).notify_state is None
 
 
+def test_a_finish_outside_an_attempt_owes_the_webhook_the_task_or_its_type_names(store):
+    # A cancel of a queued task and a fail of an unfinished one mark it pending in the same
+    # write when the caller says the type has a webhook, or when the record names its own.
+    own = task(notify_url="https://example.com/hook")
+    by_type, neither = task(), task()
+    for t in (own, by_type, neither):
+        store.create(t)
+    assert store.cancel(own.id, now()).notify_state is NotifyState.PENDING
+    assert store.cancel(by_type.id, now(), notify=True).notify_state is NotifyState.PENDING
+    assert store.cancel(neither.id, now()).notify_state is None
+    assert store.get(by_type.id, consistent=True).notify_state is NotifyState.PENDING
+    own, by_type, neither = task(notify_url="https://example.com/hook"), task(), task()
+    for t in (own, by_type, neither):
+        store.create(t)
+    error = TaskError("WorkerLost", "gone")
+    assert store.fail_unfinished(own.id, error, now()).notify_state is NotifyState.PENDING
+    assert store.fail_unfinished(by_type.id, error, now(), notify=True).notify_state is NotifyState.PENDING
+    assert store.fail_unfinished(neither.id, error, now()).notify_state is None
+    assert store.get(own.id, consistent=True).notify_state is NotifyState.PENDING
+    assert store.fail_unfinished(own.id, error, now(), notify=True) is None  # already finished
+
+
 def test_a_success_after_a_retried_attempt_clears_its_error_and_cancel_flag(store):
     t = task()
     store.create(t)

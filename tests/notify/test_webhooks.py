@@ -152,3 +152,31 @@ def test_a_task_without_a_webhook_sends_nothing(make_world, receiver):
     done = world.settle(lambda: (t := world.get(task.id)).status.terminal and t)
     assert done.notify_state is None and done.deliveries == () and receiver.requests == []
     assert json.loads(json.dumps(done.to_json())).get("notify") is None
+
+
+def test_a_queued_task_cancelled_through_the_api_is_notified(make_world, receiver):
+    world = make_world()
+    world.start()
+    task = world.submit("private-ok", delay_seconds=3600)  # its message hidden for an hour
+    cancelled = world.engine.cancel(task.id)
+    assert cancelled.status is Status.CANCELLED and cancelled.notify_state is NotifyState.PENDING
+    done = world.until(lambda: (t := world.get(task.id)).notify_state is NotifyState.DELIVERED and t)
+    assert json.loads(receiver.requests[0]["body"])["status"] == "cancelled"
+    assert done.deliveries[0].status_code == 200
+
+
+def test_a_task_failed_because_its_type_is_gone_is_notified_by_its_own_url(make_world, receiver):
+    world = make_world({"type.no-hook": SECRET, "type.gone": SECRET})
+    world.submit("no-hook")  # the registry is loaded and not empty
+    # A message of a type the registry no longer has, for a record naming its own URL.
+    from conveyor.model import Task
+
+    ghost = Task(id="01J00000000000000000000000", type="gone", payload={}, notify_url=receiver.url)
+    world.store.create(ghost)
+    world.broker.send(ghost.id, "gone")
+    world.start()
+    failed = world.until(lambda: (t := world.get(ghost.id)).notify_state is not None and t)
+    assert failed.status is Status.FAILED and failed.error.type == "UnknownTaskType"
+    # Its own URL is loopback and no type allows private networks here: refused, recorded.
+    done = world.until(lambda: (t := world.get(ghost.id)).notify_state is NotifyState.UNDELIVERABLE and t)
+    assert "loopback" in (done.deliveries[0].error or "")
