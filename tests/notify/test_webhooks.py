@@ -180,3 +180,15 @@ def test_a_task_failed_because_its_type_is_gone_is_notified_by_its_own_url(make_
     # Its own URL is loopback and no type allows private networks here: refused, recorded.
     done = world.until(lambda: (t := world.get(ghost.id)).notify_state is NotifyState.UNDELIVERABLE and t)
     assert "loopback" in (done.deliveries[0].error or "")
+
+
+def test_a_dead_lettered_task_is_notified(make_world, receiver):
+    world = make_world()
+    task = world.submit("private-ok")
+    world.engine.dead_letters.send(task.id, task.type)
+    assert world.engine.reap() == 1
+    failed = world.get(task.id)
+    assert failed.error.type == "DeadLettered" and failed.notify_state is NotifyState.PENDING
+    world.start()
+    world.until(lambda: world.get(task.id).notify_state is NotifyState.DELIVERED)
+    assert json.loads(receiver.requests[0]["body"])["error"]["type"] == "DeadLettered"
