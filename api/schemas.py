@@ -7,7 +7,7 @@ from typing import Any
 from api.live import MAX_WAIT_SECONDS
 from conveyor import __version__
 from conveyor.engine import MAX_DELAY_SECONDS
-from conveyor.model import MAX_EVENTS, MAX_PROGRESS_MESSAGE, Status
+from conveyor.model import MAX_EVENTS, MAX_PROGRESS_MESSAGE, NotifyState, Status
 
 SUBMIT = {
     "type": "object",
@@ -28,6 +28,21 @@ SUBMIT = {
             "description": "Run no earlier than this RFC 3339 time (at most 14 days ahead).",
         },
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        "notify": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "format": "uri",
+                    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]",
+                    "maxLength": 2048,
+                    "description": "POST the finished task here, signed (docs/WEBHOOKS.md); https "
+                    "unless the TaskType allows private networks.",
+                }
+            },
+        },
     },
     "not": {"required": ["delay_seconds", "run_at"]},
 }
@@ -94,6 +109,11 @@ TASK = {
                     "at": {"type": "string", "format": "date-time"},
                 },
             },
+        },
+        "notify": {
+            "type": "object",
+            "description": "Present when the task has a completion webhook.",
+            "properties": {"url": {"type": ["string", "null"]}, "state": {"type": ["string", "null"]}},
         },
         "redacted": {
             "type": "array",
@@ -178,6 +198,10 @@ TASK_TYPE = {
         "payloadSchema": {"type": ["object", "null"]},
         "description": {"type": "string"},
         "options": {"type": "object"},
+        "notify": {
+            "type": ["object", "null"],
+            "properties": {"url": {"type": ["string", "null"]}, "allowPrivateNetworks": {"type": "boolean"}},
+        },
     },
 }
 
@@ -207,6 +231,36 @@ SCHEDULE = {
         },
     },
 }  # fmt: skip
+
+
+DELIVERIES = {
+    "type": "object",
+    "required": ["id", "url", "state", "deliveries"],
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": ["string", "null"], "description": "The task's own notify URL (null: its type's)."},
+        "state": {
+            "type": ["string", "null"],
+            "enum": [*(s.value for s in NotifyState), None],
+            "description": "null: the task has no webhook (docs/WEBHOOKS.md).",
+        },
+        "deliveries": {
+            "type": "array",
+            "description": "The newest attempts, oldest first.",
+            "items": {
+                "type": "object",
+                "required": ["at", "webhook_id", "status_code", "duration_ms", "error"],
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "webhook_id": {"type": "string"},
+                    "status_code": {"type": ["integer", "null"]},
+                    "duration_ms": {"type": "integer"},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -257,6 +311,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                 "Worker": WORKER,
                 "TaskType": TASK_TYPE,
                 "Schedule": SCHEDULE,
+                "Deliveries": DELIVERIES,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -408,6 +463,19 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "400": bad_id,
                         "404": _problem("No such task."),
                         "422": _problem("Last-Event-ID is not an id of this stream."),
+                        **common,
+                    },
+                }
+            },
+            "/v1/tasks/{id}/deliveries": {
+                "get": {
+                    "operationId": "getTaskDeliveries",
+                    "summary": "The task's completion webhook and its delivery attempts",
+                    "parameters": [task_id],
+                    "responses": {
+                        "200": _json("The webhook's URL, state and attempts.", "Deliveries"),
+                        "400": bad_id,
+                        "404": _problem("No such task."),
                         **common,
                     },
                 }

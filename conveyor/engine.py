@@ -20,8 +20,8 @@ from typing import Any
 
 from conveyor import tracing
 from conveyor.clock import SYSTEM, Clock
-from conveyor.errors import NotFound, Unavailable, ValidationError
-from conveyor.model import QueueDepth, Status, Task, TaskError, WorkerInfo, new_id
+from conveyor.errors import ConveyorError, NotFound, Unavailable, ValidationError
+from conveyor.model import NOTIFY_TYPE, NotifyState, QueueDepth, Status, Task, TaskError, WorkerInfo, new_id
 from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore, WorkerRegistry
 from conveyor.registry import Registry, RegistryWatcher
 from conveyor.settings import Settings
@@ -43,6 +43,8 @@ class Submission:
     run_at: datetime | None = None
     max_attempts: int | None = None
     scopes: frozenset[str] | None = None  # the submitting token's, kept on the record
+    notify_url: str | None = None  # POST the finished task here (docs/WEBHOOKS.md)
+    submitter: str | None = None  # the submitting token's name: its webhook secret signs
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,13 @@ class Engine:
             for e in errors:
                 e["pointer"] = pointer + e["pointer"]
             raise ValidationError(f"payload does not match the schema of {sub.type!r}", errors)
+        private_ok = tasktype.notify is not None and tasktype.notify.allow_private_networks
+        if sub.notify_url and not sub.notify_url.lower().startswith("https://") and not private_ok:
+            # The body is the task with its result: not sent in the clear across networks.
+            raise ValidationError(
+                "notify.url must be https:// (the task type does not allow private networks)",
+                [{"pointer": f"{pointer}/notify/url", "message": "an https:// URL"}],
+            )
         at = self.clock.now()
         run_at = sub.run_at
         if sub.delay_seconds:
@@ -137,6 +146,8 @@ class Engine:
             updated_at=at,
             run_at=run_at,
             submitter_scopes=sub.scopes,
+            notify_url=sub.notify_url,
+            submitter=sub.submitter,
         )
 
     def _delay(self, task: Task) -> int:
@@ -224,11 +235,30 @@ class Engine:
     # -- admin ---------------------------------------------------------------------------
 
     def cancel(self, task_id: str) -> Task:
-        task = self.store.cancel(task_id, self.clock.now())
+        seen = self.store.get(task_id)
+        task = self.store.cancel(task_id, self.clock.now(), self.notifies(seen.type if seen else None))
         if task.status is Status.RUNNING and task.worker:
             # The running handler learns of it from its worker's next heartbeat.
             self.workers.request_cancel(task.worker, task.id)
+        if task.status is Status.CANCELLED:
+            self._send_notify(task)
         return task
+
+    def notifies(self, task_type: str | None) -> bool:
+        """Whether tasks of ``task_type`` have a completion webhook by their TaskType."""
+        tasktype = self.registry.get(task_type) if task_type else None
+        return bool(tasktype and tasktype.notify and tasktype.notify.url)
+
+    def _send_notify(self, task: Task) -> None:
+        """Queue the webhook of a task finished outside a worker's attempt. Should the send
+        fail, the task's own message still in the queue (if any) sends it when it comes
+        back (lifecycle.finished)."""
+        if task.notify_state is not NotifyState.PENDING:
+            return
+        try:
+            self.broker.send(task.id, NOTIFY_TYPE)
+        except ConveyorError as exc:
+            log.warning("task %s: its webhook's notify message could not be sent (%s)", task.id, exc)
 
     def retry(self, task_id: str) -> Task:
         task = self.store.retry(task_id, self.clock.now())
@@ -294,7 +324,11 @@ class Engine:
                         "the task's message was moved to the dead-letter queue after "
                         f"{self.settings.max_receive_count} receives (a worker crashed on it)",
                     )
-                    if self.store.fail_unfinished(m.task_id, error, self.clock.now()) is not None:
+                    failed = self.store.fail_unfinished(
+                        m.task_id, error, self.clock.now(), self.notifies(m.task_type)
+                    )
+                    if failed is not None:
+                        self._send_notify(failed)
                         reaped += 1
             if messages:
                 self.dead_letters.change_visibility_many([(m.receipt, 11 * 3600) for m in messages])

@@ -26,6 +26,13 @@ Message actions (what the worker does with the SQS message):
               into the dead-letter queue.
     Fail      record the task failed with this error (if it is not finished), then delete.
     Park      the type is paused or disabled: look at the record, then ``on_parked``.
+    SendNotify  the task is finished and its completion webhook still pending: put a
+              notify message on the queue, then delete this one.
+
+A notify message (task_type NOTIFY_TYPE, sent when a task with a webhook finishes) is
+``Deliver``: the worker reads the record (``on_notify``), POSTs the webhook, and
+``after_delivery`` says what to record and whether to try again (the message hidden for
+the backoff) or delete it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.errors import PermanentError, TaskCancelled
-from conveyor.model import Message, Status, Task, TaskError, WorkerInfo
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, TaskError, WorkerInfo
 from conveyor.ports import BROKER_MAX_VISIBILITY_SECONDS
 from conveyor.registry import TaskType
 from conveyor.results import checked_result
@@ -102,7 +109,19 @@ class Park:
     delay: int
 
 
-Action = Claim | Run | CheckOwner | TakeOver | Delete | Hide | Resend | Fail | Park
+@dataclass(frozen=True)
+class SendNotify:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """A notify message: deliver the finished task's completion webhook."""
+
+    task_id: str
+
+
+Action = Claim | Run | CheckOwner | TakeOver | Delete | Hide | Resend | Fail | Park | SendNotify | Deliver
 
 
 def hide_until(run_at: datetime, now: datetime) -> Hide:
@@ -133,6 +152,8 @@ def on_delivery(
     ``jitter`` is uniform in [0, 1) and spreads the re-sends of a saturated type."""
     if not message.task_id:
         return Delete("not a Conveyor task message")
+    if message.task_type == NOTIFY_TYPE:
+        return Deliver(message.task_id)  # not a run: no type slot, whatever the type's state
     if tasktype is None:
         if registry_size == 0:
             # No registry yet (its ConfigMap not mounted?): failing every task would be wrong.
@@ -151,10 +172,21 @@ def on_delivery(
     return Claim(message.task_type)
 
 
-def on_parked(current: Task | None, hold_seconds: int) -> Resend | Delete:
+def finished(current: Task, reason: str) -> Delete | SendNotify:
+    """A terminal task's message: done with, unless its webhook is still pending. Then the
+    worker that finished it died before sending the notify message (or the send failed),
+    and this message, come back, is the only thing left that knows."""
+    if current.notify_state is NotifyState.PENDING:
+        return SendNotify(f"{reason}; its webhook is still pending")
+    return Delete(reason)
+
+
+def on_parked(current: Task | None, hold_seconds: int) -> Resend | Delete | SendNotify:
     """A paused or disabled type's message: wait another round unless the task is over."""
-    if current is None or current.status.terminal:
+    if current is None:
         return Delete("task finished while its type was paused")
+    if current.status.terminal:
+        return finished(current, "task finished while its type was paused")
     return Resend(hold_seconds, "type paused or disabled")
 
 
@@ -173,7 +205,7 @@ def on_claim_refused(
     if current is None:
         return Delete("task does not exist")
     if current.status.terminal:
-        return Delete("task is finished")
+        return finished(current, "task is finished")
     if current.status is Status.QUEUED:
         if current.type != claimed_as:
             return Claim(current.type)  # re-submitted under another type: claim it as that
@@ -316,3 +348,50 @@ RESULT_REFUSED = Finish(
         "ResultTooLarge", "the store refused the finished record for its size; the result is dropped"
     ),
 )
+
+
+# -- a completion webhook ----------------------------------------------------------------
+
+# Hide the notify message this long after failed attempt n (n = 1..7): 8 attempts over
+# about 64 minutes (30 s doubling to 32 min), then the webhook is given up.
+NOTIFY_BACKOFF_SECONDS = (30, 60, 120, 240, 480, 960, 1920)
+NOTIFY_ATTEMPTS = len(NOTIFY_BACKOFF_SECONDS) + 1
+
+
+def on_notify(current: Task | None) -> Delete | None:
+    """A notify message's record: None to deliver now, else why there is nothing to do."""
+    if current is None:
+        return Delete("task does not exist")
+    if not current.status.terminal:
+        return Delete("task is not finished (retried since?)")
+    if current.notify_state is not NotifyState.PENDING:
+        return Delete("webhook not pending")
+    return None
+
+
+def delivery_attempt(current: Task, msg_id: str) -> int:
+    """The number of the attempt about to be made (1 for the first) of webhook ``msg_id``."""
+    return 1 + sum(1 for d in current.deliveries if d.webhook_id == msg_id)
+
+
+@dataclass(frozen=True)
+class AfterDelivery:
+    """Record ``state`` with the attempt; then ``action`` on the notify message."""
+
+    state: NotifyState
+    action: Delete | Hide
+
+
+def after_delivery(attempt: int, *, ok: bool, retryable: bool, jitter: float) -> AfterDelivery:
+    """What attempt ``attempt`` of a webhook (2xx: ``ok``; else ``retryable`` or not) leads to.
+
+    ``jitter`` (uniform in [0, 1)) spreads the retries by +-20 %, so receivers that came
+    back after an outage are not hit by every webhook at once."""
+    if ok:
+        return AfterDelivery(NotifyState.DELIVERED, Delete("webhook delivered"))
+    if not retryable:
+        return AfterDelivery(NotifyState.UNDELIVERABLE, Delete("webhook cannot be delivered"))
+    if attempt >= NOTIFY_ATTEMPTS:
+        return AfterDelivery(NotifyState.FAILED, Delete(f"webhook failed {attempt} times; given up"))
+    base = NOTIFY_BACKOFF_SECONDS[max(attempt, 1) - 1]
+    return AfterDelivery(NotifyState.PENDING, Hide(math.ceil(base * (0.8 + 0.4 * jitter)), "webhook retry"))

@@ -28,7 +28,10 @@ from conveyor.errors import (
     RecordTooLarge,
 )
 from conveyor.model import (
+    MAX_DELIVERIES,
+    Delivery,
     Message,
+    NotifyState,
     Progress,
     QueueDepth,
     Status,
@@ -63,6 +66,11 @@ def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
     if error is not None:
         size += len(error.type.encode()) + len(error.message.encode())
     return size
+
+
+def _owed(current: Task, notify: bool) -> NotifyState | None:
+    """The webhook state a finish outside the worker's attempt writes (TaskStore.cancel)."""
+    return NotifyState.PENDING if notify or current.notify_url else None
 
 
 class MemoryTaskStore:
@@ -245,6 +253,7 @@ class MemoryTaskStore:
         result: Any = None,
         error: TaskError | None = None,
         retention_seconds: int | None = None,
+        notify: bool = False,
     ) -> Task | None:
         size = _item_bytes(task, result, error)
         if size > STORE_ITEM_BYTES:
@@ -259,6 +268,15 @@ class MemoryTaskStore:
             result=result,
             error=error,
             expires_at=int(at.timestamp()) + (retention_seconds or self.retention),
+            notify_state=NotifyState.PENDING if notify else None,
+        )
+
+    def record_delivery(self, task: Task, delivery: Delivery, state: NotifyState) -> Task | None:
+        return self._swap(
+            task.id,
+            lambda t: t.deliveries == task.deliveries and t.finished_at == task.finished_at,
+            deliveries=(*task.deliveries, delivery)[-MAX_DELIVERIES:],
+            notify_state=state,
         )
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
@@ -275,7 +293,7 @@ class MemoryTaskStore:
             is not None
         )
 
-    def cancel(self, task_id: str, at: datetime) -> Task:
+    def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         with self._lock:
             current = self._tasks.get(task_id)
             if current is None:
@@ -290,6 +308,7 @@ class MemoryTaskStore:
                     status=Status.CANCELLED,
                     finished_at=at,
                     updated_at=at,
+                    notify_state=_owed(current, notify),
                     expires_at=int(at.timestamp()) + self.retention,
                 )
             else:
@@ -320,20 +339,29 @@ class MemoryTaskStore:
                 expires_at=None,
                 cancel_requested=False,
                 progress=None,  # a new run starts from nothing; its events stay as history
+                notify_state=None,
             )
             self._put(again)
             return again
 
-    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
-        return self._swap(
-            task_id,
-            lambda t: not t.status.terminal,
-            status=Status.FAILED,
-            error=error,
-            finished_at=at,
-            updated_at=at,
-            expires_at=int(at.timestamp()) + self.retention,
-        )
+    def fail_unfinished(
+        self, task_id: str, error: TaskError, at: datetime, notify: bool = False
+    ) -> Task | None:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None or current.status.terminal:
+                return None
+            failed = replace(
+                current,
+                status=Status.FAILED,
+                error=error,
+                finished_at=at,
+                updated_at=at,
+                expires_at=int(at.timestamp()) + self.retention,
+                notify_state=_owed(current, notify),
+            )
+            self._put(failed)
+            return failed
 
     def schedule_state(self, key: str) -> ScheduleState | None:
         return self._schedules.get(key)

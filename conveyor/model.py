@@ -25,6 +25,19 @@ class Status(enum.StrEnum):
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
+# The task_type of a notify message: deliver the finished task's completion webhook. No
+# TaskType can take this name (names are DNS labels).
+NOTIFY_TYPE = "#notify"
+
+
+class NotifyState(enum.StrEnum):
+    """Where a finished task's completion webhook stands (docs/WEBHOOKS.md)."""
+
+    PENDING = "pending"  # written with the finish; a notify message is (or will be) on the queue
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # every attempt failed: given up
+    UNDELIVERABLE = "undeliverable"  # never tried or stopped at once: no secret, address refused
+
 
 def new_id() -> str:
     """A ULID: 26 characters, sorts by creation time (ms), unique without coordination."""
@@ -165,6 +178,36 @@ class TaskEvent:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One attempt to deliver a completion webhook."""
+
+    at: datetime
+    webhook_id: str
+    status_code: int | None
+    duration_ms: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": to_rfc3339(self.at),
+            "webhook_id": self.webhook_id,
+            "status_code": self.status_code,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Delivery:
+        return cls(
+            at=from_rfc3339(data["at"]) or now(),
+            webhook_id=str(data["webhook_id"]),
+            status_code=int(data["status_code"]) if data.get("status_code") is not None else None,
+            duration_ms=int(data.get("duration_ms", 0)),
+            error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
 class Task:
     id: str
     type: str
@@ -189,6 +232,13 @@ class Task:
     # What the handler reported: the latest progress, the last MAX_EVENTS events.
     progress: Progress | None = None
     events: tuple[TaskEvent, ...] = ()
+    # Completion webhook: the URL given at submit (else the TaskType's), the name of the
+    # token that submitted (its secret signs the webhook), where delivery stands and the
+    # last attempts (bounded: MAX_DELIVERIES).
+    notify_url: str | None = None
+    submitter: str | None = None
+    notify_state: NotifyState | None = None
+    deliveries: tuple[Delivery, ...] = ()
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -213,7 +263,15 @@ class Task:
             "cancel_requested": self.cancel_requested,
             "progress": self.progress.to_json() if self.progress else None,
             "events": [e.to_json() for e in self.events],
+            **self._notify_json(),
         }
+
+    def _notify_json(self) -> dict[str, Any]:
+        # Only on tasks that have a webhook, so other records read as they always did.
+        if self.notify_url is None and self.notify_state is None:
+            return {}
+        state = self.notify_state.value if self.notify_state else None
+        return {"notify": {"url": self.notify_url, "state": state}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
@@ -236,6 +294,8 @@ class Task:
             cancel_requested=bool(data.get("cancel_requested", False)),
             progress=Progress.from_json(data["progress"]) if data.get("progress") else None,
             events=tuple(TaskEvent.from_json(e) for e in data.get("events") or ()),
+            notify_url=(data.get("notify") or {}).get("url"),
+            notify_state=NotifyState(state) if (state := (data.get("notify") or {}).get("state")) else None,
         )
 
 
@@ -282,6 +342,10 @@ class QueueDepth:
 
     def to_json(self) -> dict[str, int]:
         return {"visible": self.visible, "in_flight": self.in_flight, "delayed": self.delayed}
+
+
+# A task record keeps at most this many delivery attempts (the newest).
+MAX_DELIVERIES = 20
 
 
 def encode_message(task_id: str, task_type: str) -> str:

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from conveyor.model import Message, Progress, QueueDepth, Status, Task, TaskError, TaskEvent, WorkerInfo
+from conveyor.model import (
+    Delivery,
+    Message,
+    NotifyState,
+    Progress,
+    QueueDepth,
+    Status,
+    Task,
+    TaskError,
+    TaskEvent,
+    WorkerInfo,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,17 @@ STORE_ITEM_BYTES = 400 * 1024
 def same_creation(stored: Task, new: Task) -> bool:
     """Whether ``new`` is the task ``stored`` was created as: the fields a create writes
     and no transition changes (a retried create may find the task already claimed)."""
-    fields = ("id", "type", "payload", "created_at", "max_attempts", "idempotency_key", "submitter_scopes")
+    fields = (
+        "id",
+        "type",
+        "payload",
+        "created_at",
+        "max_attempts",
+        "idempotency_key",
+        "submitter_scopes",
+        "notify_url",
+        "submitter",
+    )
     return all(getattr(stored, f) == getattr(new, f) for f in fields)
 
 
@@ -93,20 +114,34 @@ class TaskStore(Protocol):
         result: Any = None,
         error: TaskError | None = None,
         retention_seconds: int | None = None,
+        notify: bool = False,
     ) -> Task | None:
         """Move the attempt ``task`` (as claimed) to a terminal state; None if it lost it.
-        The record expires ``retention_seconds`` (default: the store's) after ``at``."""
+        The record expires ``retention_seconds`` (default: the store's) after ``at``.
+        With ``notify``, the same write marks its completion webhook ``pending``."""
+
+    def record_delivery(self, task: Task, delivery: Delivery, state: NotifyState) -> Task | None:
+        """Append ``delivery`` to the finished task's log (keeping the newest
+        MAX_DELIVERIES) and set its notify state, if the record still holds the log and
+        finish time that ``task`` has: of two workers delivering the same notification,
+        one records and the other gets None."""
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool: ...
 
-    def cancel(self, task_id: str, at: datetime) -> Task:
+    def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         """Cancel a queued task, or flag a running one ``cancel_requested``. The store does
         not tell the worker: the caller passes a running task's id on with
-        ``WorkerRegistry.request_cancel`` (``Engine.cancel`` does)."""
+        ``WorkerRegistry.request_cancel`` (``Engine.cancel`` does).
+
+        A queued task cancelled has its webhook marked ``pending`` in the same write when
+        ``notify`` (its type names a webhook) or the record names its own URL; so does
+        ``fail_unfinished``."""
 
     def retry(self, task_id: str, at: datetime) -> Task: ...
 
-    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None: ...
+    def fail_unfinished(
+        self, task_id: str, error: TaskError, at: datetime, notify: bool = False
+    ) -> Task | None: ...
 
     def schedule_state(self, key: str) -> ScheduleState | None: ...
 

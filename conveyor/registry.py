@@ -31,6 +31,25 @@ API_VERSION = "conveyor.dev/v1alpha1"
 
 
 @dataclass(frozen=True)
+class Notify:
+    """``spec.notify``: where this type's finished tasks are POSTed (docs/WEBHOOKS.md)."""
+
+    url: str | None = None
+    # Lets the webhook reach private and loopback addresses (never link-local or metadata).
+    allow_private_networks: bool = False
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Notify | None:
+        if not isinstance(spec, Mapping):
+            return None
+        url = spec.get("url")
+        return cls(str(url) if url else None, bool(spec.get("allowPrivateNetworks", False)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "allowPrivateNetworks": self.allow_private_networks}
+
+
+@dataclass(frozen=True)
 class TaskType:
     name: str
     handler: str
@@ -45,6 +64,7 @@ class TaskType:
     payload_schema: dict[str, Any] | None = None
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    notify: Notify | None = None
     ready: bool = True
     reason: str = "Ready"
     message: str = ""
@@ -71,6 +91,7 @@ class TaskType:
             payload_schema=spec.get("payloadSchema") or None,
             description=str(spec.get("description", "")),
             options=dict(spec.get("options") or {}),
+            notify=Notify.from_spec(spec.get("notify")),
             **status,
         )
 
@@ -98,6 +119,7 @@ class TaskType:
             "payloadSchema": self.payload_schema,
             "description": self.description,
             "options": self.options,
+            "notify": self.notify.to_json() if self.notify else None,
             "ready": self.ready,
             "reason": self.reason,
             "message": self.message,

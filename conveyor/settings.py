@@ -65,6 +65,10 @@ class Settings:
     stats_cache_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one object per line (conveyor/logs.py); the chart sets json
+    # Completion webhooks (docs/WEBHOOKS.md): the signing secrets, one file per token or
+    # TaskType (token.<name>, type.<name>); the chart mounts webhooks.existingSecret here.
+    webhook_secrets_dir: str = "/etc/conveyor/webhooks"
+    webhook_timeout_seconds: float = 10.0
     # Auth and limits (docs/SECURITY.md). Auth is on unless turned off explicitly.
     auth_enabled: bool = True
     auth_tokens_file: str = "/etc/conveyor/auth/tokens.json"

@@ -18,7 +18,7 @@ from conveyor import lifecycle, logs, tracing
 from conveyor.engine import Engine
 from conveyor.errors import RecordTooLarge, Unavailable
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import Message, Task
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Task
 from conveyor.ports import BlobStore
 from conveyor.registry import TaskType
 from worker import handlers
@@ -168,6 +168,10 @@ class Attempts:
         if finished is None:
             log.warning("task %s changed owner while it ran; its new owner records it", task.id)
             return
+        if finished.notify_state is NotifyState.PENDING:
+            # Before the task's message goes: if this worker dies first, that message comes
+            # back, finds the webhook pending, and sends this (lifecycle.finished).
+            await self.io(self.engine.broker.send, task.id, NOTIFY_TYPE, 0, message.trace_context)
         self.deletes.add(message.receipt)
 
     async def _finish(self, task: Task, tasktype: TaskType, decision: lifecycle.Finish) -> Task | None:
@@ -179,6 +183,7 @@ class Attempts:
             decision.result,
             decision.error,
             tasktype.retention_seconds,
+            bool(task.notify_url or (tasktype.notify and tasktype.notify.url)),
         )
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:

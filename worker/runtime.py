@@ -34,12 +34,13 @@ from conveyor import lifecycle
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import Message
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState
 from conveyor.ports import BlobStore
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
 from worker.heartbeat import Heartbeat
 from worker.io import BlockingCalls, wait_for_event
+from worker.notify import Notifier
 
 log = logging.getLogger("conveyor.worker")
 
@@ -74,6 +75,7 @@ class Worker:
         self.attempts = Attempts(
             engine, metrics, self.io, self.deletes, self.concurrency, blob_factory, self.rng
         )
+        self.notifier = Notifier(engine, self.io, self.deletes, self.rng)
         self.heartbeat = Heartbeat(engine, self.io, self.attempts, self.id, self.host, self.concurrency)
         self.held = 0  # slots taken: messages in hand plus those a receive asks for
         self._asking = 0  # slots reserved by the receive in flight
@@ -265,6 +267,9 @@ class Worker:
             hold_seconds=self.settings.hold_seconds,
             jitter=self.rng.random(),
         )
+        if isinstance(action, lifecycle.Deliver):
+            await self.notifier.handle(message)
+            return
         if not isinstance(action, lifecycle.Claim):
             await self._do(message, action)
             return
@@ -344,8 +349,18 @@ class Worker:
                     self.broker.send, message.task_id, message.task_type, delay, message.trace_context
                 )
                 self.deletes.add(message.receipt)
+            case lifecycle.SendNotify():
+                # Sent before the delete: a crash in between leaves this message to try again.
+                await self.io(self.broker.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
+                self.deletes.add(message.receipt)
             case lifecycle.Fail(error=error):
-                await self.io(self.store.fail_unfinished, message.task_id, error, self.clock.now())
+                notify = self.engine.notifies(message.task_type)
+                failed = await self.io(
+                    self.store.fail_unfinished, message.task_id, error, self.clock.now(), notify
+                )
+                if failed is not None and failed.notify_state is NotifyState.PENDING:
+                    # As after a finish: the notify message first, then the task's goes.
+                    await self.io(self.broker.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
                 self.deletes.add(message.receipt)
             case _:
                 raise AssertionError(f"not an action on a message: {action!r}")

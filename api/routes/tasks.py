@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +48,11 @@ def _run_at(value: str | None, pointer: str) -> datetime | None:
 
 
 def _submission(
-    data: dict[str, Any], max_payload: int, scopes: frozenset[str] | None, pointer: str = ""
+    data: dict[str, Any],
+    max_payload: int,
+    scopes: frozenset[str] | None,
+    pointer: str = "",
+    submitter: str | None = None,
 ) -> Submission:
     payload = data.get("payload", {})
     size = len(json.dumps(payload, separators=(",", ":")).encode())
@@ -66,6 +71,8 @@ def _submission(
         # JSON Schema's "integer" admits 97.0; store an int (found by the schemathesis run).
         max_attempts=int(data["max_attempts"]) if data.get("max_attempts") is not None else None,
         scopes=scopes,
+        notify_url=(data.get("notify") or {}).get("url"),
+        submitter=submitter,
     )
 
 
@@ -133,6 +140,11 @@ def idempotency_key(request: Request, state: State, namespace: str = "") -> str 
     return f"{state.principal(request)}:{namespace}{key}"
 
 
+def _submitter(request: Request) -> str | None:
+    """The token's name, kept on the task: its webhook secret (token.<name>) signs."""
+    return _state(request).principal(request) if _scopes(request) is not None else None
+
+
 def _checked_submission(data: Any, max_payload: int, scopes: frozenset[str] | None) -> Submission:
     check(_submit, data)
     return _submission(data, max_payload, scopes)
@@ -149,6 +161,7 @@ async def submit(request: Request) -> Response:
     limit = state.settings.max_payload_bytes
     data = await read_json(request, limit + 64 * 1024)
     sub = await run_in_threadpool(_checked_submission, data, limit, _scopes(request))
+    sub = replace(sub, submitter=_submitter(request))
     state.log_payload(request, sub.type, sub.payload)
     key = idempotency_key(request, state)
     task, created = await run_in_threadpool(state.engine.submit, sub, key, data)
@@ -165,6 +178,7 @@ async def submit_batch(request: Request) -> Response:
     settings = state.settings
     data = await read_json(request, (settings.max_payload_bytes + 1024) * settings.max_batch_size + 64 * 1024)
     subs = await run_in_threadpool(_checked_batch, state, data, _scopes(request))
+    subs = [replace(sub, submitter=_submitter(request)) for sub in subs]
     for sub in subs:
         state.log_payload(request, sub.type, sub.payload)
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
@@ -222,6 +236,20 @@ def _served(task: Task) -> dict[str, Any]:
     if data is None:
         raise Problem(404, f"task {task.id} has a record that cannot be served", "not-found")
     return data
+
+
+async def deliveries(request: Request) -> Response:
+    """The task's completion webhook: its URL, where it stands, and the recorded attempts."""
+    task = await run_in_threadpool(_state(request).engine.get, _task_id(request))
+    state = task.notify_state.value if task.notify_state else None
+    return JSONResponse(
+        {
+            "id": task.id,
+            "url": task.notify_url,
+            "state": state,
+            "deliveries": [d.to_json() for d in task.deliveries],
+        }
+    )
 
 
 async def get_task(request: Request) -> Response:
@@ -310,6 +338,9 @@ routes = [
     ScopedRoute("/v1/tasks/{id}", get_task, methods=["GET"], name="get", scope=tokens.READ),
     ScopedRoute(
         "/v1/tasks/{id}/events", task_events, methods=["GET"], name="events", scope=tokens.READ, cookie=True
+    ),
+    ScopedRoute(
+        "/v1/tasks/{id}/deliveries", deliveries, methods=["GET"], name="deliveries", scope=tokens.READ
     ),
     ScopedRoute("/v1/tasks/{id}/cancel", cancel, methods=["POST"], name="cancel", scope=tokens.ADMIN),
     ScopedRoute("/v1/tasks/{id}/retry", retry, methods=["POST"], name="retry", scope=tokens.ADMIN),

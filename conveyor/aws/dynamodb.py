@@ -41,6 +41,9 @@ from conveyor.errors import (
     Unavailable,
 )
 from conveyor.model import (
+    MAX_DELIVERIES,
+    Delivery,
+    NotifyState,
     Progress,
     Status,
     Task,
@@ -114,7 +117,28 @@ def task_to_item(task: Task) -> dict[str, Any]:
     if task.submitter_scopes is not None:
         item["submitter_scopes"] = _s(" ".join(sorted(task.submitter_scopes)))
     item |= _reported(task.progress, task.events)
+    if task.notify_url:
+        item["notify_url"] = _s(task.notify_url)
+    if task.submitter:
+        item["submitter"] = _s(task.submitter)
+    if task.notify_state is not None:
+        item["notify_state"] = _s(task.notify_state.value)
+    if task.deliveries:
+        item["deliveries"] = _deliveries(task.deliveries)
     return item
+
+
+def _deliveries(log: Sequence[Delivery]) -> dict[str, str]:
+    # One JSON string, compared whole by record_delivery's condition.
+    return _s(json.dumps([d.to_json() for d in log], separators=(",", ":")))
+
+
+def _read_deliveries(item: dict[str, Any]) -> tuple[Delivery, ...]:
+    log, _why = _decoded(item, "deliveries")
+    try:
+        return tuple(Delivery.from_json(d) for d in log or ())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ()  # unreadable: shown empty rather than failing the task's read
 
 
 def _reported(progress: Progress | None, events: Sequence[TaskEvent]) -> dict[str, Any]:
@@ -187,7 +211,26 @@ def item_to_task(item: dict[str, Any]) -> Task:
         submitter_scopes=frozenset(scopes.split()) if (scopes := s("submitter_scopes")) is not None else None,
         progress=progress,
         events=events,
+        notify_url=s("notify_url"),
+        submitter=s("submitter"),
+        notify_state=_notify_state(s("notify_state")),
+        deliveries=_read_deliveries(item),
     )
+
+
+def _owed(current: Task, notify: bool) -> tuple[str, dict[str, Any]]:
+    """The SET clause (and its value) that marks the webhook pending in a finish outside the
+    worker's attempt (TaskStore.cancel): when the type or the record names a webhook."""
+    if notify or current.notify_url:
+        return ", notify_state = :ns", {":ns": _s(NotifyState.PENDING.value)}
+    return "", {}
+
+
+def _notify_state(value: str | None) -> NotifyState | None:
+    try:
+        return NotifyState(value) if value else None
+    except ValueError:
+        return None
 
 
 def readable_tasks(items: Sequence[dict[str, Any]]) -> list[Task]:
@@ -571,6 +614,7 @@ class DynamoTaskStore:
         result: Any = None,
         error: TaskError | None = None,
         retention_seconds: int | None = None,
+        notify: bool = False,
     ) -> Task | None:
         condition, values = self._owned(task)
         expires = _epoch(at) + (retention_seconds or self.retention)
@@ -580,6 +624,11 @@ class DynamoTaskStore:
             "updated_at = :now",
             "expires_at = :exp",
         ]
+        if notify:
+            # In the finish write itself: no moment where the task is finished and nothing
+            # says its webhook is owed (the task's message, come back, reads this).
+            sets.append("notify_state = :ns")
+            values[":ns"] = _s(NotifyState.PENDING.value)
         values |= {
             ":st": _s(status.value),
             ":now": _ts(at),
@@ -614,7 +663,31 @@ class DynamoTaskStore:
             result=result,
             error=error,
             expires_at=expires,
+            notify_state=NotifyState.PENDING if notify else None,
         )
+
+    def record_delivery(self, task: Task, delivery: Delivery, state: NotifyState) -> Task | None:
+        log = (*task.deliveries, delivery)[-MAX_DELIVERIES:]
+        values: dict[str, Any] = {
+            ":log": _deliveries(log),
+            ":ns": _s(state.value),
+            ":fin": _ts(task.finished_at) if task.finished_at else _s(""),
+        }
+        if task.deliveries:
+            seen = "deliveries = :old"
+            values[":old"] = _deliveries(task.deliveries)
+        else:
+            seen = "attribute_not_exists(deliveries)"
+        out = self._update(
+            task.id,
+            "SET deliveries = :log, notify_state = :ns",
+            f"finished_at = :fin AND {seen}",
+            values,
+            returns="NONE",
+        )
+        if out is None:
+            return None
+        return task.with_(deliveries=log, notify_state=state)
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         condition, values = self._owned(task)
@@ -635,14 +708,17 @@ class DynamoTaskStore:
         )
         return out is not None
 
-    def fail_unfinished(self, task_id: str, error: TaskError, at: datetime) -> Task | None:
+    def fail_unfinished(
+        self, task_id: str, error: TaskError, at: datetime, notify: bool = False
+    ) -> Task | None:
         current = self.get(task_id, consistent=True)
         if current is None or current.status.terminal:
             return None
+        owed, values = _owed(current, notify)
         out = self._update(
             task_id,
             "SET #s = :f, finished_at = :now, updated_at = :now, "
-            "error_type = :et, error_message = :em, expires_at = :exp",
+            "error_type = :et, error_message = :em, expires_at = :exp" + owed,
             "#s = :cur AND updated_at = :seen",
             {
                 ":f": _s("failed"),
@@ -652,13 +728,14 @@ class DynamoTaskStore:
                 ":exp": _n(_epoch(at) + self.retention),
                 ":cur": _s(current.status.value),
                 ":seen": _ts(current.updated_at),
-            },
+            }
+            | values,
         )
         return item_to_task(out) if out else None
 
     # -- the API's transitions ----------------------------------------------------------
 
-    def cancel(self, task_id: str, at: datetime) -> Task:
+    def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         for _ in range(5):
             current = self.get(task_id, consistent=True)
             if current is None:
@@ -668,16 +745,18 @@ class DynamoTaskStore:
                     f"task is {current.status.value}; only queued or running tasks can be cancelled"
                 )
             if current.status is Status.QUEUED:
+                owed, values = _owed(current, notify)
                 out = self._update(
                     task_id,
-                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp",
+                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp" + owed,
                     "#s = :q",
                     {
                         ":c": _s("cancelled"),
                         ":now": _ts(at),
                         ":exp": _n(_epoch(at) + self.retention),
                         ":q": _s("queued"),
-                    },
+                    }
+                    | values,
                 )
             else:
                 out = self._update(
@@ -706,7 +785,7 @@ class DynamoTaskStore:
             "SET #s = :q, attempts = :zero, updated_at = :now, "
             "cancel_requested = :f "
             "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
-            "expires_at, worker, #pr",
+            "expires_at, worker, #pr, notify_state",
             "#s = :cur",
             {
                 ":q": _s("queued"),

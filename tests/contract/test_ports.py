@@ -18,7 +18,17 @@ from conveyor.bootstrap import build
 from conveyor.engine import Engine, Submission
 from conveyor.errors import Conflict, IdempotencyConflict, NotFound
 from conveyor.memory import MemoryBlobStore, MemoryBroker, MemoryTaskStore, MemoryWorkerRegistry
-from conveyor.model import Status, Task, TaskError, WorkerInfo, new_id, now
+from conveyor.model import (
+    MAX_DELIVERIES,
+    Delivery,
+    NotifyState,
+    Status,
+    Task,
+    TaskError,
+    WorkerInfo,
+    new_id,
+    now,
+)
 from conveyor.ports import BlobInfo, BlobStore, Claim
 from tests.conftest import make_settings
 from tests.support.engines import memory_engine
@@ -114,6 +124,65 @@ def test_only_the_owner_finishes_and_only_once(store):
     done = store.finish(mine, Status.SUCCEEDED, now(), result={"ok": True})
     assert done.status is Status.SUCCEEDED and done.result == {"ok": True} and done.expires_at
     assert store.finish(mine, Status.FAILED, now(), error=TaskError("E", "m")) is None
+
+
+def test_a_webhook_is_pending_with_the_finish_and_its_log_is_kept_bounded_and_once(store):
+    t = task(notify_url="https://example.com/hook", submitter="ci")
+    store.create(t)
+    assert store.get(t.id).notify_url == "https://example.com/hook" and store.get(t.id).submitter == "ci"
+    mine = store.claim(t.id, t.type, "w1", now()).task
+    done = store.finish(mine, Status.SUCCEEDED, now(), result={"ok": 1}, notify=True)
+    assert done.notify_state is NotifyState.PENDING
+    read = store.get(t.id, consistent=True)
+    assert read.notify_state is NotifyState.PENDING and read.deliveries == ()
+    first = Delivery(now(), "w-1", 500, 12, "HTTP 500")
+    after = store.record_delivery(read, first, NotifyState.PENDING)
+    assert after is not None and after.deliveries == (first,)
+    # A second worker holding the same read loses: one attempt is recorded once.
+    assert store.record_delivery(read, Delivery(now(), "w-1", 200, 3), NotifyState.DELIVERED) is None
+    current = store.get(t.id, consistent=True)
+    assert current.deliveries == (first,) and current.notify_state is NotifyState.PENDING
+    for n in range(MAX_DELIVERIES + 3):
+        current = store.record_delivery(
+            current, Delivery(now(), "w-1", None, n, "refused"), NotifyState.PENDING
+        )
+        assert current is not None
+    kept = store.get(t.id, consistent=True).deliveries
+    assert len(kept) == MAX_DELIVERIES and kept[-1].duration_ms == MAX_DELIVERIES + 2
+    # A finish without a webhook leaves no state; a retried task owes no webhook until it ends.
+    plain = task()
+    store.create(plain)
+    claimed = store.claim(plain.id, plain.type, "w1", now()).task
+    assert store.finish(claimed, Status.FAILED, now(), error=TaskError("E", "m")).notify_state is None
+    assert store.get(plain.id, consistent=True).notify_state is None
+    hooked = task(notify_url="https://example.com/hook")
+    store.create(hooked)
+    claimed = store.claim(hooked.id, hooked.type, "w1", now()).task
+    store.finish(claimed, Status.FAILED, now(), error=TaskError("E", "m"), notify=True)
+    assert store.retry(hooked.id, now()).notify_state is None
+    assert store.get(hooked.id, consistent=True).notify_state is None
+
+
+def test_a_finish_outside_an_attempt_owes_the_webhook_the_task_or_its_type_names(store):
+    # A cancel of a queued task and a fail of an unfinished one mark it pending in the same
+    # write when the caller says the type has a webhook, or when the record names its own.
+    own = task(notify_url="https://example.com/hook")
+    by_type, neither = task(), task()
+    for t in (own, by_type, neither):
+        store.create(t)
+    assert store.cancel(own.id, now()).notify_state is NotifyState.PENDING
+    assert store.cancel(by_type.id, now(), notify=True).notify_state is NotifyState.PENDING
+    assert store.cancel(neither.id, now()).notify_state is None
+    assert store.get(by_type.id, consistent=True).notify_state is NotifyState.PENDING
+    own, by_type, neither = task(notify_url="https://example.com/hook"), task(), task()
+    for t in (own, by_type, neither):
+        store.create(t)
+    error = TaskError("WorkerLost", "gone")
+    assert store.fail_unfinished(own.id, error, now()).notify_state is NotifyState.PENDING
+    assert store.fail_unfinished(by_type.id, error, now(), notify=True).notify_state is NotifyState.PENDING
+    assert store.fail_unfinished(neither.id, error, now()).notify_state is None
+    assert store.get(own.id, consistent=True).notify_state is NotifyState.PENDING
+    assert store.fail_unfinished(own.id, error, now(), notify=True) is None  # already finished
 
 
 def test_a_success_after_a_retried_attempt_clears_its_error_and_cancel_flag(store):

@@ -31,6 +31,7 @@ TUNED = {
     "payloadSchema": SCHEMA,
     "description": "a tuned type",
     "options": {"allowPrivateNetworks": True},
+    "notify": {"url": "https://hooks.example.com/tuned"},
 }
 
 
@@ -103,6 +104,7 @@ def test_task_types_lists_every_type_with_its_settings(api):
         "payloadSchema": SCHEMA,
         "description": "a tuned type",
         "options": {"allowPrivateNetworks": True},
+        "notify": {"url": "https://hooks.example.com/tuned", "allowPrivateNetworks": False},
         "ready": True,
         "reason": "Ready",
         "message": "",

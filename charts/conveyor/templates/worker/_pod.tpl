@@ -79,9 +79,21 @@ spec:
         - name: tasktypes
           mountPath: /etc/conveyor/tasktypes
           readOnly: true
+        {{- if .Values.webhooks.existingSecret }}
+        - name: webhook-secrets
+          mountPath: /etc/conveyor/webhooks
+          readOnly: true
+        {{- end }}
         {{- with include "conveyor.extraVolumeMounts" .Values.worker }}{{ . | nindent 8 }}{{ end }}
   volumes:
     {{- include "conveyor.tmpVolume" . | nindent 4 }}
     {{- include "conveyor.tasktypesVolume" . | nindent 4 }}
+    {{- with .Values.webhooks.existingSecret }}
+    # Completion webhook signing secrets (docs/WEBHOOKS.md); kubelet refreshes them in place.
+    - name: webhook-secrets
+      secret:
+        secretName: {{ . }}
+        defaultMode: 0400
+    {{- end }}
     {{- with include "conveyor.extraVolumes" .Values.worker }}{{ . | nindent 4 }}{{ end }}
 {{- end }}
