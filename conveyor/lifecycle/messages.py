@@ -1,9 +1,4 @@
-"""What happens to a task, decided without I/O.
-
-The worker (worker/runtime.py) does the I/O; it asks these functions what to do at each
-step and does exactly that. Nothing here reads a clock, a random source or a store: time,
-jitter and what the store answered come in as arguments, so every branch is a table test
-(tests/worker/test_lifecycle.py).
+"""What a delivered message means, decided without I/O.
 
 A delivered message goes through at most four decisions:
 
@@ -11,11 +6,6 @@ A delivered message goes through at most four decisions:
     on_claim_refused   what the failed claim found        -> Claim again, Run, CheckOwner, ...
     on_owner           the owner's heartbeat record       -> TakeOver, Fail or standby
     after_take_over    whether the take-over won          -> Run or standby
-
-and an attempt that ran goes through two:
-
-    outcome_of         what the handler returned or raised -> Outcome
-    on_outcome         the Outcome and the attempt count   -> Requeue or Finish
 
 Message actions (what the worker does with the SQS message):
     Delete    the task is terminal or gone: nothing to do, ever.
@@ -28,27 +18,18 @@ Message actions (what the worker does with the SQS message):
     Park      the type is paused or disabled: look at the record, then ``on_parked``.
     SendNotify  the task is finished and its completion webhook still pending: put a
               notify message on the queue, then delete this one.
-
-A notify message (task_type NOTIFY_TYPE, sent when a task with a webhook finishes) is
-``Deliver``: the worker reads the record (``on_notify``), POSTs the webhook, and
-``after_delivery`` says what to record and whether to try again (the message hidden for
-the backoff) or delete it.
+    Deliver   a notify message: deliver the webhook (conveyor/lifecycle/webhooks.py).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from conveyor.errors import PermanentError, TaskCancelled
 from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, TaskError, WorkerInfo
 from conveyor.ports import BROKER_MAX_VISIBILITY_SECONDS
 from conveyor.registry import TaskType
-from conveyor.results import checked_result
-
-ERROR_TEXT_CHARS = 2000
 
 # -- actions -------------------------------------------------------------------------------
 
@@ -244,154 +225,3 @@ def on_owner(
 def after_take_over(taken: Task | None, visibility_timeout: int) -> Run | Hide:
     """Another worker (or the owner, recovered) won the race: keep the copy on standby."""
     return Run(taken) if taken is not None else standby(visibility_timeout)
-
-
-# -- an attempt that ran -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an attempt came to. ``status`` None is a retryable failure."""
-
-    status: Status | None
-    result: Any = None
-    error: TaskError | None = None
-
-
-def outcome_of(
-    raised: BaseException | None,
-    result: Any,
-    *,
-    payload: Any,
-    cancelled: bool,
-    timeout: float,
-) -> Outcome:
-    """Classify what the handler did: returned ``result``, or raised ``raised``.
-
-    TimeoutError here means the worker's per-attempt timeout fired. An exception raised
-    after a cancel was requested is the handler stopping for it, whatever its type."""
-    if raised is None:
-        # A result the store or a reader cannot take fails the task for good: running the
-        # handler again would return the same.
-        value, problem = checked_result(payload, result)
-        if problem is not None:
-            return Outcome(Status.FAILED, error=problem)
-        return Outcome(Status.SUCCEEDED, value)
-    if isinstance(raised, TaskCancelled):
-        return Outcome(Status.CANCELLED, error=TaskError("Cancelled", str(raised) or "cancelled on request"))
-    if isinstance(raised, TimeoutError):
-        return Outcome(None, error=TaskError("Timeout", f"attempt exceeded timeoutSeconds={timeout:g}"))
-    if isinstance(raised, PermanentError):
-        return Outcome(Status.FAILED, error=TaskError(type(raised).__name__, str(raised)))
-    if cancelled:
-        return Outcome(Status.CANCELLED, error=TaskError("Cancelled", "cancelled on request"))
-    name = type(raised).__name__
-    return Outcome(None, error=TaskError(name, str(raised)[:ERROR_TEXT_CHARS] or name))
-
-
-def handler_missing(handler: str) -> Outcome:
-    """The TaskType names a handler this worker does not have: retrying here cannot help."""
-    return Outcome(
-        Status.FAILED, error=TaskError("HandlerNotFound", f"this worker has no handler {handler!r}")
-    )
-
-
-def backoff_ceiling(tasktype: TaskType, attempt: int) -> float:
-    return min(tasktype.backoff_max_seconds, tasktype.backoff_initial_seconds * 2 ** max(attempt - 1, 0))
-
-
-def backoff_seconds(tasktype: TaskType, attempt: int, jitter: float) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog): ``jitter`` (uniform
-    in [0, 1)) times min(cap, base * 2**(attempt-1)). Jitter spreads a failed burst."""
-    return jitter * backoff_ceiling(tasktype, attempt)
-
-
-@dataclass(frozen=True)
-class Requeue:
-    """Record a failed attempt and queue the next one at ``run_at``; hide its message
-    until then."""
-
-    run_at: datetime
-    error: TaskError
-    hide: int
-
-
-@dataclass(frozen=True)
-class Finish:
-    status: Status
-    result: Any = None
-    error: TaskError | None = None
-
-
-def on_outcome(
-    task: Task, outcome: Outcome, tasktype: TaskType, *, now: datetime, jitter: float
-) -> Requeue | Finish:
-    """What to record when the attempt ``task`` (as claimed) ended with ``outcome``."""
-    status, error = outcome.status, outcome.error
-    if status is None:
-        assert error is not None
-        if task.attempts < task.max_attempts:
-            delay = backoff_seconds(tasktype, task.attempts, jitter)
-            return Requeue(now + timedelta(seconds=delay), error, max(1, math.ceil(delay)))
-        status = Status.FAILED
-    if status is Status.FAILED:
-        assert error is not None
-        error = TaskError(error.type, f"{error.message} (attempt {task.attempts} of {task.max_attempts})")
-    return Finish(status, outcome.result if status is Status.SUCCEEDED else None, error)
-
-
-# A finish refused whole for its size leaves the task running; re-running the handler would
-# be refused again. This is what gets recorded instead, without the result.
-RESULT_REFUSED = Finish(
-    Status.FAILED,
-    error=TaskError(
-        "ResultTooLarge", "the store refused the finished record for its size; the result is dropped"
-    ),
-)
-
-
-# -- a completion webhook ----------------------------------------------------------------
-
-# Hide the notify message this long after failed attempt n (n = 1..7): 8 attempts over
-# about 64 minutes (30 s doubling to 32 min), then the webhook is given up.
-NOTIFY_BACKOFF_SECONDS = (30, 60, 120, 240, 480, 960, 1920)
-NOTIFY_ATTEMPTS = len(NOTIFY_BACKOFF_SECONDS) + 1
-
-
-def on_notify(current: Task | None) -> Delete | None:
-    """A notify message's record: None to deliver now, else why there is nothing to do."""
-    if current is None:
-        return Delete("task does not exist")
-    if not current.status.terminal:
-        return Delete("task is not finished (retried since?)")
-    if current.notify_state is not NotifyState.PENDING:
-        return Delete("webhook not pending")
-    return None
-
-
-def delivery_attempt(current: Task, msg_id: str) -> int:
-    """The number of the attempt about to be made (1 for the first) of webhook ``msg_id``."""
-    return 1 + sum(1 for d in current.deliveries if d.webhook_id == msg_id)
-
-
-@dataclass(frozen=True)
-class AfterDelivery:
-    """Record ``state`` with the attempt; then ``action`` on the notify message."""
-
-    state: NotifyState
-    action: Delete | Hide
-
-
-def after_delivery(attempt: int, *, ok: bool, retryable: bool, jitter: float) -> AfterDelivery:
-    """What attempt ``attempt`` of a webhook (2xx: ``ok``; else ``retryable`` or not) leads to.
-
-    ``jitter`` (uniform in [0, 1)) spreads the retries by +-20 %, so receivers that came
-    back after an outage are not hit by every webhook at once."""
-    if ok:
-        return AfterDelivery(NotifyState.DELIVERED, Delete("webhook delivered"))
-    if not retryable:
-        return AfterDelivery(NotifyState.UNDELIVERABLE, Delete("webhook cannot be delivered"))
-    if attempt >= NOTIFY_ATTEMPTS:
-        return AfterDelivery(NotifyState.FAILED, Delete(f"webhook failed {attempt} times; given up"))
-    base = NOTIFY_BACKOFF_SECONDS[max(attempt, 1) - 1]
-    return AfterDelivery(NotifyState.PENDING, Hide(math.ceil(base * (0.8 + 0.4 * jitter)), "webhook retry"))
