@@ -23,7 +23,7 @@ from api.ratelimit import RateLimiter
 from conveyor import tokens
 from conveyor.feed import ChangeFeed, Poll
 from conveyor.model import Progress, Status, now
-from tests.conftest import AUTH_HEADERS
+from tests.conftest import AUTH_HEADERS, wait_for
 
 READ_TIMEOUT = httpx.Timeout(5.0, read=5.0)
 
@@ -32,6 +32,14 @@ def _app(memory: Any, auth: Authenticator | None = None, interval: float = 0.05)
     app = create_app(memory.engine, CollectorRegistry(), auth=auth)
     app.state.conveyor.feed.interval = interval
     return app
+
+
+def _until_following(*apps: Any) -> None:
+    """Until each app's change feed has a subscriber and has taken its first look at the
+    store: a change from then on reaches the stream (a fixed head start would not, on a
+    loaded machine)."""
+    feeds = [app.state.conveyor.feed for app in apps]
+    wait_for(lambda: all(f.subscribers and f.poll.primed for f in feeds), timeout=10, interval=0.01)
 
 
 def _events(
@@ -143,11 +151,12 @@ def scoped(tmp_path: Path) -> Iterator[tuple[Authenticator, dict[str, str]]]:
 
 def test_state_changes_stream_with_filters(memory, serve):
     memory.start_worker()
-    with serve(_app(memory)) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as http:
+    app = _app(memory)
+    with serve(app) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as http:
         wanted: list[str] = []
 
         def submit() -> None:
-            time.sleep(0.3)  # the stream is open and the feed primed
+            _until_following(app)
             memory.submit("live-steps", {"seconds": 0.01})
             wanted.append(memory.submit("live-async", {"n": 1, "pause": 0.01}).id)
 
@@ -160,7 +169,8 @@ def test_state_changes_stream_with_filters(memory, serve):
 
 def test_a_status_filter_sends_only_that_status(memory, serve):
     memory.start_worker()
-    with serve(_app(memory)) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as http:
+    app = _app(memory)
+    with serve(app) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as http:
         started = False
 
         def done(seen: list[Any]) -> bool:
@@ -168,7 +178,7 @@ def test_a_status_filter_sends_only_that_status(memory, serve):
 
         def later() -> None:
             nonlocal started
-            time.sleep(0.3)
+            _until_following(app)
             started = True
             memory.submit("live-async", {"n": 2, "pause": 0.05})
 
@@ -211,10 +221,11 @@ def test_a_bad_filter_or_resume_id_is_a_problem_naming_it(memory):
 
 
 def test_resume_from_last_event_id_sends_what_was_missed_and_too_old_says_reset(memory, serve):
-    with serve(_app(memory)) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as http:
+    app = _app(memory)
+    with serve(app) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as http:
 
         def submit_three() -> None:
-            time.sleep(0.3)
+            _until_following(app)
             for _ in range(3):
                 memory.submit("live-async")
                 time.sleep(0.08)
@@ -273,9 +284,10 @@ def test_seconds_ends_the_stream_and_a_bad_value_is_a_problem(memory):
 def test_two_replicas_send_the_same_ids_and_one_resumes_the_others_stream(memory, serve):
     """Two API processes over one store: the same changes under the same ids, so a client
     that drops off one resumes on the other."""
+    apps = [_app(memory), _app(memory)]
     with (
-        serve(_app(memory)) as one,
-        serve(_app(memory)) as two,
+        serve(apps[0]) as one,
+        serve(apps[1]) as two,
         httpx.Client(base_url=one.url, headers=AUTH_HEADERS) as a,
         httpx.Client(base_url=two.url, headers=AUTH_HEADERS) as b,
     ):
@@ -286,7 +298,7 @@ def test_two_replicas_send_the_same_ids_and_one_resumes_the_others_stream(memory
         follower.start()
 
         def submit_three() -> None:
-            time.sleep(0.4)  # both streams open, both feeds primed
+            _until_following(*apps)  # both streams open, both feeds primed
             for _ in range(3):
                 memory.submit("live-async")
                 time.sleep(0.08)

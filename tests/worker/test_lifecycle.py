@@ -24,7 +24,15 @@ def msg(task_id: str = "t1", task_type: str = "resize") -> Message:
 
 
 def task(**kw: Any) -> Task:
-    base: dict[str, Any] = {"id": "t1", "type": "resize", "payload": {}, "max_attempts": 3}
+    # Fixed times: two tasks built for one row of a table must compare equal.
+    base: dict[str, Any] = {
+        "id": "t1",
+        "type": "resize",
+        "payload": {},
+        "max_attempts": 3,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
     return Task(**(base | kw))
 
 
