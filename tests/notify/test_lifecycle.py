@@ -14,7 +14,13 @@ NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def task(**kw: object) -> Task:
-    base = {"id": "01J0000000000000000000000A", "type": "echo", "payload": {}, "created_at": NOW, "updated_at": NOW}
+    base = {
+        "id": "01J0000000000000000000000A",
+        "type": "echo",
+        "payload": {},
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
     return Task(**(base | kw))  # type: ignore[arg-type]
 
 
