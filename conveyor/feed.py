@@ -4,17 +4,21 @@ for every ``GET /v1/events`` subscriber of the process.
 The store has no index on ``updated_at``, so the feed reads what it can read cheaply and
 compares with what it saw last time:
 
-- the newest ``TRACKED_QUEUED`` tasks of ``status-index`` for ``queued`` (new tasks, and
-  the young backlog whose moves it follows);
+- the newest ``NEWEST`` tasks of every status (``kind-index``): a task created since the
+  last poll shows even if it started and ended in between;
+- the newest ``TRACKED_QUEUED`` tasks of ``status-index`` for ``queued`` (the young
+  backlog whose moves it follows);
 - all of ``status-index`` for ``running`` (bounded by the fleet's concurrency; carries
   progress, as that index projects every attribute);
 - one ``get_many`` for the tasks it followed that left both listings (they finished, or
   were cancelled): their new state.
 
-A poll is thus one or two Query pages plus at most one BatchGetItem per 100 tasks that
-ended, whatever the number of subscribers; nothing runs while nobody subscribes. What it
-cannot see: a task deeper in the queued backlog than ``TRACKED_QUEUED`` that is cancelled,
-or starts and ends within one interval, never appears (a list reload shows it).
+A poll is thus three Query pages (more only past 200 running tasks) plus at most one
+BatchGetItem per 100 tasks that ended, whatever the number of subscribers; nothing runs
+while nobody subscribes. What it cannot see: a task deeper in the queued backlog than
+``TRACKED_QUEUED`` that is cancelled, or starts and ends within one interval, and more
+than ``NEWEST`` tasks created within one interval that end within it (a list reload
+shows them).
 
 Each change gets an id ``<updated_at ms>-<task id>``, the same on every replica (all read
 the same records), so a client's ``Last-Event-ID`` resumes on any of them: the feed keeps
@@ -42,6 +46,7 @@ log = logging.getLogger("conveyor.feed")
 
 INTERVAL_SECONDS = 1.0
 TRACKED_QUEUED = 500
+NEWEST = 100
 RUNNING_PAGE = 200
 KEEP_CHANGES = 1000
 KEEP_SECONDS = 600
@@ -91,14 +96,15 @@ class Poll:
     """The store reads of one poll and what they mean, without a loop or a clock: the
     part the tests drive step by step."""
 
-    def __init__(self, store: TaskStore, tracked_queued: int = TRACKED_QUEUED) -> None:
-        self.store, self.tracked_queued = store, tracked_queued
+    def __init__(self, store: TaskStore, tracked_queued: int = TRACKED_QUEUED, newest: int = NEWEST) -> None:
+        self.store, self.tracked_queued, self.newest = store, tracked_queued, newest
         self.known: dict[str, tuple[str, int, int]] = {}  # followed tasks: their last version
+        self.ended: dict[str, tuple[str, int, int]] = {}  # finished ones still among the newest
         self.primed = False
         self.reads = 0  # store calls: what the feed costs
         self.polls = 0
 
-    def _listing(self, status: Status, most: int | None) -> list[Task]:
+    def _listing(self, status: Status | None, most: int | None) -> list[Task]:
         found: list[Task] = []
         cursor = None
         while True:
@@ -115,7 +121,9 @@ class Poll:
         """One poll: the (kind, task) changes since the previous one, oldest update first.
         The first poll only learns the current state."""
         self.polls += 1
-        seen = {t.id: t for t in self._listing(Status.QUEUED, self.tracked_queued)}
+        newest = {t.id: t for t in self._listing(None, self.newest)}
+        seen = dict(newest)
+        seen |= {t.id: t for t in self._listing(Status.QUEUED, self.tracked_queued)}
         seen |= {t.id: t for t in self._listing(Status.RUNNING, None)}
         gone = [task_id for task_id in self.known if task_id not in seen]
         left: dict[str, Task] = {}
@@ -129,11 +137,14 @@ class Poll:
         }
         changes: list[tuple[str, Task]] = []
         for task in seen.values():
-            now, before = _version(task), self.known.get(task.id)
+            now, before = _version(task), self.known.get(task.id) or self.ended.get(task.id)
             if self.primed and now != before:
                 progressed = before is not None and now[:2] == before[:2]
                 changes.append(("progress" if progressed else "state", task))
         self.known = {i: _version(t) for i, t in seen.items() if not t.status.terminal}
+        # A finished task stays in the newest listing for a while: remembered, it is not
+        # reported again each poll.
+        self.ended = {i: _version(t) for i, t in seen.items() if t.status.terminal and i in newest}
         self.primed = True
         changes.sort(key=lambda c: (_ms(c[1].updated_at), c[1].id))
         return changes
@@ -225,6 +236,7 @@ class ChangeFeed:
         # Nobody listens: the next subscriber starts from a fresh view of the store.
         self.poll.primed = False
         self.poll.known.clear()
+        self.poll.ended.clear()
         self._trim(everything=True)
 
     def publish(self, found: Iterable[tuple[str, Task]]) -> None:

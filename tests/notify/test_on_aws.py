@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conveyor import lifecycle
 from conveyor.bootstrap import build
 from conveyor.engine import Submission
+from conveyor.lifecycle import webhooks
 from conveyor.model import NotifyState
 from tests.conftest import WorkerThread, wait_for
 from tests.notify.conftest import SECRET, TYPE
@@ -29,7 +29,7 @@ def test_a_500_then_a_200_through_sqs_and_dynamodb(
         settings_factory(tasktypes=str(tmp_path), webhook_secrets_dir=str(tmp_path), poll_wait_seconds=1)
     )
     # The first retry waits 30 s +-20 %; SQS keeps real time, so the test shortens it.
-    monkeypatch.setattr(lifecycle, "NOTIFY_BACKOFF_SECONDS", (1, *lifecycle.NOTIFY_BACKOFF_SECONDS[1:]))
+    monkeypatch.setattr(webhooks, "NOTIFY_BACKOFF_SECONDS", (1, *webhooks.NOTIFY_BACKOFF_SECONDS[1:]))
     worker = WorkerThread(runtime).start()
     try:
         task, _ = runtime.engine.submit(Submission("hooked", {"k": "v"}))

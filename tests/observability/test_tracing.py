@@ -175,7 +175,7 @@ def test_a_message_sent_again_keeps_its_trace_context(world):
     [message] = world.broker.receive(1, 0)
     worker = Worker(world.engine, WorkerMetrics(CollectorRegistry()))
     try:
-        asyncio.run(worker._do(message, lifecycle.Resend(0, "type paused or disabled")))
+        asyncio.run(worker.messages.do(message, lifecycle.Resend(0, "type paused or disabled")))
     finally:
         worker.io.shutdown()
         worker.attempts.shutdown()
