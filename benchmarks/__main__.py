@@ -70,7 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--live-clients", help="clients on each live stream, comma separated (default 1,10,50; quick 1,10)"
     )
-    p.add_argument("--live-changes", type=int, help="changes timed per live-stream run (default 5; quick 2)")
+    p.add_argument("--live-changes", type=int, help="changes timed per live-stream run (default 4; quick 2)")
     p.add_argument("--live-runs", type=int, help="runs of the live-stream section (default 3; quick 1)")
     p.add_argument("--systems", default=",".join(ALL), help="end-to-end systems (default: all)")
     p.add_argument("--only", default=",".join(PARTS), help=f"parts to run (default: {','.join(PARTS)})")
@@ -102,7 +102,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.clients = [int(v) for v in args.clients.split(",") if v.strip()]
     live_clients = args.live_clients or ("1,10" if quick else "1,10,50")
     args.live_clients = [int(v) for v in live_clients.split(",") if v.strip()]
-    args.live_changes = args.live_changes or (2 if quick else 5)
+    args.live_changes = args.live_changes or (2 if quick else 4)
     args.live_runs = args.live_runs or (1 if quick else 3)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -646,6 +646,13 @@ def render(results: Results, chart: str | None) -> str:
             ["submit runs", f"{m['submit_count']} submits per run, {m['runs']} runs per client count"],
             ["AWS", "one moto server process for the whole run, every call through one counting proxy"],
             [
+                "live-stream runs",
+                f"{m.get('live_runs', '?')} runs, {m.get('live_changes', '?')} timed changes per run "
+                "and client count; the API in-process over the memory adapters (section 7)"
+                if results.live
+                else "not run",
+            ],
+            [
                 "long polls",
                 "each system's default (Conveyor 20 s, Celery 10 s, floor 20 s)"
                 if m.get("poll_wait") is None
