@@ -13,18 +13,19 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import calls, latency, submit, throughput
+from benchmarks import calls, latency, live, submit, throughput
 from benchmarks.profile import profile_worker
 from benchmarks.report import Results, chart, check_sections, render
 from benchmarks.stack import ROOT, Stack
 from benchmarks.systems import ALL, SUBMITTERS, WORKER_CONCURRENCY
 
 RESULTS = ROOT / "benchmarks" / "results"
-PARTS = ("throughput", "latency", "submit", "calls", "profile")
+PARTS = ("throughput", "latency", "submit", "calls", "live", "profile")
 
 
 def machine() -> str:
@@ -66,6 +67,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-count", type=int, help="tasks per latency run (default 200; quick 10)")
     p.add_argument("--submit-count", type=int, help="submits per API run (default 100; quick 20)")
     p.add_argument("--clients", default="1,10,50", help="concurrent submit clients (default 1,10,50)")
+    p.add_argument(
+        "--live-clients", help="clients on each live stream, comma separated (default 1,10,50; quick 1,10)"
+    )
+    p.add_argument("--live-changes", type=int, help="changes timed per live-stream run (default 4; quick 2)")
+    p.add_argument("--live-runs", type=int, help="runs of the live-stream section (default 3; quick 1)")
     p.add_argument("--systems", default=",".join(ALL), help="end-to-end systems (default: all)")
     p.add_argument("--only", default=",".join(PARTS), help=f"parts to run (default: {','.join(PARTS)})")
     p.add_argument(
@@ -94,6 +100,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.submit_count = args.submit_count or (20 if quick else 100)
     args.latencies = [float(v) for v in args.latencies.split(",") if v.strip()]
     args.clients = [int(v) for v in args.clients.split(",") if v.strip()]
+    live_clients = args.live_clients or ("1,10" if quick else "1,10,50")
+    args.live_clients = [int(v) for v in live_clients.split(",") if v.strip()]
+    args.live_changes = args.live_changes or (2 if quick else 4)
+    args.live_runs = args.live_runs or (1 if quick else 3)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = [s for s in args.systems if s not in ALL] + [s for s in args.only if s not in PARTS]
@@ -130,6 +140,38 @@ def write(results: Results, out: Path) -> int:
     return 0
 
 
+def measure_on_stack(
+    args: argparse.Namespace,
+    results: Results,
+    latency_keys: list[str],
+    submit_keys: list[str],
+    results_dir: Path,
+    progress: Callable[[str], None],
+) -> None:
+    """The parts that run on one moto server and the systems' real processes."""
+    with Stack(poll_wait=args.poll_wait).running() as stack:
+        if "throughput" in args.only:
+            results.throughput = throughput.measure(
+                stack, args.systems, args.latencies, args.n, args.runs, progress
+            )
+        if "latency" in args.only:
+            results.latency = latency.measure(stack, args.latency_count, args.runs, latency_keys, progress)
+        if "submit" in args.only:
+            results.submit = submit.measure(
+                stack, args.submit_count, args.runs, submit_keys, args.clients, progress
+            )
+        if "calls" in args.only:
+            results.meta["calls_count"] = 5 if args.quick else 50
+            results.calls = calls.measure(stack, results.meta["calls_count"])
+            progress("moto CPU per call measured")
+        if "profile" in args.only and "conveyor" in args.systems:
+            results.meta["profile_n"] = min(args.n, 100)
+            results.profile = profile_worker(
+                stack, results.meta["profile_n"], results_dir / "conveyor-worker-py-spy.txt"
+            )
+            progress("worker profiled")
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
@@ -155,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             "worker_concurrency": WORKER_CONCURRENCY,
             "notes": [],
             "poll_wait": args.poll_wait,
+            "live_changes": args.live_changes,
+            "live_runs": args.live_runs,
         }
     )
     # Latency and submit compare Conveyor, Celery and the floor: those of --systems.
@@ -165,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("latency" in args.only) * len(latency_keys) * args.runs
         + ("submit" in args.only) * len(submit_keys) * len(args.clients) * args.runs
         + ("calls" in args.only)
+        + ("live" in args.only) * len(args.live_clients) * args.live_runs
         + ("profile" in args.only)
     )
     bar = tqdm(total=steps, desc="make bench", unit="run", file=sys.stderr, dynamic_ncols=True)
@@ -176,27 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.write(message, file=sys.stderr)
 
-    with Stack(poll_wait=args.poll_wait).running() as stack:
-        if "throughput" in args.only:
-            results.throughput = throughput.measure(
-                stack, args.systems, args.latencies, args.n, args.runs, progress
-            )
-        if "latency" in args.only:
-            results.latency = latency.measure(stack, args.latency_count, args.runs, latency_keys, progress)
-        if "submit" in args.only:
-            results.submit = submit.measure(
-                stack, args.submit_count, args.runs, submit_keys, args.clients, progress
-            )
-        if "calls" in args.only:
-            results.meta["calls_count"] = 5 if args.quick else 50
-            results.calls = calls.measure(stack, results.meta["calls_count"])
-            progress("moto CPU per call measured")
-        if "profile" in args.only and "conveyor" in args.systems:
-            results.meta["profile_n"] = min(args.n, 100)
-            results.profile = profile_worker(
-                stack, results.meta["profile_n"], results_dir / "conveyor-worker-py-spy.txt"
-            )
-            progress("worker profiled")
+    if args.only - {"live"}:
+        measure_on_stack(args, results, latency_keys, submit_keys, results_dir, progress)
+    # The live streams run the API in-process over the memory adapters: nothing of the stack
+    # above is needed, and its processes are gone by now, not competing for the cores.
+    if "live" in args.only:
+        results.live = live.measure(args.live_clients, args.live_changes, args.live_runs, progress)
     bar.close()
     results.meta["load_end"] = os.getloadavg()[0]
     results.meta["seconds"] = time.monotonic() - started

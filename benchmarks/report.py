@@ -15,6 +15,8 @@ from typing import Any
 
 from benchmarks.costs import PRICE_NOTE, Cost, Layout, cost_per_task
 from benchmarks.latency import LatencyRun
+from benchmarks.live import LABELS as LIVE_LABELS
+from benchmarks.live import STREAMS, LiveRun
 from benchmarks.stats import Spread, ratio
 from benchmarks.submit import SubmitRun
 from benchmarks.throughput import Run
@@ -45,6 +47,7 @@ SECTIONS = [
     "## 4. Latency from submit to handler start",
     "## 5. API submit throughput and latency",
     "## 6. Peak RSS of a worker process",
+    "## 7. Live streams: from a change to the client, and store reads",
     "## What bounds it",
 ]
 
@@ -87,6 +90,7 @@ class Results:
     submit: list[SubmitRun] = field(default_factory=list)
     calls: dict[str, dict[str, float]] = field(default_factory=dict)  # moto CPU ms per call
     profile: list[str] = field(default_factory=list)  # lines of the worker profile's summary
+    live: list[LiveRun] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Results:
@@ -103,6 +107,10 @@ class Results:
             submit=[SubmitRun(**keep(r, "system", "clients", "seconds", "samples")) for r in data["submit"]],
             calls=data.get("calls", {}),
             profile=data.get("profile", []),
+            live=[
+                LiveRun(**keep(r, "stream", "clients", "seconds", "reads", "samples"))
+                for r in data.get("live", [])
+            ],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +121,7 @@ class Results:
             "submit": [r.to_json() for r in self.submit],
             "calls": self.calls,
             "profile": self.profile,
+            "live": [r.to_json() for r in self.live],
         }
 
 
@@ -399,6 +408,68 @@ def _rss_section(s: Summary) -> list[str]:
     ]
 
 
+def _live_section(results: Results) -> list[str]:
+    from benchmarks.live import FEED_INTERVAL, WATCH_INTERVAL
+
+    runs = results.live
+    if not runs:
+        return ["Not run (`--only` left it out)."]
+    m = results.meta
+    counts = sorted({r.clients for r in runs})
+    rows = []
+    for stream in STREAMS:
+        ones = Spread.of([r.reads_per_second for r in runs if r.stream == stream and r.clients == 1])
+        for clients in sorted({r.clients for r in runs if r.stream == stream}):
+            mine = [r for r in runs if r.stream == stream and r.clients == clients]
+            reads = Spread.of([r.reads_per_second for r in mine])
+            rows.append(
+                [
+                    LIVE_LABELS[stream],
+                    str(clients),
+                    Spread.of([r.p50 for r in mine]).fmt(0, 1000),
+                    Spread.of([r.p95 for r in mine]).fmt(0, 1000),
+                    str(max(len(r.samples) for r in mine)),
+                    reads.fmt(2),
+                    x(ratio(reads.median, ones.median)),
+                ]
+            )
+    return [
+        "The API in-process under a real uvicorn server, one per stream (as two API processes), "
+        "both over one memory task store: memory isolates the API's own cost (the watcher, the "
+        "change feed, the SSE fan-out) from AWS round trips, and the store calls counted are the "
+        "ones the streams make, the same a DynamoDB store would get. Each server sees the store "
+        "through its own counting view, so each stream's reads are its own. A run connects "
+        f"{' then '.join(map(str, counts))} clients to each stream "
+        "(async httpx clients in the harness process, auth on), and, once the "
+        "clients are connected and the change feed lists the task, writes "
+        f"{m.get('live_changes', '?')} progress changes to a running task at random phases of "
+        "the polls. Latency: from the store write returning to each client reading the change "
+        "off its stream (every client, every change). Reads per second: store calls made by "
+        "that stream's API process over the same window, whatever the clients.",
+        "",
+        f"The shipped poll intervals set the latency: the task watcher reads the followed tasks "
+        f"every {WATCH_INTERVAL:g} s (one `get_many` for all of them), the change feed every "
+        f"{FEED_INTERVAL:g} s (one page of the queued and one of the running listing, plus one "
+        "`get_many` when followed tasks leave both). A change waits on average half an interval "
+        "for the next poll. "
+        f"Runs: {m.get('live_runs', '?')}; p50 and p95 are each run's, then median (min-max) of "
+        "the runs.",
+        "",
+        *table(
+            [
+                "stream",
+                "clients",
+                "change to client p50 ms",
+                "p95 ms",
+                "samples per run",
+                "store reads/s",
+                "reads vs 1 client",
+            ],
+            rows,
+        ),
+    ]
+
+
 def _targets(s: Summary, latencies: list[float]) -> list[str]:
     base = latencies[0]
     slow = latencies[-1] if len(latencies) > 1 else float("nan")
@@ -575,6 +646,13 @@ def render(results: Results, chart: str | None) -> str:
             ["submit runs", f"{m['submit_count']} submits per run, {m['runs']} runs per client count"],
             ["AWS", "one moto server process for the whole run, every call through one counting proxy"],
             [
+                "live-stream runs",
+                f"{m.get('live_runs', '?')} runs, {m.get('live_changes', '?')} timed changes per run "
+                "and client count; the API in-process over the memory adapters (section 7)"
+                if results.live
+                else "not run",
+            ],
+            [
                 "long polls",
                 "each system's default (Conveyor 20 s, Celery 10 s, floor 20 s)"
                 if m.get("poll_wait") is None
@@ -617,7 +695,8 @@ def render(results: Results, chart: str | None) -> str:
     lines += ["", SECTIONS[4], "", *_latency_section(s)]
     lines += ["", SECTIONS[5], "", *_submit_section(s)]
     lines += ["", SECTIONS[6], "", *_rss_section(s)]
-    lines += ["", SECTIONS[7], "", *_bounds(s, results, latencies), *m.get("analysis", [])]
+    lines += ["", SECTIONS[7], "", *_live_section(results)]
+    lines += ["", SECTIONS[8], "", *_bounds(s, results, latencies), *m.get("analysis", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import live
 from benchmarks.costs import Layout, cost_per_task
+from benchmarks.live import STREAMS, LiveRun
 from benchmarks.proxy import classify, entries, tag
-from benchmarks.report import SECTIONS, check_sections
+from benchmarks.report import SECTIONS, Results, _live_section, check_sections
 from benchmarks.stats import Spread, percentile
 from conveyor.aws.dynamodb import INDEXES
 from tests.conftest import ROOT
@@ -41,6 +43,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             "--latency-count=3",
             "--submit-count=4",
             "--clients=2",
+            "--live-clients=1,3",
             f"--results-dir={out}",
             f"--out={out / 'BENCHMARKS.md'}",
         ],
@@ -90,6 +93,37 @@ def test_every_measurement_was_taken_and_counted_at_the_proxy(smoke):
         (s, c) for s in ("conveyor", "floor") for c in (2,)
     }
     assert "Conveyor UpdateItem (claim)" in data["calls"]
+    # Every client of both live streams saw every timed change (2 in a smoke run), after it
+    # was written, and each stream's API process read the store while they were connected.
+    assert {(r["stream"], r["clients"]) for r in data["live"]} == {
+        (s, c) for s in ("task", "events") for c in (1, 3)
+    }
+    for run in data["live"]:
+        assert len(run["samples"]) == 2 * run["clients"] and min(run["samples"]) >= 0
+        assert run["reads"] > 0 and run["seconds"] > 0
+
+
+def test_the_live_section_holds_each_streams_reads_against_one_client():
+    def run(stream: str, clients: int, reads: int) -> LiveRun:
+        return LiveRun(stream, clients, seconds=4.0, reads=reads, samples=[0.1, 0.3] * clients)
+
+    runs = [run(s, c, 8 * c if s == "events" else 8) for s in STREAMS for c in (1, 50)]
+    lines = _live_section(Results(meta={"live_changes": 2, "live_runs": 1}, live=runs))
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in lines if "| `GET" in line}
+    assert "| 100 | 300 | 100 | 2.00 | 1.00x |" in rows[("`GET /v1/tasks/{id}/events`", "50")]
+    assert "| 2.00 | 1.00x |" in rows[("`GET /v1/events`", "1")]
+    assert "| 100.00 | 50.00x |" in rows[("`GET /v1/events`", "50")]  # reads that grew would show
+    assert "connects 1 then 50 clients" in lines[0]
+    assert _live_section(Results(meta={})) == ["Not run (`--only` left it out)."]
+
+
+def test_the_feed_client_takes_only_its_tasks_progress():
+    # The feed streams every task: an earlier task's last progress must not count as this one's.
+    mine = {"id": "A", "status": "running", "progress": {"fraction": 0.5}}
+    assert live._fraction("events", "A", mine) == 0.5
+    assert live._fraction("events", "B", mine) is None
+    assert live._fraction("events", "A", {"id": "A", "progress": None}) is None
+    assert live._fraction("task", "A", {"status": "running", "fraction": 0.25}) == 0.25
 
 
 def test_the_proxy_names_the_action_of_each_protocol():
@@ -137,7 +171,7 @@ def test_percentiles_are_observed_values_and_spreads_report_the_median():
     spread = Spread.of([3.0, 1.0, 2.0])
     assert (spread.median, spread.low, spread.high) == (2.0, 1.0, 3.0)
     assert spread.fmt(1) == "2.0 (1.0-3.0)"
-    assert len(SECTIONS) == 8
+    assert len(SECTIONS) == 9
 
 
 def test_the_floor_batches_by_the_workers_rules():
