@@ -21,6 +21,7 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
+from api import query
 from api.problems import Problem
 from conveyor.model import Task
 from conveyor.watch import Subscription, TaskWatcher
@@ -62,20 +63,7 @@ class Cursor:
 
 def wait_seconds(raw: str | None) -> float:
     """The ``wait`` query parameter: 0 (the default: answer at once) to MAX_WAIT_SECONDS."""
-    if raw is None or raw == "":
-        return 0.0
-    try:
-        value = float(raw)
-        if not 0 <= value <= MAX_WAIT_SECONDS:  # also refuses NaN
-            raise ValueError
-    except ValueError as exc:
-        raise Problem(
-            422,
-            f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS}",
-            "validation",
-            errors=[{"pointer": "/query/wait", "message": f"a number from 0 to {MAX_WAIT_SECONDS}"}],
-        ) from exc
-    return value
+    return query.seconds(raw, "wait", MAX_WAIT_SECONDS) or 0.0
 
 
 def admit(watcher: TaskWatcher) -> None:

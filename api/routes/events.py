@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import live
+from api import live, query
 from api.auth import NONE, SESSION_COOKIE, ScopedRoute
 from api.problems import Problem
 from api.routes.tasks import _readable, _redacted
@@ -27,22 +27,8 @@ SESSION_SECONDS = 8 * 3600
 
 
 def _filters(request: Request) -> tuple[Status | None, str | None]:
-    q = request.query_params
-    errors = []
-    status = None
-    if q.get("status"):
-        try:
-            status = Status(q["status"])
-        except ValueError:
-            errors.append(
-                {
-                    "pointer": "/query/status",
-                    "message": f"must be one of {', '.join(s.value for s in Status)}",
-                }
-            )
-    task_type = q.get("type") or None
-    if task_type is not None and len(task_type) > 128:
-        errors.append({"pointer": "/query/type", "message": "at most 128 characters"})
+    errors: list[dict[str, Any]] = []
+    status, task_type = query.status_and_type(request.query_params, errors)
     if errors:
         raise Problem(422, "query parameters are invalid", "validation", errors=errors)
     return status, task_type
@@ -54,21 +40,7 @@ MAX_SECONDS = 3600
 def _seconds(request: Request) -> float | None:
     """``seconds``: end the stream after this long (0 to 3600; a client resumes with its
     last id); without it the stream lasts until the client leaves."""
-    raw = request.query_params.get("seconds")
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-        if not 0 <= value <= MAX_SECONDS:  # also refuses NaN
-            raise ValueError
-    except ValueError as exc:
-        raise Problem(
-            422,
-            f"seconds must be a number from 0 to {MAX_SECONDS}",
-            "validation",
-            errors=[{"pointer": "/query/seconds", "message": f"a number from 0 to {MAX_SECONDS}"}],
-        ) from exc
-    return value
+    return query.seconds(request.query_params.get("seconds"), "seconds", MAX_SECONDS)
 
 
 def _resume_from(request: Request) -> tuple[int, str] | None:

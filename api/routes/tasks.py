@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from ulid import ULID
 
-from api import live, schemas
+from api import live, query, schemas
 from api.auth import SCOPES, ScopedRoute, sees_payloads
 from api.body import check, read_json, validator
 from api.problems import Problem
@@ -285,18 +285,8 @@ async def task_events(request: Request) -> Response:
 
 def _query(request: Request) -> tuple[Status | None, str | None, int, str | None]:
     q = request.query_params
-    errors = []
-    status = None
-    if q.get("status"):
-        try:
-            status = Status(q["status"])
-        except ValueError:
-            errors.append(
-                {
-                    "pointer": "/query/status",
-                    "message": f"must be one of {', '.join(s.value for s in Status)}",
-                }
-            )
+    errors: list[dict[str, Any]] = []
+    status, task_type = query.status_and_type(q, errors)
     limit = 50
     if q.get("limit") is not None:
         try:
@@ -305,9 +295,6 @@ def _query(request: Request) -> tuple[Status | None, str | None, int, str | None
                 raise ValueError
         except ValueError:
             errors.append({"pointer": "/query/limit", "message": "must be an integer from 1 to 200"})
-    task_type = q.get("type") or None
-    if task_type is not None and len(task_type) > 128:
-        errors.append({"pointer": "/query/type", "message": "at most 128 characters"})
     if errors:
         raise Problem(422, "query parameters are invalid", "validation", errors=errors)
     return status, task_type, limit, q.get("cursor") or None
