@@ -7,7 +7,7 @@ from typing import Any
 from api.live import MAX_WAIT_SECONDS
 from conveyor import __version__
 from conveyor.engine import MAX_DELAY_SECONDS
-from conveyor.model import MAX_EVENTS, MAX_PROGRESS_MESSAGE, NotifyState, Status
+from conveyor.model import MAX_EVENTS, MAX_PROGRESS_MESSAGE, PRIORITIES, NotifyState, Status, WaitReason
 
 SUBMIT = {
     "type": "object",
@@ -28,6 +28,18 @@ SUBMIT = {
             "description": "Run no earlier than this RFC 3339 time (at most 14 days ahead).",
         },
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        "priority": {
+            "type": "string",
+            "enum": [p.value for p in PRIORITIES],
+            "description": "The queue level (default: the TaskType's); high starts ahead of the backlog.",
+        },
+        "unique_key": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "description": "At most one active task of the type per key (the TaskType's uniqueness "
+            "says while when, and what a second submit gets).",
+        },
         "notify": {
             "type": "object",
             "additionalProperties": False,
@@ -110,6 +122,16 @@ TASK = {
                 },
             },
         },
+        "priority": {"type": "string", "enum": [p.value for p in PRIORITIES]},
+        "waiting": {
+            "type": ["object", "null"],
+            "description": "Set while a due task is held back by its type's concurrency or rate limit.",
+            "properties": {
+                "reason": {"type": "string", "enum": [r.value for r in WaitReason]},
+                "until": {"type": "string", "format": "date-time", "description": "When it looks again."},
+            },
+        },
+        "unique_key": {"type": ["string", "null"]},
         "notify": {
             "type": "object",
             "description": "Present when the task has a completion webhook.",
@@ -193,7 +215,18 @@ TASK_TYPE = {
         "maxAttempts": {"type": "integer"},
         "backoff": {"type": "object"},
         "timeoutSeconds": {"type": "integer"},
-        "concurrency": {"type": ["integer", "null"]},
+        "concurrency": {
+            "type": "object",
+            "description": "perWorker: per worker; max: across the fleet (per value of key).",
+            "properties": {
+                "perWorker": {"type": ["integer", "null"]},
+                "max": {"type": ["integer", "null"]},
+                "key": {"type": ["string", "null"]},
+            },
+        },
+        "priority": {"type": "string", "enum": [p.value for p in PRIORITIES]},
+        "rateLimit": {"type": ["object", "null"]},
+        "uniqueness": {"type": ["object", "null"]},
         "retentionSeconds": {"type": ["integer", "null"]},
         "payloadSchema": {"type": ["object", "null"]},
         "description": {"type": "string"},

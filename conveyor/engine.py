@@ -21,7 +21,17 @@ from typing import Any
 from conveyor import tracing
 from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import ConveyorError, NotFound, Unavailable, ValidationError
-from conveyor.model import NOTIFY_TYPE, NotifyState, QueueDepth, Status, Task, TaskError, WorkerInfo, new_id
+from conveyor.model import (
+    NOTIFY_TYPE,
+    NotifyState,
+    Priority,
+    QueueDepth,
+    Status,
+    Task,
+    TaskError,
+    WorkerInfo,
+    new_id,
+)
 from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore, WorkerRegistry
 from conveyor.registry import Registry, RegistryWatcher
 from conveyor.settings import Settings
@@ -45,6 +55,8 @@ class Submission:
     scopes: frozenset[str] | None = None  # the submitting token's, kept on the record
     notify_url: str | None = None  # POST the finished task here (docs/WEBHOOKS.md)
     submitter: str | None = None  # the submitting token's name: its webhook secret signs
+    priority: Priority | None = None  # None: the TaskType's
+    unique_key: str | None = None  # None: from the TaskType's uniqueness.key, if any
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,8 @@ class Engine:
             submitter_scopes=sub.scopes,
             notify_url=sub.notify_url,
             submitter=sub.submitter,
+            priority=sub.priority or tasktype.priority,
+            unique_key=sub.unique_key,
         )
 
     def _delay(self, task: Task) -> int:

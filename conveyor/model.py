@@ -39,6 +39,39 @@ class NotifyState(enum.StrEnum):
     UNDELIVERABLE = "undeliverable"  # never tried or stopped at once: no secret, address refused
 
 
+class Priority(enum.StrEnum):
+    """Which queue a task waits in: workers poll the levels by weight (docs/TASKTYPES.md)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+
+
+class WaitReason(enum.StrEnum):
+    """Why a due task has not started: a fleet-wide limit of its type holds it back."""
+
+    CONCURRENCY = "concurrency"
+    RATE = "rate"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A queued task held back by a flow-control limit, until about ``until``."""
+
+    reason: WaitReason
+    until: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason.value, "until": to_rfc3339(self.until)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Waiting:
+        return cls(WaitReason(data["reason"]), from_rfc3339(data["until"]) or now())
+
+
 def new_id() -> str:
     """A ULID: 26 characters, sorts by creation time (ms), unique without coordination."""
     return str(ULID())
@@ -239,6 +272,11 @@ class Task:
     submitter: str | None = None
     notify_state: NotifyState | None = None
     deliveries: tuple[Delivery, ...] = ()
+    # Flow control (docs/TASKTYPES.md): the queue level, what holds a due task back, and the
+    # key that keeps at most one active task of the type (kept as given: it is shown back).
+    priority: Priority = Priority.NORMAL
+    waiting: Waiting | None = None
+    unique_key: str | None = None
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)
@@ -263,6 +301,9 @@ class Task:
             "cancel_requested": self.cancel_requested,
             "progress": self.progress.to_json() if self.progress else None,
             "events": [e.to_json() for e in self.events],
+            "priority": self.priority.value,
+            "waiting": self.waiting.to_json() if self.waiting else None,
+            "unique_key": self.unique_key,
             **self._notify_json(),
         }
 
@@ -296,6 +337,9 @@ class Task:
             events=tuple(TaskEvent.from_json(e) for e in data.get("events") or ()),
             notify_url=(data.get("notify") or {}).get("url"),
             notify_state=NotifyState(state) if (state := (data.get("notify") or {}).get("state")) else None,
+            priority=Priority(data.get("priority") or Priority.NORMAL),
+            waiting=Waiting.from_json(data["waiting"]) if data.get("waiting") else None,
+            unique_key=data.get("unique_key"),
         )
 
 

@@ -65,6 +65,8 @@ def same_creation(stored: Task, new: Task) -> bool:
         "submitter_scopes",
         "notify_url",
         "submitter",
+        "priority",
+        "unique_key",
     )
     return all(getattr(stored, f) == getattr(new, f) for f in fields)
 

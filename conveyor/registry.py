@@ -9,6 +9,7 @@ mtimes. Locally the same registry is built straight from the TaskType YAML files
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import threading
@@ -22,6 +23,7 @@ import yaml
 from jsonschema.protocols import Validator
 
 from conveyor import payloadschema
+from conveyor.model import Priority
 from conveyor.watched import Watched, stat_signature
 
 log = logging.getLogger("conveyor.registry")
@@ -50,6 +52,93 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class ConcurrencyLimit:
+    """``spec.concurrency.max``: most tasks of the type running at once across the fleet,
+    or per value of ``key`` (a JSON pointer into the payload, e.g. ``/tenant``)."""
+
+    max: int
+    key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max": self.max or None, "key": self.key}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``spec.rateLimit``: at most ``limit`` starts per ``period`` seconds across the fleet
+    (a token bucket holding ``burst``), or per value of ``key``."""
+
+    limit: int
+    period: float = 1.0
+    burst: int | None = None  # None: ``limit``
+    key: str | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.limit
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> RateLimit | None:
+        if not isinstance(spec, Mapping) or not spec.get("limit"):
+            return None
+        burst = spec.get("burst")
+        return cls(
+            int(spec["limit"]),
+            float(spec.get("period", 1.0)),
+            int(burst) if burst else None,
+            str(spec["key"]) if spec.get("key") else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"limit": self.limit, "period": self.period, "burst": self.burst, "key": self.key}
+
+
+class UniqueWhile(enum.StrEnum):
+    QUEUED = "queued"
+    QUEUED_OR_RUNNING = "queued-or-running"
+
+
+class OnDuplicate(enum.StrEnum):
+    RETURN_EXISTING = "return-existing"  # 200 with the task already there
+    REJECT = "reject"  # 409
+    REPLACE = "replace"  # cancel the queued one, keep the new payload and run_at (debounce)
+
+
+@dataclass(frozen=True)
+class Uniqueness:
+    """``spec.uniqueness``: at most one task per key while the earlier one is active.
+    ``key`` is a JSON pointer into the payload; a submit's ``unique_key`` takes precedence."""
+
+    key: str | None = None
+    while_: UniqueWhile = UniqueWhile.QUEUED
+    on_duplicate: OnDuplicate = OnDuplicate.RETURN_EXISTING
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Uniqueness | None:
+        if not isinstance(spec, Mapping):
+            return None
+        return cls(
+            str(spec["key"]) if spec.get("key") else None,
+            UniqueWhile(spec.get("while") or UniqueWhile.QUEUED),
+            OnDuplicate(spec.get("onDuplicate") or OnDuplicate.RETURN_EXISTING),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "while": self.while_.value, "onDuplicate": self.on_duplicate.value}
+
+
+def _concurrency(spec: Any) -> tuple[int | None, ConcurrencyLimit | None]:
+    """(per-worker limit, fleet-wide limit) from ``spec.concurrency``: an object
+    ``{max, key, perWorker}``, or, as before it was one, a bare per-worker integer."""
+    if isinstance(spec, Mapping):
+        per_worker = int(spec["perWorker"]) if spec.get("perWorker") else None
+        if not spec.get("max"):
+            return per_worker, None
+        return per_worker, ConcurrencyLimit(int(spec["max"]), str(spec["key"]) if spec.get("key") else None)
+    return (int(spec) if spec else None), None
+
+
+@dataclass(frozen=True)
 class TaskType:
     name: str
     handler: str
@@ -59,12 +148,16 @@ class TaskType:
     backoff_initial_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
     timeout_seconds: int = 300
-    concurrency: int | None = None
+    concurrency: int | None = None  # per worker
     retention_seconds: int | None = None
     payload_schema: dict[str, Any] | None = None
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     notify: Notify | None = None
+    priority: Priority = Priority.NORMAL  # the default of its tasks
+    fleet_concurrency: ConcurrencyLimit | None = None
+    rate_limit: RateLimit | None = None
+    uniqueness: Uniqueness | None = None
     ready: bool = True
     reason: str = "Ready"
     message: str = ""
@@ -77,6 +170,7 @@ class TaskType:
     def from_spec(cls, name: str, spec: Mapping[str, Any], **status: Any) -> TaskType:
         """Build from a TaskType resource's ``spec`` (the CRD's camelCase fields)."""
         backoff = spec.get("backoff") or {}
+        per_worker, fleet = _concurrency(spec.get("concurrency"))
         return cls(
             name=name,
             handler=str(spec.get("handler") or name),
@@ -86,12 +180,16 @@ class TaskType:
             backoff_initial_seconds=float(backoff.get("initialSeconds", 1.0)),
             backoff_max_seconds=float(backoff.get("maxSeconds", 300.0)),
             timeout_seconds=int(spec.get("timeoutSeconds", 300)),
-            concurrency=int(spec["concurrency"]) if spec.get("concurrency") else None,
+            concurrency=per_worker,
             retention_seconds=(int(spec["retentionSeconds"]) if spec.get("retentionSeconds") else None),
             payload_schema=spec.get("payloadSchema") or None,
             description=str(spec.get("description", "")),
             options=dict(spec.get("options") or {}),
             notify=Notify.from_spec(spec.get("notify")),
+            priority=Priority(spec.get("priority") or Priority.NORMAL),
+            fleet_concurrency=fleet,
+            rate_limit=RateLimit.from_spec(spec.get("rateLimit")),
+            uniqueness=Uniqueness.from_spec(spec.get("uniqueness")),
             **status,
         )
 
@@ -114,12 +212,18 @@ class TaskType:
                 "maxSeconds": self.backoff_max_seconds,
             },
             "timeoutSeconds": self.timeout_seconds,
-            "concurrency": self.concurrency,
+            "concurrency": {
+                "perWorker": self.concurrency,
+                **(self.fleet_concurrency or ConcurrencyLimit(0)).to_json(),
+            },
             "retentionSeconds": self.retention_seconds,
             "payloadSchema": self.payload_schema,
             "description": self.description,
             "options": self.options,
             "notify": self.notify.to_json() if self.notify else None,
+            "priority": self.priority.value,
+            "rateLimit": self.rate_limit.to_json() if self.rate_limit else None,
+            "uniqueness": self.uniqueness.to_json() if self.uniqueness else None,
             "ready": self.ready,
             "reason": self.reason,
             "message": self.message,

@@ -22,7 +22,7 @@ from api.problems import Problem
 from api.state import State
 from conveyor import tokens
 from conveyor.engine import Submission
-from conveyor.model import Status, Task, from_rfc3339
+from conveyor.model import Priority, Status, Task, from_rfc3339
 
 log = logging.getLogger("conveyor.api")
 _submit = validator(schemas.SUBMIT)
@@ -73,6 +73,8 @@ def _submission(
         scopes=scopes,
         notify_url=(data.get("notify") or {}).get("url"),
         submitter=submitter,
+        priority=Priority(data["priority"]) if data.get("priority") else None,
+        unique_key=data.get("unique_key"),
     )
 
 

@@ -44,11 +44,13 @@ from conveyor.model import (
     MAX_DELIVERIES,
     Delivery,
     NotifyState,
+    Priority,
     Progress,
     Status,
     Task,
     TaskError,
     TaskEvent,
+    Waiting,
     WorkerInfo,
     from_rfc3339,
     is_task_id,
@@ -125,7 +127,25 @@ def task_to_item(task: Task) -> dict[str, Any]:
         item["notify_state"] = _s(task.notify_state.value)
     if task.deliveries:
         item["deliveries"] = _deliveries(task.deliveries)
+    if task.priority is not Priority.NORMAL:  # absent: normal, so most items stay as small
+        item["priority"] = _s(task.priority.value)
+    if task.waiting is not None:
+        item["waiting"] = _waiting(task.waiting)
+    if task.unique_key is not None:
+        item["unique_key"] = _s(task.unique_key)
     return item
+
+
+def _waiting(waiting: Waiting) -> dict[str, str]:
+    return _s(json.dumps(waiting.to_json(), separators=(",", ":")))
+
+
+def _read_waiting(item: dict[str, Any]) -> Waiting | None:
+    data, _why = _decoded(item, "waiting")
+    try:
+        return Waiting.from_json(data) if isinstance(data, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None  # informational: never fails the task's read
 
 
 def _deliveries(log: Sequence[Delivery]) -> dict[str, str]:
@@ -215,6 +235,9 @@ def item_to_task(item: dict[str, Any]) -> Task:
         submitter=s("submitter"),
         notify_state=_notify_state(s("notify_state")),
         deliveries=_read_deliveries(item),
+        priority=Priority(s("priority") or Priority.NORMAL),
+        waiting=_read_waiting(item),
+        unique_key=s("unique_key"),
     )
 
 
