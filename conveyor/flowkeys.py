@@ -2,8 +2,9 @@
 
 A TaskType's ``concurrency.key``, ``rateLimit.key`` and ``uniqueness.key`` are pointers
 such as ``/tenant``; tasks whose payloads hold equal values there share a limit. The key
-is the value's canonical JSON, so ``"7"`` and ``7`` are different tenants, and it is
-hashed before it reaches a store key: payload values may be personal data.
+is a string as itself and any other value as canonical JSON (so ``"7"`` and ``7`` are
+one tenant), and it is hashed before it reaches a store key: payload values may be
+personal data.
 """
 
 from __future__ import annotations
