@@ -154,6 +154,10 @@ PROBLEM = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "existing_task": {
+            "type": "string",
+            "description": "Type duplicate: the id of the active task holding the unique key.",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -367,9 +371,21 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submit"}}},
                     },
                     "responses": {
-                        "202": _json("Accepted and queued.", "Task"),
-                        "200": _json("A repeat of an Idempotency-Key: the same task.", "Task"),
-                        "409": _problem("Idempotency-Key reused with another body."),
+                        "202": _json(
+                            "Accepted and queued (with onDuplicate replace: the queued task holding "
+                            "the unique key was cancelled).",
+                            "Task",
+                        ),
+                        "200": _json(
+                            "A repeat of an Idempotency-Key: the same task. Or the active task holding "
+                            "the unique key (onDuplicate return-existing), redacted as a read would be.",
+                            "Task",
+                        ),
+                        "409": _problem(
+                            "Idempotency-Key reused with another body (type idempotency-conflict), or "
+                            "the unique key is held by an active task (type duplicate, its id in "
+                            "existing_task)."
+                        ),
                         **body_errors,
                         **common,
                     },
@@ -656,7 +672,8 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "400": bad_name,
                         "404": _problem("No such schedule."),
                         "409": _problem(
-                            "The schedule is not ready (detail says why), or Idempotency-Key reused."
+                            "The schedule is not ready (detail says why), Idempotency-Key reused, or "
+                            "the task type's unique key is held by an active task (type duplicate)."
                         ),
                         "422": _problem(
                             "The schedule's payload no longer matches its task type, or a bad header."
