@@ -20,17 +20,9 @@ from conveyor.ports import TaskStore, UniqueLock, unique_lock_id
 from conveyor.settings import Settings
 from tests.conftest import make_settings
 from tests.support.engines import memory_engine
+from tests.support.unique import unique_types
 
 LOCK = UniqueLock(unique_lock_id("echo", digest("k")), expires_at=2_000_000_000)
-
-TYPES = """\
-apiVersion: conveyor.dev/v1alpha1
-kind: TaskType
-metadata: {{name: {name}}}
-spec:
-  handler: echo
-  uniqueness: {uniqueness}
-"""
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
@@ -45,23 +37,9 @@ def task(**kw) -> Task:
     return Task(**({"id": new_id(), "type": "echo", "payload": {"x": 1}, "unique_key": "k"} | kw))
 
 
-def _types(tmp: Path) -> Path:
-    for name, uniqueness in {
-        "latest": "{key: /user}",
-        "once": "{key: /user, while: queued-or-running, onDuplicate: reject}",
-        "debounce": "{key: /user, onDuplicate: replace}",
-        "single": "{onDuplicate: reject}",
-    }.items():
-        (tmp / f"{name}.yaml").write_text(TYPES.format(name=name, uniqueness=uniqueness))
-    (tmp / "plain.yaml").write_text(
-        "apiVersion: conveyor.dev/v1alpha1\nkind: TaskType\nmetadata: {name: plain}\nspec: {handler: echo}\n"
-    )
-    return tmp
-
-
 @pytest.fixture(params=["aws", "memory"])
 def engine(request, tmp_path: Path) -> Engine:
-    types = str(_types(tmp_path))
+    types = str(unique_types(tmp_path))
     if request.param == "memory":
         return memory_engine(make_settings(tasktypes=types), types)
     factory: Callable[..., Settings] = request.getfixturevalue("settings_factory")
@@ -70,7 +48,7 @@ def engine(request, tmp_path: Path) -> Engine:
 
 @pytest.fixture
 def mem_engine(tmp_path: Path) -> Engine:
-    types = str(_types(tmp_path))
+    types = str(unique_types(tmp_path))
     return memory_engine(make_settings(tasktypes=types), types)
 
 
