@@ -52,3 +52,22 @@ def test_a_metadata_token_reads_tasks_without_payloads_or_results(secured, auth_
 def test_the_openapi_document_describes_the_redacted_task(secured):
     schema = secured().get("/openapi.json").json()["components"]["schemas"]["Task"]
     assert "redacted" in schema["properties"]
+
+
+def test_the_active_task_a_unique_submit_gets_back_is_shown_as_a_read_would(secured, auth_tokens):
+    """With onDuplicate return-existing the answer is another caller's task: a token that
+    may not read payloads gets it without payload and result, as from GET."""
+    api = secured(rate_limit="off")
+    body = {"type": "echo", "payload": SECRET, "unique_key": f"card-{id(api)}"}
+    made = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("all"))
+    assert made.status_code == 202
+    again = api.post(
+        "/v1/tasks", json=body | {"payload": {"probe": 1}}, headers=auth_tokens.headers("submitter")
+    )
+    assert again.status_code == 200 and again.json()["id"] == made.json()["id"]
+    assert "payload" not in again.json() and "4111" not in again.text
+    assert again.json()["redacted"] == ["payload", "result"]
+    full = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("reader"))
+    assert full.status_code == 403  # a reader cannot submit at all
+    whole = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("other"))
+    assert whole.status_code == 200 and whole.json()["payload"] == SECRET
