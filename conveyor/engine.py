@@ -59,8 +59,9 @@ def idempotency_digest(key: str) -> str:
 
 
 # Rounds of a unique submit: each one meets a holder that changed since the last read
-# (finished, replaced by another submit); a few settle any real race.
-UNIQUE_ROUNDS = 8
+# (finished, replaced by another submit): each loss is another submit's win, so a burst
+# of concurrent replaces settles well within this.
+UNIQUE_ROUNDS = 32
 
 
 def uniqueness_of(tasktype: TaskType, unique_key: str | None) -> Uniqueness | None:
