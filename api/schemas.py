@@ -611,7 +611,10 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "202": _json("Queued again, attempts reset.", "Task"),
                         "400": bad_id,
                         "404": _problem("No such task."),
-                        "409": _problem("Only failed or cancelled tasks can be retried."),
+                        "409": _problem(
+                            "Only failed or cancelled tasks can be retried; or (type duplicate) "
+                            "another active task holds its unique key."
+                        ),
                         **common,
                     },
                 }

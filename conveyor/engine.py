@@ -256,9 +256,7 @@ class Engine:
         """Create ``task`` holding its unique key (docs/TASKTYPES.md). The lock names its
         holder; a holder no longer active (by ``rule.while_``) is taken over, conditional on
         its still being the holder, so no release write is needed and none is left stuck."""
-        key = task.unique_key if task.unique_key is not None else flowkeys.MISSING
-        expires = int(task.created_at.timestamp()) + MAX_DELAY_SECONDS + self.settings.retention_seconds
-        lock = UniqueLock(unique_lock_id(task.type, flowkeys.digest(key)), expires)
+        lock = self._lock(task, task.created_at)
         for _ in range(UNIQUE_ROUNDS):
             try:
                 created = self.store.create(task, hashed, lock)
@@ -282,6 +280,12 @@ class Engine:
                 log.info("task %s replaced queued task %s (unique key)", task.id, lock.take_from)
             return created
         raise Conflict("the task holding this unique key kept changing; try again")
+
+    def _lock(self, task: Task, at: datetime) -> UniqueLock:
+        """The unique lock of ``task``, kept (TTL) while a task taking it at ``at`` can be active."""
+        key = task.unique_key if task.unique_key is not None else flowkeys.MISSING
+        expires = int(at.timestamp()) + MAX_DELAY_SECONDS + self.settings.retention_seconds
+        return UniqueLock(unique_lock_id(task.type, flowkeys.digest(key)), expires)
 
     def _dispatch(self, task: Task) -> None:
         try:
@@ -388,9 +392,35 @@ class Engine:
             log.warning("task %s: its webhook's notify message could not be sent (%s)", task.id, exc)
 
     def retry(self, task_id: str) -> Task:
-        task = self.store.retry(task_id, self.clock.now())
+        """Queue a failed or cancelled task again. A task of a unique type takes its key
+        back with it: while another task holding the key is active, Duplicate (409)."""
+        current = self.store.get(task_id, consistent=True)
+        tasktype = self.registry.get(current.type) if current is not None else None
+        rule = uniqueness_of(tasktype, current.unique_key) if current and tasktype else None
+        if current is None or rule is None:
+            task = self.store.retry(task_id, self.clock.now())
+        else:
+            task = self._retry_unique(current, rule)
         self._dispatch(task)
         return task
+
+    def _retry_unique(self, task: Task, rule: Uniqueness) -> Task:
+        at = self.clock.now()
+        lock = self._lock(task, at)
+        for _ in range(UNIQUE_ROUNDS):
+            try:
+                return self.store.retry(task.id, at, lock)
+            except Duplicate as held:
+                holder = self.store.get(held.existing, consistent=True) if held.existing else None
+                if holder is None or not active(holder, rule.while_):
+                    lock = replace(lock, take_from=held.existing)
+                    continue
+                raise Duplicate(
+                    f"task {holder.id} holds this unique key and is {holder.status.value}; "
+                    "retry this one once it is done",
+                    holder.id,
+                ) from None
+        raise Conflict("the task holding this unique key kept changing; try again")
 
     # -- housekeeping, run by the API (conveyor/maintenance.py) ------------------------------
 

@@ -108,18 +108,18 @@ class MemoryTaskStore:
                     return existing, True  # the retry of a create that took effect
                 raise Conflict(f"task {task.id} exists")
             if lock is not None:
-                self._take(lock, task.created_at)
+                self._take(lock, task.created_at, task.id)
                 self._unique[lock.id] = task.id
             self._put(task)
             if key:
                 self._idem[key] = (task.id, body_hash or "")
             return task, True
 
-    def _take(self, lock: UniqueLock, at: datetime) -> None:
-        """Check that ``lock`` is free to take, and cancel its holder (as of ``at``, the new
-        task's creation) if asked; under the lock."""
+    def _take(self, lock: UniqueLock, at: datetime, taker: str) -> None:
+        """Check that ``lock`` is free for ``taker`` to take, and cancel its holder (as of
+        ``at``) if asked; under the lock."""
         holder = self._unique.get(lock.id)
-        if holder is not None and holder != lock.take_from:
+        if holder is not None and holder not in (lock.take_from, taker):
             raise Duplicate("the unique key is held by another task", holder)
         if lock.cancel and lock.take_from is not None:
             current = self._tasks.get(lock.take_from)
@@ -341,7 +341,7 @@ class MemoryTaskStore:
             self._put(done)
             return done
 
-    def retry(self, task_id: str, at: datetime) -> Task:
+    def retry(self, task_id: str, at: datetime, lock: UniqueLock | None = None) -> Task:
         with self._lock:
             current = self._tasks.get(task_id)
             if current is None:
@@ -350,6 +350,9 @@ class MemoryTaskStore:
                 raise Conflict(
                     f"task is {current.status.value}; only failed or cancelled tasks can be retried"
                 )
+            if lock is not None:
+                self._take(lock, at, task_id)
+                self._unique[lock.id] = task_id
             again = replace(
                 current,
                 status=Status.QUEUED,

@@ -164,7 +164,10 @@ class TaskStore(Protocol):
         ``notify`` (its type names a webhook) or the record names its own URL; so does
         ``fail_unfinished``."""
 
-    def retry(self, task_id: str, at: datetime) -> Task: ...
+    def retry(self, task_id: str, at: datetime, lock: UniqueLock | None = None) -> Task:
+        """Queue a failed or cancelled task again. With ``lock`` (its unique key), only
+        together with taking the lock, as ``create`` takes it (Duplicate names a holder)."""
+        ...
 
     def fail_unfinished(
         self, task_id: str, error: TaskError, at: datetime, notify: bool = False

@@ -366,7 +366,7 @@ class DynamoTaskStore:
         if task.idempotency_key:
             items.append({"Put": self._idem_put(task, body_hash)})
         if lock is not None:
-            items += self._lock_writes(task, lock)
+            items += self._lock_writes(task.id, task.created_at, lock)
         reasons = self._transact(items)
         if reasons is None:
             return task, True
@@ -414,25 +414,29 @@ class DynamoTaskStore:
             "ConditionExpression": "attribute_not_exists(id)",
         }
 
-    def _lock_writes(self, task: Task, lock: UniqueLock) -> list[TransactWriteItemTypeDef]:
-        """The lock's put (free: absent, or held by ``take_from``) and, for a replace, the
-        holder's cancel, conditional on its still being queued."""
+    def _lock_writes(self, taker: str, at: datetime, lock: UniqueLock) -> list[TransactWriteItemTypeDef]:
+        """The lock's put for task ``taker`` (free: absent, or held by ``take_from`` or by
+        ``taker`` itself) and, for a replace, the holder's cancel as of ``at``, conditional
+        on its still being queued."""
+        condition = "attribute_not_exists(id) OR task_id = :taker"
+        values = {":taker": _s(taker)}
+        if lock.take_from is not None:
+            condition += " OR task_id = :stale"
+            values[":stale"] = _s(lock.take_from)
         put: PutTypeDef = {
             "TableName": self.table,
-            "Item": {"id": _s(lock.id), "task_id": _s(task.id), "expires_at": _n(lock.expires_at)},
-            "ConditionExpression": "attribute_not_exists(id)",
+            "Item": {"id": _s(lock.id), "task_id": _s(taker), "expires_at": _n(lock.expires_at)},
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if lock.take_from is not None:
-            put["ConditionExpression"] = "attribute_not_exists(id) OR task_id = :stale"
-            put["ExpressionAttributeValues"] = {":stale": _s(lock.take_from)}
         writes: list[TransactWriteItemTypeDef] = [{"Put": put}]
         if lock.cancel and lock.take_from is not None:
             owed = ", notify_state = :ns" if lock.notify else ""
             values = {
                 ":c": _s(Status.CANCELLED.value),
-                ":now": _ts(task.created_at),
-                ":exp": _n(_epoch(task.created_at) + self.retention),
+                ":now": _ts(at),
+                ":exp": _n(_epoch(at) + self.retention),
                 ":q": _s(Status.QUEUED.value),
             } | ({":ns": _s(NotifyState.PENDING.value)} if lock.notify else {})
             writes.append(
@@ -890,31 +894,53 @@ class DynamoTaskStore:
                 return item_to_task(out)
         raise Conflict("task changed state while it was being cancelled; try again")
 
-    def retry(self, task_id: str, at: datetime) -> Task:
+    def retry(self, task_id: str, at: datetime, lock: UniqueLock | None = None) -> Task:
         current = self.get(task_id, consistent=True)
         if current is None:
             raise NotFound(task_id)
         if current.status not in (Status.FAILED, Status.CANCELLED):
             raise Conflict(f"task is {current.status.value}; only failed or cancelled tasks can be retried")
-        out = self._update(
-            task_id,
+        update = (
             "SET #s = :q, attempts = :zero, updated_at = :now, "
             "cancel_requested = :f "
             "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
-            "expires_at, worker, #pr, notify_state",
-            "#s = :cur",
-            {
-                ":q": _s("queued"),
-                ":zero": _n(0),
-                ":now": _ts(at),
-                ":f": {"BOOL": False},
-                ":cur": _s(current.status.value),
-            },
-            names={"#res": "result", "#pr": "progress"},
+            "expires_at, worker, #pr, notify_state"
         )
-        if out is None:
-            raise Conflict("task changed state while it was being retried; try again")
-        return item_to_task(out)
+        values: dict[str, Any] = {
+            ":q": _s("queued"),
+            ":zero": _n(0),
+            ":now": _ts(at),
+            ":f": {"BOOL": False},
+            ":cur": _s(current.status.value),
+        }
+        names = {"#res": "result", "#pr": "progress"}
+        changed = Conflict("task changed state while it was being retried; try again")
+        if lock is None:
+            out = self._update(task_id, update, "#s = :cur", values, names=names)
+            if out is None:
+                raise changed
+            return item_to_task(out)
+        # Queued again only together with its unique key: never a second active holder.
+        again: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"id": _s(task_id)},
+                "UpdateExpression": update,
+                "ConditionExpression": "#s = :cur",
+                "ExpressionAttributeNames": names | {"#s": "status"},
+                "ExpressionAttributeValues": values,
+            }
+        }
+        reasons = self._transact([again, *self._lock_writes(task_id, at, lock)])
+        if reasons is not None:
+            if reasons[1].get("Code") == "ConditionalCheckFailed":
+                holder = (reasons[1].get("Item") or {}).get("task_id", {}).get("S")
+                raise Duplicate("the unique key is held by another task", holder or "")
+            raise changed
+        out_task = self.get(task_id, consistent=True)
+        if out_task is None:
+            raise NotFound(task_id)
+        return out_task
 
     # -- schedules --------------------------------------------------------------------------
 

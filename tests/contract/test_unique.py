@@ -296,3 +296,35 @@ def test_concurrent_replaces_leave_one_queued_task(engine):
     tasks = engine.query(limit=50).items
     assert len(tasks) == 8
     assert [t.status for t in tasks].count(Status.QUEUED) == 1
+
+
+def test_a_retry_takes_the_key_back_only_from_a_holder_no_longer_named(store):
+    first, second = task(), task()
+    store.create(first, None, LOCK)
+    store.cancel(first.id, now())
+    store.create(second, None, UniqueLock(LOCK.id, LOCK.expires_at, take_from=first.id))
+    with pytest.raises(Duplicate) as held:
+        store.retry(first.id, now(), LOCK)
+    assert held.value.existing == second.id
+    assert store.get(first.id, consistent=True).status is Status.CANCELLED
+    store.cancel(second.id, now())
+    again = store.retry(first.id, now(), UniqueLock(LOCK.id, LOCK.expires_at, take_from=second.id))
+    assert again.status is Status.QUEUED and again.attempts == 0
+    with pytest.raises(Duplicate) as held:  # the key is the retried task's again
+        store.create(task(), None, LOCK)
+    assert held.value.existing == first.id
+
+
+def test_a_retried_unique_task_waits_for_the_active_holder(engine):
+    first, _ = submit(engine, "once", {"user": "ada"})
+    engine.cancel(first.id)
+    second, _ = submit(engine, "once", {"user": "ada"})
+    with pytest.raises(Duplicate) as held:
+        engine.retry(first.id)
+    assert held.value.existing == second.id
+    assert engine.get(first.id).status is Status.CANCELLED
+    engine.cancel(second.id)
+    assert engine.retry(first.id).status is Status.QUEUED
+    with pytest.raises(Duplicate) as held:
+        submit(engine, "once", {"user": "ada"})
+    assert held.value.existing == first.id
