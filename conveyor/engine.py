@@ -73,10 +73,12 @@ def uniqueness_of(tasktype: TaskType, unique_key: str | None) -> Uniqueness | No
 
 
 def active(task: Task, while_: UniqueWhile) -> bool:
-    """Whether ``task`` still holds its unique key under ``while_``."""
+    """Whether ``task`` still holds its unique key under ``while_``: ``queued``, until its
+    first attempt starts (a task queued again for a later attempt has started: another may
+    have taken the key meanwhile); ``queued-or-running``, until it finishes."""
     if while_ is UniqueWhile.QUEUED_OR_RUNNING:
         return task.status in (Status.QUEUED, Status.RUNNING)
-    return task.status is Status.QUEUED
+    return task.status is Status.QUEUED and task.attempts == 0
 
 
 @dataclass(frozen=True)

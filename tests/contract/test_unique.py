@@ -15,7 +15,7 @@ from conveyor.engine import Engine, Submission
 from conveyor.errors import Duplicate, IdempotencyConflict, ValidationError
 from conveyor.flowkeys import digest
 from conveyor.memory import MemoryTaskStore
-from conveyor.model import NotifyState, Status, Task, new_id, now
+from conveyor.model import NotifyState, Status, Task, TaskError, new_id, now
 from conveyor.ports import TaskStore, UniqueLock, unique_lock_id
 from conveyor.settings import Settings
 from tests.conftest import make_settings
@@ -328,3 +328,19 @@ def test_a_retried_unique_task_waits_for_the_active_holder(engine):
     with pytest.raises(Duplicate) as held:
         submit(engine, "once", {"user": "ada"})
     assert held.value.existing == first.id
+
+
+def test_while_queued_ends_at_the_first_start_even_if_the_attempt_is_retried(mem_engine):
+    first, _ = submit(mem_engine, "latest", {"user": "ada"})
+    claimed = mem_engine.store.claim(first.id, "latest", "w1", now()).task
+    second, created = submit(mem_engine, "latest", {"user": "ada"})
+    assert created
+    # The first attempt failed and waits for its next one: it does not take the key back.
+    assert mem_engine.store.requeue(claimed, now(), TaskError("E", "x"), now())
+    assert mem_engine.get(first.id).status is Status.QUEUED
+    assert submit(mem_engine, "latest", {"user": "ada"})[0].id == second.id
+    # A holder queued again after it started is not active either: the key goes to a new task.
+    held = mem_engine.store.claim(second.id, "latest", "w1", now()).task
+    assert mem_engine.store.requeue(held, now(), TaskError("E", "x"), now())
+    third, created = submit(mem_engine, "latest", {"user": "ada"})
+    assert created and third.id not in (first.id, second.id)
