@@ -131,7 +131,10 @@ TASK = {
                 "until": {"type": "string", "format": "date-time", "description": "When it looks again."},
             },
         },
-        "unique_key": {"type": ["string", "null"]},
+        "unique_key": {
+            "type": ["string", "null"],
+            "description": "The unique_key given at submit (a key read from the payload is not copied here).",
+        },
         "notify": {
             "type": "object",
             "description": "Present when the task has a completion webhook.",

@@ -72,6 +72,17 @@ def uniqueness_of(tasktype: TaskType, unique_key: str | None) -> Uniqueness | No
     return Uniqueness() if unique_key is not None else None
 
 
+def lock_key(task: Task, tasktype: TaskType) -> str:
+    """The key ``task`` holds: the submitted ``unique_key``, else its payload's value at the
+    type's ``uniqueness.key`` (flowkeys: a string as itself, other values as canonical
+    JSON), else one key for the whole type. Only its digest is stored (in the lock's id):
+    a payload value may be personal data, so the record keeps only a submitted key."""
+    if task.unique_key is not None:
+        return task.unique_key
+    pointer = tasktype.uniqueness.key if tasktype.uniqueness else None
+    return flowkeys.key_of(task.payload, pointer)
+
+
 def active(task: Task, while_: UniqueWhile) -> bool:
     """Whether ``task`` still holds its unique key under ``while_``: ``queued``, until its
     first attempt starts (a task queued again for a later attempt has started: another may
@@ -172,7 +183,7 @@ class Engine:
                 "notify.url must be https:// (the task type does not allow private networks)",
                 [{"pointer": f"{pointer}/notify/url", "message": "an https:// URL"}],
             )
-        unique_key = self._unique_key(sub, tasktype, pointer)
+        self._check_unique_key(sub, tasktype, pointer)
         at = self.clock.now()
         run_at = sub.run_at
         if sub.delay_seconds:
@@ -198,19 +209,18 @@ class Engine:
             notify_url=sub.notify_url,
             submitter=sub.submitter,
             priority=sub.priority or tasktype.priority,
-            unique_key=unique_key,
+            unique_key=sub.unique_key,
         )
 
     @staticmethod
-    def _unique_key(sub: Submission, tasktype: TaskType, pointer: str) -> str | None:
-        """The submit's ``unique_key``, else the payload's value at the type's
-        ``uniqueness.key`` (canonical JSON; a string as itself). A payload without that
-        value is refused: it would otherwise share one key with every other such task."""
+    def _check_unique_key(sub: Submission, tasktype: TaskType, pointer: str) -> None:
+        """Refuse a submit without a key to hold: a type unique by a payload field whose
+        payload lacks it (it would otherwise share one key with every other such task)."""
         if sub.unique_key is not None or tasktype.uniqueness is None or tasktype.uniqueness.key is None:
-            return sub.unique_key
+            return
         at = tasktype.uniqueness.key
         try:
-            return flowkeys.canonical(flowkeys.value_at(sub.payload, at))
+            flowkeys.value_at(sub.payload, at)
         except flowkeys.Missing as exc:
             raise ValidationError(
                 f"task type {sub.type!r} is unique by the payload's {at}, which this payload lacks",
@@ -243,10 +253,10 @@ class Engine:
         tasktype = registry.get(task.type)
         rule = uniqueness_of(tasktype, task.unique_key) if tasktype is not None else None
         hashed = body_hash(body) if idempotency_key else None
-        if rule is None:
+        if tasktype is None or rule is None:
             task, created = self.store.create(task, hashed)
         else:
-            task, created = self._create_unique(task, hashed, rule)
+            task, created = self._create_unique(task, hashed, tasktype, rule)
         repeat = not created and digest is not None and task.idempotency_key == digest
         if created or (repeat and task.status is Status.QUEUED and task.attempts == 0):
             # A repeat of an idempotent submit re-sends too: its first send may have been
@@ -254,11 +264,13 @@ class Engine:
             self._dispatch(task)
         return task, created
 
-    def _create_unique(self, task: Task, hashed: str | None, rule: Uniqueness) -> tuple[Task, bool]:
+    def _create_unique(
+        self, task: Task, hashed: str | None, tasktype: TaskType, rule: Uniqueness
+    ) -> tuple[Task, bool]:
         """Create ``task`` holding its unique key (docs/TASKTYPES.md). The lock names its
         holder; a holder no longer active (by ``rule.while_``) is taken over, conditional on
         its still being the holder, so no release write is needed and none is left stuck."""
-        lock = self._lock(task, task.created_at)
+        lock = self._lock(task, tasktype, task.created_at)
         for _ in range(UNIQUE_ROUNDS):
             try:
                 created = self.store.create(task, hashed, lock)
@@ -283,9 +295,9 @@ class Engine:
             return created
         raise Conflict("the task holding this unique key kept changing; try again")
 
-    def _lock(self, task: Task, at: datetime) -> UniqueLock:
+    def _lock(self, task: Task, tasktype: TaskType, at: datetime) -> UniqueLock:
         """The unique lock of ``task``, kept (TTL) while a task taking it at ``at`` can be active."""
-        key = task.unique_key if task.unique_key is not None else flowkeys.MISSING
+        key = lock_key(task, tasktype)
         expires = int(at.timestamp()) + MAX_DELAY_SECONDS + self.settings.retention_seconds
         return UniqueLock(unique_lock_id(task.type, flowkeys.digest(key)), expires)
 
@@ -399,16 +411,16 @@ class Engine:
         current = self.store.get(task_id, consistent=True)
         tasktype = self.registry.get(current.type) if current is not None else None
         rule = uniqueness_of(tasktype, current.unique_key) if current and tasktype else None
-        if current is None or rule is None:
+        if current is None or tasktype is None or rule is None:
             task = self.store.retry(task_id, self.clock.now())
         else:
-            task = self._retry_unique(current, rule)
+            task = self._retry_unique(current, tasktype, rule)
         self._dispatch(task)
         return task
 
-    def _retry_unique(self, task: Task, rule: Uniqueness) -> Task:
+    def _retry_unique(self, task: Task, tasktype: TaskType, rule: Uniqueness) -> Task:
         at = self.clock.now()
-        lock = self._lock(task, at)
+        lock = self._lock(task, tasktype, at)
         for _ in range(UNIQUE_ROUNDS):
             try:
                 return self.store.retry(task.id, at, lock)
