@@ -209,3 +209,11 @@ def test_client_priority_unique_key_and_the_duplicate_problem(unique_url):
         assert err.value.status == 409
         assert err.value.problem["type"] == "/problems/duplicate"
         assert err.value.problem["existing_task"] == held["id"]
+
+
+def test_the_cli_priority_choices_are_the_api_levels():
+    from conveyor.cli import submit as command
+    from conveyor.model import PRIORITIES
+
+    option = next(p for p in command.params if p.name == "priority")
+    assert list(option.type.choices) == [p.value for p in PRIORITIES]
