@@ -346,3 +346,32 @@ def test_while_queued_ends_at_the_first_start_even_if_the_attempt_is_retried(mem
     assert mem_engine.store.requeue(held, now(), TaskError("E", "x"), now())
     third, created = submit(mem_engine, "latest", {"user": "ada"})
     assert created and third.id not in (first.id, second.id)
+
+
+def test_a_transaction_that_meets_a_concurrent_one_is_tried_again(settings_factory, monkeypatch):
+    """DynamoDB cancels a transaction that overlaps another on one of its items
+    (TransactionConflict, nothing written): the create tries again, briefly, and only an
+    ongoing clash becomes a 503."""
+    from botocore.exceptions import ClientError
+
+    from conveyor.errors import Unavailable
+
+    store = AwsBackend(settings_factory()).store()
+    real = store.client.transact_write_items
+    clashes = [2]
+
+    def clashing(**kw):
+        if clashes[0]:
+            clashes[0] -= 1
+            reasons = [{"Code": "None"}, {"Code": "TransactionConflict", "Message": "clash"}]
+            error = {"Code": "TransactionCanceledException", "Message": "cancelled"}
+            raise ClientError({"Error": error, "CancellationReasons": reasons}, "TransactWriteItems")
+        return real(**kw)
+
+    monkeypatch.setattr(store.client, "transact_write_items", clashing)
+    first = task()
+    assert store.create(first, None, LOCK) == (first, True)
+    assert clashes == [0]
+    clashes[0] = 99
+    with pytest.raises(Unavailable):
+        store.create(task(), None, UniqueLock(LOCK.id, LOCK.expires_at, take_from=first.id))
