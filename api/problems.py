@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from conveyor.errors import (
     Conflict,
+    Duplicate,
     IdempotencyConflict,
     InvalidCursor,
     NotFound,
@@ -94,6 +95,14 @@ async def on_conveyor_error(request: Request, exc: Exception) -> Response:
         problem = Problem(422, str(exc), "validation", errors=exc.errors)
     elif isinstance(exc, NotFound):
         problem = Problem(404, "no task with this id", "not-found")
+    elif isinstance(exc, Duplicate):
+        problem = Problem(
+            409,
+            str(exc),
+            "duplicate",
+            errors=[{"pointer": "/unique_key", "message": "an active task of the type holds this key"}],
+            existing_task=exc.existing,
+        )
     elif isinstance(exc, IdempotencyConflict):
         problem = Problem(409, str(exc), "idempotency-conflict")
     elif isinstance(exc, Conflict):

@@ -131,7 +131,10 @@ TASK = {
                 "until": {"type": "string", "format": "date-time", "description": "When it looks again."},
             },
         },
-        "unique_key": {"type": ["string", "null"]},
+        "unique_key": {
+            "type": ["string", "null"],
+            "description": "The unique_key given at submit (a key read from the payload is not copied here).",
+        },
         "notify": {
             "type": "object",
             "description": "Present when the task has a completion webhook.",
@@ -154,6 +157,10 @@ PROBLEM = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "existing_task": {
+            "type": "string",
+            "description": "Type duplicate: the id of the active task holding the unique key.",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -367,9 +374,21 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submit"}}},
                     },
                     "responses": {
-                        "202": _json("Accepted and queued.", "Task"),
-                        "200": _json("A repeat of an Idempotency-Key: the same task.", "Task"),
-                        "409": _problem("Idempotency-Key reused with another body."),
+                        "202": _json(
+                            "Accepted and queued (with onDuplicate replace: the queued task holding "
+                            "the unique key was cancelled).",
+                            "Task",
+                        ),
+                        "200": _json(
+                            "A repeat of an Idempotency-Key: the same task. Or the active task holding "
+                            "the unique key (onDuplicate return-existing), redacted as a read would be.",
+                            "Task",
+                        ),
+                        "409": _problem(
+                            "Idempotency-Key reused with another body (type idempotency-conflict), or "
+                            "the unique key is held by an active task (type duplicate, its id in "
+                            "existing_task)."
+                        ),
                         **body_errors,
                         **common,
                     },
@@ -595,7 +614,10 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "202": _json("Queued again, attempts reset.", "Task"),
                         "400": bad_id,
                         "404": _problem("No such task."),
-                        "409": _problem("Only failed or cancelled tasks can be retried."),
+                        "409": _problem(
+                            "Only failed or cancelled tasks can be retried; or (type duplicate) "
+                            "another active task holds its unique key."
+                        ),
                         **common,
                     },
                 }
@@ -656,7 +678,8 @@ def openapi(max_batch: int) -> dict[str, Any]:
                         "400": bad_name,
                         "404": _problem("No such schedule."),
                         "409": _problem(
-                            "The schedule is not ready (detail says why), or Idempotency-Key reused."
+                            "The schedule is not ready (detail says why), Idempotency-Key reused, or "
+                            "the task type's unique key is held by an active task (type duplicate)."
                         ),
                         "422": _problem(
                             "The schedule's payload no longer matches its task type, or a bad header."

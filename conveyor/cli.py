@@ -241,6 +241,8 @@ def _fail(exc: ConveyorHTTPError) -> None:
     click.echo(f"error {exc.status}: {problem.get('detail', problem)}", err=True)
     for item in problem.get("errors", []) or []:
         click.echo(f"  {item.get('pointer')}: {item.get('message')}", err=True)
+    if problem.get("existing_task"):
+        click.echo(f"  existing task: {problem['existing_task']}", err=True)
     sys.exit(1)
 
 
@@ -250,6 +252,14 @@ def _fail(exc: ConveyorHTTPError) -> None:
 @click.option("--delay", type=float, default=None, help="Seconds to wait before running.")
 @click.option("--max-attempts", type=int, default=None)
 @click.option("--idempotency-key", default=None)
+@click.option(
+    "--priority",
+    # The API's levels, spelled out: the client stays free of the server's modules.
+    type=click.Choice(["high", "normal", "low"]),
+    default=None,
+    help="Queue level (default: the task type's).",
+)
+@click.option("--unique-key", default=None, help="At most one active task of the type with this key.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until it finishes, showing its progress.")
 @click.option(
     "--timeout", type=float, default=300, show_default=True, help="With --wait: give up after this long."
@@ -261,6 +271,8 @@ def submit(
     delay: float | None,
     max_attempts: int | None,
     idempotency_key: str | None,
+    priority: str | None,
+    unique_key: str | None,
     wait_: bool,
     timeout: float,
     url: str,
@@ -280,6 +292,8 @@ def submit(
                 delay_seconds=delay,
                 max_attempts=max_attempts,
                 idempotency_key=idempotency_key,
+                priority=priority,
+                unique_key=unique_key,
             )
             _print_or_wait(client, task, wait_, timeout)
         except ConveyorHTTPError as exc:

@@ -109,8 +109,18 @@ class Client:
         run_at: str | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
+        unique_key: str | None = None,
     ) -> dict[str, Any]:
+        """Submit one task; returns it. With ``unique_key`` (or a type unique by a payload
+        field) an active task may already hold the key: by the type's ``onDuplicate`` this
+        returns that task, or raises ConveyorHTTPError 409 whose problem's ``existing_task``
+        names it."""
         body: dict[str, Any] = {"type": task_type, "payload": {} if payload is None else payload}
+        if priority is not None:
+            body["priority"] = priority
+        if unique_key is not None:
+            body["unique_key"] = unique_key
         if delay_seconds is not None:
             body["delay_seconds"] = delay_seconds
         if run_at is not None:

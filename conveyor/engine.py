@@ -14,13 +14,13 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from conveyor import tracing
+from conveyor import flowkeys, tracing
 from conveyor.clock import SYSTEM, Clock
-from conveyor.errors import ConveyorError, NotFound, Unavailable, ValidationError
+from conveyor.errors import Conflict, ConveyorError, Duplicate, NotFound, Unavailable, ValidationError
 from conveyor.model import (
     NOTIFY_TYPE,
     NotifyState,
@@ -32,8 +32,16 @@ from conveyor.model import (
     WorkerInfo,
     new_id,
 )
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, Broker, Page, TaskStore, WorkerRegistry
-from conveyor.registry import Registry, RegistryWatcher
+from conveyor.ports import (
+    BROKER_MAX_DELAY_SECONDS,
+    Broker,
+    Page,
+    TaskStore,
+    UniqueLock,
+    WorkerRegistry,
+    unique_lock_id,
+)
+from conveyor.registry import OnDuplicate, Registry, RegistryWatcher, TaskType, Uniqueness, UniqueWhile
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.engine")
@@ -43,6 +51,45 @@ MAX_DELAY_SECONDS = 14 * 24 * 3600  # SQS retention: no message outlives it
 
 def body_hash(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def idempotency_digest(key: str) -> str:
+    """What a task record keeps of the Idempotency-Key it was submitted with."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# Rounds of a unique submit: each one meets a holder that changed since the last read
+# (finished, replaced by another submit): each loss is another submit's win, so a burst
+# of concurrent replaces settles well within this.
+UNIQUE_ROUNDS = 32
+
+
+def uniqueness_of(tasktype: TaskType, unique_key: str | None) -> Uniqueness | None:
+    """The uniqueness rule a submit of ``tasktype`` follows: the type's, else (a submit
+    naming a ``unique_key`` for a type without one) the defaults."""
+    if tasktype.uniqueness is not None:
+        return tasktype.uniqueness
+    return Uniqueness() if unique_key is not None else None
+
+
+def lock_key(task: Task, tasktype: TaskType) -> str:
+    """The key ``task`` holds: the submitted ``unique_key``, else its payload's value at the
+    type's ``uniqueness.key`` (flowkeys: a string as itself, other values as canonical
+    JSON), else one key for the whole type. Only its digest is stored (in the lock's id):
+    a payload value may be personal data, so the record keeps only a submitted key."""
+    if task.unique_key is not None:
+        return task.unique_key
+    pointer = tasktype.uniqueness.key if tasktype.uniqueness else None
+    return flowkeys.key_of(task.payload, pointer)
+
+
+def active(task: Task, while_: UniqueWhile) -> bool:
+    """Whether ``task`` still holds its unique key under ``while_``: ``queued``, until its
+    first attempt starts (a task queued again for a later attempt has started: another may
+    have taken the key meanwhile); ``queued-or-running``, until it finishes."""
+    if while_ is UniqueWhile.QUEUED_OR_RUNNING:
+        return task.status in (Status.QUEUED, Status.RUNNING)
+    return task.status is Status.QUEUED and task.attempts == 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +183,7 @@ class Engine:
                 "notify.url must be https:// (the task type does not allow private networks)",
                 [{"pointer": f"{pointer}/notify/url", "message": "an https:// URL"}],
             )
+        self._check_unique_key(sub, tasktype, pointer)
         at = self.clock.now()
         run_at = sub.run_at
         if sub.delay_seconds:
@@ -164,6 +212,26 @@ class Engine:
             unique_key=sub.unique_key,
         )
 
+    @staticmethod
+    def _check_unique_key(sub: Submission, tasktype: TaskType, pointer: str) -> None:
+        """Refuse a submit without a key to hold: a type unique by a payload field whose
+        payload lacks it (it would otherwise share one key with every other such task)."""
+        if sub.unique_key is not None or tasktype.uniqueness is None or tasktype.uniqueness.key is None:
+            return
+        at = tasktype.uniqueness.key
+        try:
+            flowkeys.value_at(sub.payload, at)
+        except flowkeys.Missing as exc:
+            raise ValidationError(
+                f"task type {sub.type!r} is unique by the payload's {at}, which this payload lacks",
+                [
+                    {
+                        "pointer": f"{pointer}/payload{at}",
+                        "message": "required: the task type's uniqueness key (or give unique_key)",
+                    }
+                ],
+            ) from exc
+
     def _delay(self, task: Task) -> int:
         if task.run_at is None:
             return 0
@@ -173,17 +241,65 @@ class Engine:
     def submit(
         self, sub: Submission, idempotency_key: str | None = None, body: Any = None
     ) -> tuple[Task, bool]:
-        """Record and enqueue one task; returns (task, created). Raises ValidationError,
-        IdempotencyConflict, Unavailable (nothing was recorded)."""
-        task = self._prepare(sub, self.registry)
-        if idempotency_key:
-            task = task.with_(idempotency_key=hashlib.sha256(idempotency_key.encode()).hexdigest())
-        task, created = self.store.create(task, body_hash(body) if idempotency_key else None)
-        if created or (task.status is Status.QUEUED and task.attempts == 0):
+        """Record and enqueue one task; returns (task, created). Not created: the task of a
+        repeated Idempotency-Key, or the active task holding the unique key (the type's
+        ``uniqueness.onDuplicate`` is return-existing). Raises ValidationError,
+        IdempotencyConflict, Duplicate, Unavailable (nothing was recorded)."""
+        registry = self.registry
+        task = self._prepare(sub, registry)
+        digest = idempotency_digest(idempotency_key) if idempotency_key else None
+        if digest:
+            task = task.with_(idempotency_key=digest)
+        tasktype = registry.get(task.type)
+        rule = uniqueness_of(tasktype, task.unique_key) if tasktype is not None else None
+        hashed = body_hash(body) if idempotency_key else None
+        if tasktype is None or rule is None:
+            task, created = self.store.create(task, hashed)
+        else:
+            task, created = self._create_unique(task, hashed, tasktype, rule)
+        repeat = not created and digest is not None and task.idempotency_key == digest
+        if created or (repeat and task.status is Status.QUEUED and task.attempts == 0):
             # A repeat of an idempotent submit re-sends too: its first send may have been
             # the one that did not happen. Duplicates are harmless.
             self._dispatch(task)
         return task, created
+
+    def _create_unique(
+        self, task: Task, hashed: str | None, tasktype: TaskType, rule: Uniqueness
+    ) -> tuple[Task, bool]:
+        """Create ``task`` holding its unique key (docs/TASKTYPES.md). The lock names its
+        holder; a holder no longer active (by ``rule.while_``) is taken over, conditional on
+        its still being the holder, so no release write is needed and none is left stuck."""
+        lock = self._lock(task, tasktype, task.created_at)
+        for _ in range(UNIQUE_ROUNDS):
+            try:
+                created = self.store.create(task, hashed, lock)
+            except Duplicate as held:
+                holder = self.store.get(held.existing, consistent=True) if held.existing else None
+                if holder is None or not active(holder, rule.while_):
+                    lock = replace(lock, take_from=held.existing, cancel=False, notify=False)
+                    continue
+                if rule.on_duplicate is OnDuplicate.RETURN_EXISTING:
+                    return holder, False
+                if rule.on_duplicate is OnDuplicate.REPLACE and holder.status is Status.QUEUED:
+                    notify = self.notifies(holder.type) or holder.notify_url is not None
+                    lock = replace(lock, take_from=holder.id, cancel=True, notify=notify)
+                    continue
+                why = "queued" if holder.status is Status.QUEUED else "running, and cannot be replaced"
+                raise Duplicate(f"task {holder.id} with this unique key is {why}", holder.id) from None
+            if lock.cancel and lock.take_from:
+                replaced = self.store.get(lock.take_from, consistent=True)
+                if replaced is not None:
+                    self._send_notify(replaced)
+                log.info("task %s replaced queued task %s (unique key)", task.id, lock.take_from)
+            return created
+        raise Conflict("the task holding this unique key kept changing; try again")
+
+    def _lock(self, task: Task, tasktype: TaskType, at: datetime) -> UniqueLock:
+        """The unique lock of ``task``, kept (TTL) while a task taking it at ``at`` can be active."""
+        key = lock_key(task, tasktype)
+        expires = int(at.timestamp()) + MAX_DELAY_SECONDS + self.settings.retention_seconds
+        return UniqueLock(unique_lock_id(task.type, flowkeys.digest(key)), expires)
 
     def _dispatch(self, task: Task) -> None:
         try:
@@ -195,6 +311,21 @@ class Engine:
 
     def submit_batch(self, subs: Sequence[Submission]) -> list[Task]:
         registry = self.registry
+        for i, sub in enumerate(subs):
+            tasktype = registry.get(sub.type)
+            if tasktype is not None and uniqueness_of(tasktype, sub.unique_key) is not None:
+                # A batch is written as a whole, without locks: a unique task is submitted alone.
+                field = "unique_key" if sub.unique_key is not None else "type"
+                raise ValidationError(
+                    "a batch cannot hold tasks with unique keys; submit them one at a time",
+                    [
+                        {
+                            "pointer": f"/tasks/{i}/{field}",
+                            "message": "tasks of a type with uniqueness, or with a unique_key, "
+                            "are submitted to POST /v1/tasks",
+                        }
+                    ],
+                )
         tasks = [self._prepare(s, registry, f"/tasks/{i}") for i, s in enumerate(subs)]
         self.store.create_many(tasks)
         failed = self.broker.send_many([(t.id, t.type, self._delay(t)) for t in tasks], tracing.inject())
@@ -275,9 +406,35 @@ class Engine:
             log.warning("task %s: its webhook's notify message could not be sent (%s)", task.id, exc)
 
     def retry(self, task_id: str) -> Task:
-        task = self.store.retry(task_id, self.clock.now())
+        """Queue a failed or cancelled task again. A task of a unique type takes its key
+        back with it: while another task holding the key is active, Duplicate (409)."""
+        current = self.store.get(task_id, consistent=True)
+        tasktype = self.registry.get(current.type) if current is not None else None
+        rule = uniqueness_of(tasktype, current.unique_key) if current and tasktype else None
+        if current is None or tasktype is None or rule is None:
+            task = self.store.retry(task_id, self.clock.now())
+        else:
+            task = self._retry_unique(current, tasktype, rule)
         self._dispatch(task)
         return task
+
+    def _retry_unique(self, task: Task, tasktype: TaskType, rule: Uniqueness) -> Task:
+        at = self.clock.now()
+        lock = self._lock(task, tasktype, at)
+        for _ in range(UNIQUE_ROUNDS):
+            try:
+                return self.store.retry(task.id, at, lock)
+            except Duplicate as held:
+                holder = self.store.get(held.existing, consistent=True) if held.existing else None
+                if holder is None or not active(holder, rule.while_):
+                    lock = replace(lock, take_from=held.existing)
+                    continue
+                raise Duplicate(
+                    f"task {holder.id} holds this unique key and is {holder.status.value}; "
+                    "retry this one once it is done",
+                    holder.id,
+                ) from None
+        raise Conflict("the task holding this unique key kept changing; try again")
 
     # -- housekeeping, run by the API (conveyor/maintenance.py) ------------------------------
 

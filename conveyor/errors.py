@@ -19,6 +19,14 @@ class IdempotencyConflict(Conflict):
     pass
 
 
+class Duplicate(Conflict):
+    """A unique key held by an active task: ``existing`` is that task's id."""
+
+    def __init__(self, message: str, existing: str) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 class Unavailable(ConveyorError):
     """The backend (SQS, DynamoDB, S3) is unreachable or throttling: try again later."""
 

@@ -22,6 +22,7 @@ from conveyor import jsonsafe
 from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import (
     Conflict,
+    Duplicate,
     IdempotencyConflict,
     InvalidCursor,
     NotFound,
@@ -48,6 +49,7 @@ from conveyor.ports import (
     Claim,
     Page,
     ScheduleState,
+    UniqueLock,
     same_creation,
 )
 
@@ -82,11 +84,14 @@ class MemoryTaskStore:
         self.clock = clock
         self._tasks: dict[str, Task] = {}
         self._idem: dict[str, tuple[str, str]] = {}
+        self._unique: dict[str, str] = {}  # unique lock id -> the task holding it
         self._next_expiry: float = math.inf
         self._schedules: dict[str, ScheduleState] = {}
         self._lock = threading.RLock()  # every method is one atomic step, as in DynamoDB
 
-    def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
+    def create(
+        self, task: Task, body_hash: str | None = None, lock: UniqueLock | None = None
+    ) -> tuple[Task, bool]:
         with self._lock:
             self._expire()
             key = task.idempotency_key
@@ -102,10 +107,35 @@ class MemoryTaskStore:
                 if same_creation(existing, task):
                     return existing, True  # the retry of a create that took effect
                 raise Conflict(f"task {task.id} exists")
+            if lock is not None:
+                self._take(lock, task.created_at, task.id)
+                self._unique[lock.id] = task.id
             self._put(task)
             if key:
                 self._idem[key] = (task.id, body_hash or "")
             return task, True
+
+    def _take(self, lock: UniqueLock, at: datetime, taker: str) -> None:
+        """Check that ``lock`` is free for ``taker`` to take, and cancel its holder (as of
+        ``at``) if asked; under the lock."""
+        holder = self._unique.get(lock.id)
+        if holder is not None and holder not in (lock.take_from, taker):
+            raise Duplicate("the unique key is held by another task", holder)
+        if lock.cancel and lock.take_from is not None:
+            current = self._tasks.get(lock.take_from)
+            if current is None or current.status is not Status.QUEUED:
+                raise Duplicate("the task holding the unique key is no longer queued", lock.take_from)
+            self._put(self._cancelled(current, at, lock.notify))
+
+    def _cancelled(self, current: Task, at: datetime, notify: bool) -> Task:
+        return replace(
+            current,
+            status=Status.CANCELLED,
+            finished_at=at,
+            updated_at=at,
+            notify_state=_owed(current, notify),
+            expires_at=int(at.timestamp()) + self.retention,
+        )
 
     def create_many(self, tasks: Sequence[Task]) -> None:
         with self._lock:
@@ -130,6 +160,8 @@ class MemoryTaskStore:
         # An idempotency key lasts no longer than its task (on DynamoDB: its retention
         # from creation), so a key of a task that is gone may be used again.
         self._idem = {k: v for k, v in self._idem.items() if v[0] in self._tasks}
+        # A lock whose holder is gone is free anyway (its item's TTL removes it on DynamoDB).
+        self._unique = {k: v for k, v in self._unique.items() if v in self._tasks}
         left = (t.expires_at for t in self._tasks.values() if t.expires_at is not None)
         self._next_expiry = min(left, default=math.inf)
 
@@ -303,20 +335,13 @@ class MemoryTaskStore:
                     f"task is {current.status.value}; only queued or running tasks can be cancelled"
                 )
             if current.status is Status.QUEUED:
-                done = replace(
-                    current,
-                    status=Status.CANCELLED,
-                    finished_at=at,
-                    updated_at=at,
-                    notify_state=_owed(current, notify),
-                    expires_at=int(at.timestamp()) + self.retention,
-                )
+                done = self._cancelled(current, at, notify)
             else:
                 done = replace(current, cancel_requested=True, updated_at=at)
             self._put(done)
             return done
 
-    def retry(self, task_id: str, at: datetime) -> Task:
+    def retry(self, task_id: str, at: datetime, lock: UniqueLock | None = None) -> Task:
         with self._lock:
             current = self._tasks.get(task_id)
             if current is None:
@@ -325,6 +350,9 @@ class MemoryTaskStore:
                 raise Conflict(
                     f"task is {current.status.value}; only failed or cancelled tasks can be retried"
                 )
+            if lock is not None:
+                self._take(lock, at, task_id)
+                self._unique[lock.id] = task_id
             again = replace(
                 current,
                 status=Status.QUEUED,

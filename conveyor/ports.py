@@ -48,6 +48,25 @@ class ScheduleState:
     last_run_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class UniqueLock:
+    """The lock a create takes with its task (``TaskStore.create``): one item per (type,
+    key) naming the task that holds it, written in the same step as the task. It is free
+    when absent or when it names ``take_from``, a holder the caller found no longer
+    active; with ``cancel``, that holder is cancelled in the same step, if still queued
+    (``notify``: its webhook is owed, as ``cancel`` would mark it)."""
+
+    id: str
+    expires_at: int  # epoch seconds: the item goes (TTL) once no holder can still be active
+    take_from: str | None = None
+    cancel: bool = False
+    notify: bool = False
+
+
+def unique_lock_id(task_type: str, key_digest: str) -> str:
+    return f"unique#{task_type}#{key_digest}"
+
+
 # A task's record is one DynamoDB item, which holds at most this many bytes.
 STORE_ITEM_BYTES = 400 * 1024
 
@@ -72,10 +91,16 @@ def same_creation(stored: Task, new: Task) -> bool:
 
 
 class TaskStore(Protocol):
-    def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
+    def create(
+        self, task: Task, body_hash: str | None = None, lock: UniqueLock | None = None
+    ) -> tuple[Task, bool]:
         """Write a new record. With ``task.idempotency_key`` set, a second create with the
         same key returns (existing task, False), or raises IdempotencyConflict if
-        ``body_hash`` differs.
+        ``body_hash`` differs; that check comes first.
+
+        With ``lock``, the task is written only together with the lock: if another task
+        (not ``take_from``) holds it, nothing is written and Duplicate names the holder;
+        also when ``cancel`` finds ``take_from`` no longer queued.
 
         A create of an id that exists is the retry of a write that took effect (its answer
         was lost): with the same content it returns (stored task, True); with different
@@ -139,7 +164,10 @@ class TaskStore(Protocol):
         ``notify`` (its type names a webhook) or the record names its own URL; so does
         ``fail_unfinished``."""
 
-    def retry(self, task_id: str, at: datetime) -> Task: ...
+    def retry(self, task_id: str, at: datetime, lock: UniqueLock | None = None) -> Task:
+        """Queue a failed or cancelled task again. With ``lock`` (its unique key), only
+        together with taking the lock, as ``create`` takes it (Duplicate names a holder)."""
+        ...
 
     def fail_unfinished(
         self, task_id: str, error: TaskError, at: datetime, notify: bool = False

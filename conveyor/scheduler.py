@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import Any
 
 from conveyor import schedule as planning
-from conveyor.engine import Engine, Submission
-from conveyor.errors import ConveyorError, IdempotencyConflict, ValidationError
+from conveyor.engine import Engine, Submission, idempotency_digest
+from conveyor.errors import ConveyorError, Duplicate, IdempotencyConflict, ValidationError
 from conveyor.maintenance import running
 from conveyor.metrics import SchedulerMetrics
 from conveyor.model import Task, to_rfc3339
@@ -192,11 +192,25 @@ class Scheduler:
             log.warning("schedule %s: slot %s already fired with another payload", spec.key, slot)
             self.engine.store.advance_schedule(spec.key, slot)
             return Fired(spec.key, slot, outcome)
+        except Duplicate as exc:
+            # The type is unique (onDuplicate reject) and its key is held: the slot's work is
+            # already queued or running, as with concurrencyPolicy Forbid.
+            log.info("schedule %s: slot %s skipped: %s", spec.key, slot, exc)
+            if self.engine.store.advance_schedule(spec.key, slot):
+                self._count(spec, Outcome.SKIPPED_OVERLAP)
+            return Fired(spec.key, slot, Outcome.SKIPPED_OVERLAP, exc.existing)
         except ValidationError as exc:
             log.error("schedule %s: slot %s not fired: %s", spec.key, slot, exc)
             if self.engine.store.advance_schedule(spec.key, slot):
                 self._count(spec, Outcome.FAILED)
             return Fired(spec.key, slot, Outcome.FAILED)
+        if not created and task.idempotency_key != idempotency_digest(key):
+            # Not this slot's task: the active one holding the type's unique key
+            # (onDuplicate return-existing) already does the slot's work.
+            log.info("schedule %s: slot %s skipped: task %s holds the unique key", spec.key, slot, task.id)
+            if self.engine.store.advance_schedule(spec.key, slot):
+                self._count(spec, Outcome.SKIPPED_OVERLAP)
+            return Fired(spec.key, slot, Outcome.SKIPPED_OVERLAP, task.id)
         self.engine.store.advance_schedule(spec.key, slot, task.id, slot)
         if created:
             self._count(spec, outcome)

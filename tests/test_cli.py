@@ -169,3 +169,51 @@ def test_an_id_or_name_is_one_path_segment(call, path):
     with Client("http://conveyor.test", "t", transport=httpx.MockTransport(answer)) as client:
         call(client, "X/cancel?a=1#")
     assert seen == [path.format("X%2Fcancel%3Fa%3D1%23")]
+
+
+@pytest.fixture
+def unique_url(settings_factory, monkeypatch, tmp_path):
+    """A live API (no worker) whose registry holds the unique task types."""
+    from api.app import create_app
+    from tests.support.unique import unique_types
+
+    engine = build(settings_factory(tasktypes=str(unique_types(tmp_path)))).engine
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    with ServerThread(create_app(engine, CollectorRegistry())) as server:
+        yield server.url
+
+
+def test_submit_with_priority_and_unique_key(unique_url):
+    args = ("submit", "plain", "{}", "--priority", "high", "--unique-key", "nightly", "--url", unique_url)
+    first = json.loads(run(*args).stdout)
+    assert first["priority"] == "high" and first["unique_key"] == "nightly"
+    again = run(*args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["id"] == first["id"]  # return-existing
+    held = json.loads(run("submit", "once", '{"user": "ada"}', "--url", unique_url).stdout)
+    refused = run("submit", "once", '{"user": "ada"}', "--url", unique_url)
+    assert refused.exit_code == 1
+    assert "error 409" in refused.output and "/unique_key" in refused.output
+    assert f"existing task: {held['id']}" in refused.output
+    bad = run("submit", "plain", "{}", "--priority", "urgent", "--url", unique_url)
+    assert bad.exit_code == 2 and "urgent" in bad.output
+
+
+def test_client_priority_unique_key_and_the_duplicate_problem(unique_url):
+    with Client(unique_url) as c:
+        task = c.submit("plain", {}, priority="low", unique_key="k")
+        assert (task["priority"], task["unique_key"]) == ("low", "k")
+        assert c.submit("plain", {"other": 1}, unique_key="k")["id"] == task["id"]
+        held = c.submit("once", {"user": "ada"})
+        with pytest.raises(ConveyorHTTPError) as err:
+            c.submit("once", {"user": "ada"})
+        assert err.value.status == 409
+        assert err.value.problem["type"] == "/problems/duplicate"
+        assert err.value.problem["existing_task"] == held["id"]
+
+
+def test_the_cli_priority_choices_are_the_api_levels():
+    from conveyor.cli import submit as command
+    from conveyor.model import PRIORITIES
+
+    option = next(p for p in command.params if p.name == "priority")
+    assert list(option.type.choices) == [p.value for p in PRIORITIES]

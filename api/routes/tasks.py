@@ -21,7 +21,7 @@ from api.body import check, read_json, validator
 from api.problems import Problem
 from api.state import State
 from conveyor import tokens
-from conveyor.engine import Submission
+from conveyor.engine import Submission, idempotency_digest
 from conveyor.model import Priority, Status, Task, from_rfc3339
 
 log = logging.getLogger("conveyor.api")
@@ -169,10 +169,13 @@ async def submit(request: Request) -> Response:
     task, created = await run_in_threadpool(state.engine.submit, sub, key, data)
     if created:
         state.metrics.submitted.labels(type=task.type).inc()
-    # The caller's own task (an Idempotency-Key is scoped to the caller): shown whole.
-    return JSONResponse(
-        task.to_json(), status_code=202 if created else 200, headers={"Location": f"/v1/tasks/{task.id}"}
-    )
+    if created or (key is not None and task.idempotency_key == idempotency_digest(key)):
+        # The caller's own task (an Idempotency-Key is scoped to the caller): shown whole.
+        return JSONResponse(
+            task.to_json(), status_code=202 if created else 200, headers={"Location": f"/v1/tasks/{task.id}"}
+        )
+    # The active task holding the unique key, maybe another caller's: shown as a read would.
+    return _task_response(request, task, 200)
 
 
 async def submit_batch(request: Request) -> Response:

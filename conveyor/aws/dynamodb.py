@@ -11,8 +11,9 @@ key moves), so the layout sets the bill: ``kind-index`` and ``type-index`` proje
 only (no task attribute they hold ever changes, so status changes skip them; their
 queries fetch the page with one BatchGetItem), and status changes move only
 ``status-index``: 4 units to create a task and 3 per status change.
-Worker items (``worker#<id>``) and idempotency items (``idem#<hash>``) carry a TTL
-attribute ``expires_at``, as do finished tasks. Schedule state items
+Worker items (``worker#<id>``), idempotency items (``idem#<hash>``) and unique-key locks
+(``unique#<type>#<key digest>``, naming the task that holds the key in ``task_id``) carry
+a TTL attribute ``expires_at``, as do finished tasks. Schedule state items
 (``schedule#<namespace>/<name>``, kind ``schedule``) have no status and no type, so no
 task list or count sees them, and no TTL: they last as long as the schedule.
 """
@@ -34,6 +35,7 @@ from conveyor import jsonsafe
 from conveyor.aws.clients import error_code, translated
 from conveyor.errors import (
     Conflict,
+    Duplicate,
     IdempotencyConflict,
     InvalidCursor,
     NotFound,
@@ -56,11 +58,11 @@ from conveyor.model import (
     is_task_id,
     to_rfc3339,
 )
-from conveyor.ports import GET_MANY_BATCH, Claim, Page, ScheduleState, same_creation
+from conveyor.ports import GET_MANY_BATCH, Claim, Page, ScheduleState, UniqueLock, same_creation
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
-    from types_boto3_dynamodb.type_defs import PutTypeDef
+    from types_boto3_dynamodb.type_defs import PutTypeDef, TransactWriteItemTypeDef
 
 log = logging.getLogger("conveyor.store")
 
@@ -70,7 +72,9 @@ KEYS_ONLY = {"kind-index", "type-index"}
 # this many pages per request, then it answers with what it found and a cursor.
 FILTERED_PAGES = 10
 # Key prefixes of the items that are not tasks.
-NOT_TASKS = ("worker#", "idem#", "schedule#")
+NOT_TASKS = ("worker#", "idem#", "schedule#", "unique#")
+# Tries of a create whose transaction met another one on the same item (TransactionConflict).
+TRANSACT_TRIES = 5
 
 
 def _s(value: str) -> dict[str, str]:
@@ -332,14 +336,11 @@ class DynamoTaskStore:
 
     # -- writes at submit -------------------------------------------------------------
 
-    def create(self, task: Task, body_hash: str | None = None) -> tuple[Task, bool]:
+    def create(
+        self, task: Task, body_hash: str | None = None, lock: UniqueLock | None = None
+    ) -> tuple[Task, bool]:
         item = task_to_item(task)
-        put: PutTypeDef = {
-            "TableName": self.table,
-            "Item": item,
-            "ConditionExpression": "attribute_not_exists(id)",
-        }
-        if not task.idempotency_key:
+        if not task.idempotency_key and lock is None:
             try:
                 with translated("dynamodb PutItem"):
                     # On a failed condition the item that is there comes back: no second read.
@@ -352,37 +353,133 @@ class DynamoTaskStore:
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = _old_item(exc)
-                stored = readable_tasks([old]) if old and old.get("kind", {}).get("S") == "task" else []
-                # The same task: this write took effect although its answer was lost, and
-                # botocore's retry then failed the condition.
-                if stored and same_creation(stored[0], task):
-                    return stored[0], True
-                raise Conflict(f"task {task.id} exists") from exc
+                return self._created_before(task, _old_item(exc), exc)
             return task, True
-        # The task and its idempotency item are written together, or not at all.
-        idem: PutTypeDef = {
+        # The task, its idempotency item and its unique lock are written together, or not at all.
+        put: PutTypeDef = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(id)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        items: list[TransactWriteItemTypeDef] = [{"Put": put}]
+        if task.idempotency_key:
+            items.append({"Put": self._idem_put(task, body_hash)})
+        if lock is not None:
+            items += self._lock_writes(task.id, task.created_at, lock)
+        reasons = self._transact(items)
+        if reasons is None:
+            return task, True
+        codes = [r.get("Code") for r in reasons]
+        at = 1
+        if task.idempotency_key:
+            # Idempotency first: a repeat gets its task whatever holds the unique key now.
+            if codes[at] == "ConditionalCheckFailed":
+                return self._idempotent_repeat(task.idempotency_key, body_hash)
+            at += 1
+        if lock is not None:
+            if codes[at] == "ConditionalCheckFailed":
+                holder = (reasons[at].get("Item") or {}).get("task_id", {}).get("S")
+                if holder == task.id:  # this very create took effect; its answer was lost
+                    stored = self.get(task.id, consistent=True)
+                    if stored is not None and same_creation(stored, task):
+                        return stored, True
+                raise Duplicate("the unique key is held by another task", holder or "")
+            if lock.cancel and codes[at + 1] == "ConditionalCheckFailed":
+                raise Duplicate("the task holding the unique key is no longer queued", lock.take_from or "")
+        if codes[0] == "ConditionalCheckFailed":
+            old = reasons[0].get("Item")
+            return self._created_before(task, dict(old) if old else None, None)
+        raise Unavailable(f"dynamodb TransactWriteItems: cancelled ({', '.join(map(str, codes))})")
+
+    def _created_before(
+        self, task: Task, old: dict[str, Any] | None, exc: Exception | None
+    ) -> tuple[Task, bool]:
+        """A create whose id exists: the retry of one that took effect (its answer was lost
+        and botocore's retry then failed the condition), or a Conflict."""
+        stored = readable_tasks([old]) if old and old.get("kind", {}).get("S") == "task" else []
+        if stored and same_creation(stored[0], task):
+            return stored[0], True
+        raise Conflict(f"task {task.id} exists") from exc
+
+    def _idem_put(self, task: Task, body_hash: str | None) -> PutTypeDef:
+        return {
             "TableName": self.table,
             "Item": {
-                "id": _s("idem#" + task.idempotency_key),
+                "id": _s("idem#" + (task.idempotency_key or "")),
                 "task_id": _s(task.id),
                 "body_hash": _s(body_hash or ""),
                 "expires_at": _n(_epoch(task.created_at) + self.retention),
             },
             "ConditionExpression": "attribute_not_exists(id)",
         }
-        try:
-            with translated("dynamodb TransactWriteItems"):
-                self.client.transact_write_items(TransactItems=[{"Put": put}, {"Put": idem}])
-            return task, True
-        except ClientError as exc:
-            if error_code(exc) not in ("TransactionCanceledException", "ConditionalCheckFailed"):
-                raise
+
+    def _lock_writes(self, taker: str, at: datetime, lock: UniqueLock) -> list[TransactWriteItemTypeDef]:
+        """The lock's put for task ``taker`` (free: absent, or held by ``take_from`` or by
+        ``taker`` itself) and, for a replace, the holder's cancel as of ``at``, conditional
+        on its still being queued."""
+        condition = "attribute_not_exists(id) OR task_id = :taker"
+        values = {":taker": _s(taker)}
+        if lock.take_from is not None:
+            condition += " OR task_id = :stale"
+            values[":stale"] = _s(lock.take_from)
+        put: PutTypeDef = {
+            "TableName": self.table,
+            "Item": {"id": _s(lock.id), "task_id": _s(taker), "expires_at": _n(lock.expires_at)},
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        writes: list[TransactWriteItemTypeDef] = [{"Put": put}]
+        if lock.cancel and lock.take_from is not None:
+            owed = ", notify_state = :ns" if lock.notify else ""
+            values = {
+                ":c": _s(Status.CANCELLED.value),
+                ":now": _ts(at),
+                ":exp": _n(_epoch(at) + self.retention),
+                ":q": _s(Status.QUEUED.value),
+            } | ({":ns": _s(NotifyState.PENDING.value)} if lock.notify else {})
+            writes.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"id": _s(lock.take_from)},
+                        "UpdateExpression": "SET #s = :c, finished_at = :now, updated_at = :now, "
+                        "expires_at = :exp" + owed,
+                        "ConditionExpression": "#s = :q",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            )
+        return writes
+
+    def _transact(self, items: list[TransactWriteItemTypeDef]) -> list[dict[str, Any]] | None:
+        """Run the transaction: None when it was written, else its cancellation reasons
+        (one per item, in order). A clash with a concurrent transaction on one of its items
+        is tried again, briefly backing off."""
+        for attempt in range(TRANSACT_TRIES):
+            try:
+                with translated("dynamodb TransactWriteItems"):
+                    self.client.transact_write_items(TransactItems=items)
+                return None
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = [
+                    dict(r) for r in cast("dict[str, Any]", exc.response).get("CancellationReasons", [])
+                ]
+            if len(reasons) != len(items):
+                raise Unavailable("dynamodb TransactWriteItems: cancelled without its reasons")
+            if not any(r.get("Code") == "TransactionConflict" for r in reasons):
+                return reasons
+            time.sleep(0.02 * 2**attempt)
+        raise Unavailable("dynamodb TransactWriteItems: kept conflicting with concurrent writes")
+
+    def _idempotent_repeat(self, key: str, body_hash: str | None) -> tuple[Task, bool]:
         with translated("dynamodb GetItem"):
             found = self.client.get_item(
-                TableName=self.table,
-                Key={"id": _s("idem#" + task.idempotency_key)},
-                ConsistentRead=True,
+                TableName=self.table, Key={"id": _s("idem#" + key)}, ConsistentRead=True
             ).get("Item")
         if not found:
             raise Conflict("idempotency key is being written by a concurrent request")
@@ -797,31 +894,53 @@ class DynamoTaskStore:
                 return item_to_task(out)
         raise Conflict("task changed state while it was being cancelled; try again")
 
-    def retry(self, task_id: str, at: datetime) -> Task:
+    def retry(self, task_id: str, at: datetime, lock: UniqueLock | None = None) -> Task:
         current = self.get(task_id, consistent=True)
         if current is None:
             raise NotFound(task_id)
         if current.status not in (Status.FAILED, Status.CANCELLED):
             raise Conflict(f"task is {current.status.value}; only failed or cancelled tasks can be retried")
-        out = self._update(
-            task_id,
+        update = (
             "SET #s = :q, attempts = :zero, updated_at = :now, "
             "cancel_requested = :f "
             "REMOVE started_at, finished_at, run_at, error_type, error_message, #res, "
-            "expires_at, worker, #pr, notify_state",
-            "#s = :cur",
-            {
-                ":q": _s("queued"),
-                ":zero": _n(0),
-                ":now": _ts(at),
-                ":f": {"BOOL": False},
-                ":cur": _s(current.status.value),
-            },
-            names={"#res": "result", "#pr": "progress"},
+            "expires_at, worker, #pr, notify_state"
         )
-        if out is None:
-            raise Conflict("task changed state while it was being retried; try again")
-        return item_to_task(out)
+        values: dict[str, Any] = {
+            ":q": _s("queued"),
+            ":zero": _n(0),
+            ":now": _ts(at),
+            ":f": {"BOOL": False},
+            ":cur": _s(current.status.value),
+        }
+        names = {"#res": "result", "#pr": "progress"}
+        changed = Conflict("task changed state while it was being retried; try again")
+        if lock is None:
+            out = self._update(task_id, update, "#s = :cur", values, names=names)
+            if out is None:
+                raise changed
+            return item_to_task(out)
+        # Queued again only together with its unique key: never a second active holder.
+        again: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"id": _s(task_id)},
+                "UpdateExpression": update,
+                "ConditionExpression": "#s = :cur",
+                "ExpressionAttributeNames": names | {"#s": "status"},
+                "ExpressionAttributeValues": values,
+            }
+        }
+        reasons = self._transact([again, *self._lock_writes(task_id, at, lock)])
+        if reasons is not None:
+            if reasons[1].get("Code") == "ConditionalCheckFailed":
+                holder = (reasons[1].get("Item") or {}).get("task_id", {}).get("S")
+                raise Duplicate("the unique key is held by another task", holder or "")
+            raise changed
+        out_task = self.get(task_id, consistent=True)
+        if out_task is None:
+            raise NotFound(task_id)
+        return out_task
 
     # -- schedules --------------------------------------------------------------------------
 

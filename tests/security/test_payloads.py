@@ -4,6 +4,7 @@ payloads and results, and an admin-only token's cancel/retry answers hide them t
 from __future__ import annotations
 
 from tests.security.test_auth import problem
+from tests.support.unique import unique_types
 
 SECRET = {"card": "4111 1111 1111 1111"}
 
@@ -52,3 +53,34 @@ def test_a_metadata_token_reads_tasks_without_payloads_or_results(secured, auth_
 def test_the_openapi_document_describes_the_redacted_task(secured):
     schema = secured().get("/openapi.json").json()["components"]["schemas"]["Task"]
     assert "redacted" in schema["properties"]
+
+
+def test_the_active_task_a_unique_submit_gets_back_is_shown_as_a_read_would(secured, auth_tokens):
+    """With onDuplicate return-existing the answer is another caller's task: a token that
+    may not read payloads gets it without payload and result, as from GET."""
+    api = secured(rate_limit="off")
+    body = {"type": "echo", "payload": SECRET, "unique_key": f"card-{id(api)}"}
+    made = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("all"))
+    assert made.status_code == 202
+    again = api.post(
+        "/v1/tasks", json=body | {"payload": {"probe": 1}}, headers=auth_tokens.headers("submitter")
+    )
+    assert again.status_code == 200 and again.json()["id"] == made.json()["id"]
+    assert "payload" not in again.json() and "4111" not in again.text
+    assert again.json()["redacted"] == ["payload", "result"]
+    full = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("reader"))
+    assert full.status_code == 403  # a reader cannot submit at all
+    whole = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("other"))
+    assert whole.status_code == 200 and whole.json()["payload"] == SECRET
+
+
+def test_a_unique_key_read_from_the_payload_is_not_shown_to_a_metadata_token(secured, auth_tokens, tmp_path):
+    """The record keeps a submitted unique_key only: a key taken from the payload would
+    show a metadata-only token part of a payload it may not read."""
+    api = secured(rate_limit="off", tasktypes=str(unique_types(tmp_path)))
+    body = {"type": "latest", "payload": {"user": SECRET["card"]}}
+    made = api.post("/v1/tasks", json=body, headers=auth_tokens.headers("all"))
+    assert made.status_code == 202, made.text
+    for path in (f"/v1/tasks/{made.json()['id']}", "/v1/tasks?type=latest"):
+        meta = api.get(path, headers=auth_tokens.headers("metadata"))
+        assert meta.status_code == 200 and made.json()["id"] in meta.text and "4111" not in meta.text
