@@ -35,7 +35,11 @@ async def test_create_writes_the_configmap_sets_ready_and_serves_liveness(cluste
         )
         entry = await eventually(lambda: (cluster.registry() or {}).get("resize"))
         assert entry["handler"] == "echo" and entry["ready"] is True
-        assert entry["maxAttempts"] == 5 and entry["timeoutSeconds"] == 90 and entry["concurrency"]["perWorker"] == 2
+        assert (
+            entry["maxAttempts"] == 5
+            and entry["timeoutSeconds"] == 90
+            and entry["concurrency"]["perWorker"] == 2
+        )
         assert entry["backoff"] == {"initialSeconds": 2.0, "maxSeconds": 20.0}
         assert entry["paused"] is True and entry["options"] == {"allowPrivateNetworks": True}
         assert entry["payloadSchema"] == {"type": "object", "required": ["src"]}
