@@ -106,9 +106,11 @@ MAX_RATE_PER_SECOND = 1000
 
 
 def flow_problems(spec: dict[str, Any]) -> list[str]:
-    """The CRD's CEL rules on flow control, restated: kmock and a CRD edited by hand enforce
-    nothing, and a limit the registry would silently drop must not look applied
-    (tests/k8s/test_operator_flow.py holds the two equal)."""
+    """Flow-control settings that would not mean what they say. The rateLimit rule is the
+    CRD's CEL rule restated (kmock and a CRD edited by hand enforce nothing); the concurrency
+    ones only the operator checks, since a CEL rule there would make TaskTypes stored while
+    concurrency was an integer unwritable. A limit the registry would silently drop (a key
+    without max) must not look applied. tests/k8s/test_operator_flow.py compares them."""
     problems = []
     concurrency = spec.get("concurrency")
     if isinstance(concurrency, dict):

@@ -324,8 +324,9 @@ FLOW_SPECS = [
     ({"concurrency": {"perWorker": 3}}, None),
     ({"concurrency": {"max": 5}}, None),
     ({"concurrency": {"max": 2, "key": "/tenant", "perWorker": 4}}, None),
-    ({"concurrency": {}}, "concurrency needs max (fleet-wide), perWorker, or both"),
-    ({"concurrency": {"perWorker": 2, "key": "/tenant"}}, "concurrency.key needs concurrency.max"),
+    # Accepted here, refused by the operator (no CEL rule on concurrency: see below).
+    ({"concurrency": {}}, None),
+    ({"concurrency": {"perWorker": 2, "key": "/tenant"}}, None),
     ({"concurrency": {"max": 2, "key": "tenant"}}, "key"),  # not a JSON pointer
     ({"concurrency": {"max": 0}}, "max"),
     ({"rateLimit": {"limit": 1000}}, None),  # period defaults to 1 s: 1000/s
@@ -385,3 +386,15 @@ def test_the_examples_show_each_flow_control_feature():
         for example in tasktype.payload_schema["examples"]:
             assert registry.validate_payload(name, example) == []
             assert flowkeys.key_of(example, pointer) != flowkeys.MISSING
+
+
+def test_a_legacy_integer_concurrency_passes_every_rule():
+    """A TaskType stored while `concurrency` was an integer stays writable. kube-apiserver
+    1.36 lets the unchanged integer stand against `type: object` (validation ratcheting) on
+    every later write, status patches included, but reports any CEL rule on that node ("invalid
+    data, expected a map ... evaluating rule") and refuses the write: so no rule may sit on
+    `concurrency`, nor read it from above."""
+    spec = apiserver.with_defaults(schema, {"spec": {"handler": "echo", "concurrency": 3}})["spec"]
+    assert spec["concurrency"] == 3
+    assert apiserver.rule_errors(schema["properties"]["spec"], spec, "spec") == []
+    assert TaskType.from_spec("x", spec).concurrency == 3
