@@ -343,6 +343,26 @@ FLOW_SPECS = [
 ]
 
 
+# kube-apiserver's hasBlockingErr: a blocking schema error (`required`, `enum`) skips the
+# rules, a non-blocking one (`minimum`) does not. A 1.36 server answered the first case and
+# `uniqueness.while: forever` with "some validation rules were not checked".
+@pytest.mark.parametrize(
+    ("fields", "rules_checked"),
+    [
+        ({"rateLimit": {"period": 1}}, False),
+        ({"rateLimit": {"period": 0.001, "limit": 2}, "maxAttempts": 0}, True),
+        ({"uniqueness": {"while": "forever"}, "rateLimit": {"limit": 5000}}, False),
+    ],
+)
+def test_a_blocking_schema_error_skips_the_rules(fields, rules_checked):
+    doc = {"apiVersion": "conveyor.dev/v1alpha1", "kind": "TaskType", "metadata": {"name": "x"}}
+    problems = apiserver.object_problems(schema, {**doc, "spec": {"handler": "echo", **fields}})
+    assert problems and (apiserver.NOT_CHECKED not in problems) is rules_checked, problems
+    assert any("at most 1000 starts a second" in p for p in problems) is (
+        rules_checked and "limit" in str(fields)
+    )
+
+
 @pytest.mark.parametrize(("fields", "refused"), FLOW_SPECS)
 def test_flow_control_fields_and_rules(fields, refused):
     """What the API server answers a create with these fields (schema and CEL rules, after
