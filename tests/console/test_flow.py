@@ -11,6 +11,7 @@ from playwright.sync_api import Locator, expect
 from conveyor.bootstrap import Runtime
 from conveyor.model import Priority, Status, Task, Waiting, WaitReason, new_id, now
 from tests.console.conftest import Console
+from tests.console.test_layout import check_view
 from tests.support.servers import ServerThread
 
 
@@ -69,7 +70,8 @@ def test_a_waiting_task_says_why_and_until_when(
     )
     for task in (rate, slot, plain, started):
         store.create(task)
-    console = console_factory(make_server())
+    server = make_server()
+    console = console_factory(server)
     page = console.page
 
     console.open("#/tasks")
@@ -105,3 +107,9 @@ def test_a_waiting_task_says_why_and_until_when(
     expect(page.locator(".head-status .badge")).to_have_text("Running")
     expect(page.locator("[data-field=waiting-detail]")).to_have_count(0)
     expect(page.locator(".head-status [data-field=waiting]")).to_have_count(0)
+
+    # On a phone: the pills and the waiting details fit, nothing scrolls sideways.
+    narrow = console_factory(server, width=390, height=844)
+    check_view(narrow, "#/tasks", "[data-field=waiting]", "narrow-list")
+    check_view(narrow, f"#/tasks/{slot.id}", "[data-field=waiting-detail]", "narrow-task")
+    check_view(narrow, "#/overview", "[data-field=limits]", "narrow-types")

@@ -227,7 +227,8 @@ export function tasksView(main, route, { signal }) {
                 { class: "row-link", "data-task-id": t.id, "data-status": t.status, "data-type": t.type },
                 h("td", { "data-label": "Task" }, h("a", { href, class: "mono" }, t.id)),
                 h("td", { "data-label": "Type" }, t.type),
-                h("td", { "data-label": "State" }, badge(t.status), waitingCell(t)),
+                // One child: the narrow layout's cell is a two-column grid (label, value).
+                h("td", { "data-label": "State" }, h("span", null, badge(t.status), waitingCell(t))),
                 h("td", { "data-label": "Attempts" }, `${t.attempts} / ${t.max_attempts}`),
                 h("td", { "data-label": "Created" }, shortTime(t.created_at)),
                 h("td", { "data-label": "Finished" }, shortTime(t.finished_at)),
