@@ -36,6 +36,15 @@ def test_types_show_their_priority_and_limits(own_tasks_console: Console) -> Non
     expect(echo.locator("[data-field=limits]")).to_have_count(0)
     console.shot("types")
 
+    # The submit form says what the chosen type's limits do.
+    console.open("#/submit?type=reindex")
+    expect(page.locator("#f-type-hint [data-field=limits]")).to_have_text(
+        " One queued task per /document; a duplicate replaces it."
+    )
+    page.get_by_label("Task type").select_option("echo")
+    expect(page.locator("#f-type-hint")).to_contain_text("Returns the payload")
+    expect(page.locator("#f-type-hint [data-field=limits]")).to_have_count(0)
+
 
 def test_a_waiting_task_says_why_and_until_when(
     runtime: Runtime,
