@@ -232,3 +232,54 @@ export function durationText(fromIso, toIso) {
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
   return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
 }
+
+// -- flow control --------------------------------------------------------------------------
+
+const WAIT_REASON = { concurrency: "concurrency limit", rate: "rate limit" };
+
+// What holds a due task back (its type's fleet-wide limit), or null: only a queued task waits.
+export function waitingOf(t) {
+  return t.status === "queued" && t.waiting ? t.waiting : null;
+}
+
+export function waitReasonText(w) {
+  return WAIT_REASON[w.reason] || w.reason;
+}
+
+// A small pill for lists and the task's header: "Waiting: rate limit".
+export function waitingPill(t) {
+  const w = waitingOf(t);
+  if (!w) return null;
+  return h(
+    "span",
+    { class: "pill pill-warn", "data-field": "waiting", "data-reason": w.reason, title: `until ${w.until}` },
+    `Waiting: ${waitReasonText(w)}`,
+  );
+}
+
+function seconds(n) {
+  return n === 1 ? "1 s" : `${n} s`;
+}
+
+// A type's priority and limits in words, one item each ([] for a normal type without limits).
+export function typeLimits(t) {
+  const lines = [];
+  if (t.priority && t.priority !== "normal") lines.push(`Priority ${t.priority}`);
+  const c = t.concurrency || {};
+  if (c.max) lines.push(`At most ${c.max} running at once${c.key ? ` per ${c.key}` : ""}, fleet-wide`);
+  if (c.perWorker) lines.push(`At most ${c.perWorker} per worker`);
+  const r = t.rateLimit;
+  if (r) {
+    const burst = r.burst ? `, bursts of ${r.burst}` : "";
+    lines.push(`At most ${r.limit} starts per ${seconds(r.period)}${burst}${r.key ? ` per ${r.key}` : ""}`);
+  }
+  const u = t.uniqueness;
+  if (u) {
+    const onDuplicate = { "return-existing": "returns the existing one", reject: "is refused", replace: "replaces it" };
+    lines.push(
+      `One ${u.while === "queued-or-running" ? "queued or running" : "queued"} task per ${u.key || "unique_key"}; ` +
+        `a duplicate ${onDuplicate[u.onDuplicate] || u.onDuplicate}`,
+    );
+  }
+  return lines;
+}

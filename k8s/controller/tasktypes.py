@@ -94,7 +94,62 @@ def evaluate(name: str, spec: dict[str, Any], known: list[str]) -> TaskType:
             return _not_ready(base, "InvalidSchema", "spec.payloadSchema: " + "; ".join(problems))
     if base.backoff_initial_seconds > base.backoff_max_seconds:
         return _not_ready(base, "InvalidSpec", "spec.backoff.initialSeconds exceeds spec.backoff.maxSeconds")
+    problems = flow_problems(spec)
+    if problems:
+        return _not_ready(base, "InvalidSpec", "; ".join(problems))
     return base
+
+
+# The most starts a second one rate-limit bucket can keep: it is one DynamoDB item, written
+# once per start, and an item takes at most 1000 writes a second.
+MAX_RATE_PER_SECOND = 1000
+
+
+def flow_problems(spec: dict[str, Any]) -> list[str]:
+    """Flow-control settings that would not mean what they say. The rateLimit rule is the
+    CRD's CEL rule restated (kmock and a CRD edited by hand enforce nothing); the concurrency
+    ones only the operator checks, since a CEL rule there would make TaskTypes stored while
+    concurrency was an integer unwritable. A limit the registry would silently drop (a key
+    without max) must not look applied. tests/k8s/test_operator_flow.py compares them."""
+    problems = []
+    concurrency = spec.get("concurrency")
+    if isinstance(concurrency, dict):
+        if concurrency.get("max") is None and concurrency.get("perWorker") is None:
+            problems.append("spec.concurrency needs max (fleet-wide), perWorker, or both")
+        if concurrency.get("key") is not None and concurrency.get("max") is None:
+            problems.append(
+                "spec.concurrency.key needs spec.concurrency.max (the limit applied per key value)"
+            )
+    rate = spec.get("rateLimit")
+    if isinstance(rate, dict) and isinstance(rate.get("limit"), int | float):
+        period = rate.get("period", 1)
+        if isinstance(period, int | float) and rate["limit"] > MAX_RATE_PER_SECOND * period:
+            problems.append(
+                f"spec.rateLimit allows at most {MAX_RATE_PER_SECOND} starts a second"
+                " (limit / period) per bucket"
+            )
+    return problems
+
+
+def limits_summary(entry: TaskType) -> str:
+    """The type's flow-control limits in one line, for `kubectl get tt` (empty: none)."""
+    parts = []
+    if entry.fleet_concurrency is not None:
+        per = f" per {entry.fleet_concurrency.key}" if entry.fleet_concurrency.key else ""
+        parts.append(f"max {entry.fleet_concurrency.max}{per}")
+    if entry.concurrency is not None:
+        parts.append(f"{entry.concurrency}/worker")
+    if entry.rate_limit is not None:
+        rate = entry.rate_limit
+        text = f"{rate.limit}/{rate.period:g}s"
+        if rate.burst is not None:
+            text += f" burst {rate.burst}"
+        parts.append(text + (f" per {rate.key}" if rate.key else ""))
+    if entry.uniqueness is not None:
+        unique = entry.uniqueness
+        key = f" {unique.key}" if unique.key else ""
+        parts.append(f"unique{key} {unique.while_.value}: {unique.on_duplicate.value}")
+    return "; ".join(parts)
 
 
 def payload_schema_problems(schema: Any) -> list[str]:
@@ -437,6 +492,8 @@ def validate(
     condition = ready_condition(entry, generation, previous)
     others = [c for c in conditions if c.get("type") != "Ready"]
     patch.status["conditions"] = [*others, condition]
+    patch.status["priority"] = entry.priority.value
+    patch.status["limits"] = limits_summary(entry)
     if generation is not None:
         patch.status["observedGeneration"] = generation
     if not entry.ready:

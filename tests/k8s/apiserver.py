@@ -523,9 +523,24 @@ def _default_problems(node: dict[str, Any]) -> list[str]:
     return out
 
 
+# pkg/registry/customresource/strategy.go: hasBlockingErr. These OpenAPI failures (as field
+# error types NotSupported, Required, TooLong, TooMany, TypeInvalid) skip every CEL rule of
+# the object; others (minimum, pattern...) do not.
+BLOCKING_KEYWORDS = {"enum", "required", "maxLength", "maxItems", "maxProperties", "type"}
+NOT_CHECKED = "some validation rules were not checked because the object was invalid"
+
+
+def _blocking(node: dict[str, Any], value: Any) -> bool:
+    validator = jsonschema.Draft4Validator(_nullable(node), format_checker=jsonschema.FormatChecker())
+    return any(e.validator in BLOCKING_KEYWORDS for e in validator.iter_errors(value))
+
+
 def object_problems(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
-    """What a create of ``obj`` meets: defaulting, pruning, then schema and CEL validation."""
+    """What a create of ``obj`` meets: defaulting, pruning, then schema and CEL validation
+    (the rules only when no schema error blocks them, as kube-apiserver does)."""
     defaulted = with_defaults(schema, obj)
     problems = [f"unknown field {f}" for f in unknown_fields(schema, defaulted)]
     problems += schema_errors(schema, defaulted)
+    if _blocking(schema, defaulted):
+        return [*problems, NOT_CHECKED]
     return problems + rule_errors(schema, defaulted)

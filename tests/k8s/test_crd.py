@@ -5,6 +5,7 @@ accepts the examples and rejects out-of-bounds specs."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import jsonschema
@@ -12,7 +13,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conveyor.registry import TaskType
+from conveyor import flowkeys
+from conveyor.model import Priority
+from conveyor.registry import (
+    ConcurrencyLimit,
+    OnDuplicate,
+    RateLimit,
+    TaskType,
+    Uniqueness,
+    UniqueWhile,
+    load_manifests,
+)
 from tests.conftest import EXAMPLES
 from tests.k8s import apiserver
 from tests.k8s.conftest import CRD, SCHEDULE_CRD
@@ -34,7 +45,17 @@ def test_the_crd_is_a_valid_customresourcedefinition():
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Handler", "Enabled", "Paused", "Ready", "Age"]
+    assert columns == ["Handler", "Priority", "Limits", "Enabled", "Paused", "Ready", "Age"]
+    # Each column's path is a field the schema keeps (a pruned one would always print <none>).
+    for column in version["additionalPrinterColumns"]:
+        path = re.sub(r"\[\?\(.*?\)\]", "[]", column["jsonPath"]).strip(".").split(".")
+        if path[0] == "metadata":
+            continue  # ObjectMeta's own fields, always kept
+        node = schema
+        for part in path:
+            node = node["properties"][part.removesuffix("[]")]
+            node = node["items"] if part.endswith("[]") else node
+        assert node["type"] == column["type"], column
 
 
 def test_the_schema_passes_the_api_servers_own_crd_checks():
@@ -294,3 +315,106 @@ def test_the_harness_evaluates_cel_for_real(rule, value, ok):
         assert problems and "error evaluating rule" in problems[0]
     else:
         assert (problems == []) is ok, problems
+
+
+FLOW_SPECS = [
+    # spec fields added to {"handler": "echo"}, and the refusal expected (None: accepted)
+    ({"priority": "high"}, None),
+    ({"priority": "urgent"}, "priority"),
+    ({"concurrency": {"perWorker": 3}}, None),
+    ({"concurrency": {"max": 5}}, None),
+    ({"concurrency": {"max": 2, "key": "/tenant", "perWorker": 4}}, None),
+    # Accepted here, refused by the operator (no CEL rule on concurrency: see below).
+    ({"concurrency": {}}, None),
+    ({"concurrency": {"perWorker": 2, "key": "/tenant"}}, None),
+    ({"concurrency": {"max": 2, "key": "tenant"}}, "key"),  # not a JSON pointer
+    ({"concurrency": {"max": 0}}, "max"),
+    ({"rateLimit": {"limit": 1000}}, None),  # period defaults to 1 s: 1000/s
+    ({"rateLimit": {"limit": 1001}}, "at most 1000 starts a second"),
+    ({"rateLimit": {"limit": 10, "period": 0.01}}, None),
+    ({"rateLimit": {"limit": 11, "period": 0.01}}, "at most 1000 starts a second"),
+    ({"rateLimit": {"limit": 100000, "period": 86400, "burst": 1, "key": "/partner"}}, None),
+    ({"rateLimit": {"limit": 5, "burst": 0}}, "burst"),
+    ({"rateLimit": {"period": 1}}, "limit"),
+    ({"uniqueness": {}}, None),  # the submit's unique_key only, while queued, return-existing
+    ({"uniqueness": {"key": "/doc", "while": "queued-or-running", "onDuplicate": "replace"}}, None),
+    ({"uniqueness": {"while": "forever"}}, "while"),
+    ({"uniqueness": {"onDuplicate": "ignore"}}, "onDuplicate"),
+]
+
+
+# kube-apiserver's hasBlockingErr: a blocking schema error (`required`, `enum`) skips the
+# rules, a non-blocking one (`minimum`) does not. A 1.36 server answered the first case and
+# `uniqueness.while: forever` with "some validation rules were not checked".
+@pytest.mark.parametrize(
+    ("fields", "rules_checked"),
+    [
+        ({"rateLimit": {"period": 1}}, False),
+        ({"rateLimit": {"period": 0.001, "limit": 2}, "maxAttempts": 0}, True),
+        ({"uniqueness": {"while": "forever"}, "rateLimit": {"limit": 5000}}, False),
+    ],
+)
+def test_a_blocking_schema_error_skips_the_rules(fields, rules_checked):
+    doc = {"apiVersion": "conveyor.dev/v1alpha1", "kind": "TaskType", "metadata": {"name": "x"}}
+    problems = apiserver.object_problems(schema, {**doc, "spec": {"handler": "echo", **fields}})
+    assert problems and (apiserver.NOT_CHECKED not in problems) is rules_checked, problems
+    assert any("at most 1000 starts a second" in p for p in problems) is (
+        rules_checked and "limit" in str(fields)
+    )
+
+
+@pytest.mark.parametrize(("fields", "refused"), FLOW_SPECS)
+def test_flow_control_fields_and_rules(fields, refused):
+    """What the API server answers a create with these fields (schema and CEL rules, after
+    defaulting); each CEL message was also seen from a real kube-apiserver."""
+    doc = {"apiVersion": "conveyor.dev/v1alpha1", "kind": "TaskType", "metadata": {"name": "x"}}
+    problems = apiserver.object_problems(schema, {**doc, "spec": {"handler": "echo", **fields}})
+    if refused is None:
+        assert problems == []
+    else:
+        assert any(refused in p for p in problems), problems
+
+
+def test_rate_period_default_matches_the_registry():
+    defaulted = apiserver.with_defaults(schema, {"spec": {"handler": "echo", "rateLimit": {"limit": 4}}})[
+        "spec"
+    ]
+    assert defaulted["rateLimit"] == {"limit": 4, "period": 1}
+    assert TaskType.from_spec("x", defaulted) == TaskType.from_spec(
+        "x", {"handler": "echo", "rateLimit": {"limit": 4}}
+    )
+
+
+def test_the_examples_show_each_flow_control_feature():
+    """One example per feature, read as `make run` reads them; each key pointer names a
+    required payload field, so every valid payload has a key."""
+    registry = load_manifests(EXAMPLES)
+    assert registry["urgent-transform"].priority is Priority.HIGH
+    assert registry["bulk-transform"].priority is Priority.LOW
+    export = registry["tenant-export"]
+    assert export.fleet_concurrency == ConcurrencyLimit(2, "/tenant") and export.concurrency == 4
+    partner = registry["partner-webhook"]
+    assert partner.rate_limit == RateLimit(10, 1.0, 20, "/partner") and partner.rate_limit.capacity == 20
+    assert registry["reindex"].uniqueness == Uniqueness("/document", UniqueWhile.QUEUED, OnDuplicate.REPLACE)
+    for name, pointer in [
+        ("tenant-export", "/tenant"),
+        ("partner-webhook", "/partner"),
+        ("reindex", "/document"),
+    ]:
+        tasktype = registry[name]
+        assert tasktype.ready and pointer.lstrip("/") in tasktype.payload_schema["required"], name
+        for example in tasktype.payload_schema["examples"]:
+            assert registry.validate_payload(name, example) == []
+            assert flowkeys.key_of(example, pointer) != flowkeys.MISSING
+
+
+def test_a_legacy_integer_concurrency_passes_every_rule():
+    """A TaskType stored while `concurrency` was an integer stays writable. kube-apiserver
+    1.36 lets the unchanged integer stand against `type: object` (validation ratcheting) on
+    every later write, status patches included, but reports any CEL rule on that node ("invalid
+    data, expected a map ... evaluating rule") and refuses the write: so no rule may sit on
+    `concurrency`, nor read it from above."""
+    spec = apiserver.with_defaults(schema, {"spec": {"handler": "echo", "concurrency": 3}})["spec"]
+    assert spec["concurrency"] == 3
+    assert apiserver.rule_errors(schema["properties"]["spec"], spec, "spec") == []
+    assert TaskType.from_spec("x", spec).concurrency == 3

@@ -22,13 +22,18 @@ from tests.support.servers import ServerThread
 N = 200_000  # characters: the body stays under the default 256 KiB payload limit
 
 PATHOLOGICAL = {
+    "bulk-transform": {"text": "x" * N},
     "data-export": {"rows": [], "bucket": "a" * N + "!"},
     "echo": {"a": [{"b": [1] * 10} for _ in range(4000)]},
     "email": {"to": ["@" * N + " "], "subject": "s", "text": "t"},
     "fail": {"message": "x" * N, "permanent": False},
     "image-resize": {"key": "k", "width": 1, "height": 1, "output_bucket": "a" * N + "!"},
+    "partner-webhook": {"partner": "p", "url": "http://" + "/" * N + " "},
+    "reindex": {"document": "d" * N},
     "sleep": {"seconds": 1, **{f"k{i}": i for i in range(15_000)}},
+    "tenant-export": {"tenant": "t", "rows": [{"k": [1] * 10} for _ in range(4000)]},
     "text-transform": {"text": "x" * N},
+    "urgent-transform": {"text": "x" * N},
     "webhook": {"url": "http://" + "/" * N + " "},
     "webhook-headers": {"url": "https://h.example", "headers": {"a" * N + "\n": "v"}},
 }

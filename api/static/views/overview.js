@@ -3,7 +3,7 @@
 
 import { api } from "../api.js";
 import { clear, formatCount, formatSeconds, h, shortTime, STATUSES, statusLabel } from "../dom.js";
-import { pageHeader, poll, report, taskTypes, typeState } from "../ui.js";
+import { pageHeader, poll, report, taskTypes, typeLimits, typeState } from "../ui.js";
 
 export const REFRESH_MS = 5000;
 
@@ -184,6 +184,7 @@ export function overviewView(main, _route, { signal }) {
               h("span", { class: `pill pill-${state.tone}` }, state.label),
             ),
             t.description ? h("p", { class: "muted" }, t.description) : null,
+            limitsList(t),
           );
         }),
       ),
@@ -192,4 +193,15 @@ export function overviewView(main, _route, { signal }) {
 
   renderStats(null);
   poll(signal, refresh, REFRESH_MS);
+}
+
+// Priority and flow-control limits under a type, when it has any.
+function limitsList(t) {
+  const lines = typeLimits(t);
+  if (!lines.length) return null;
+  return h(
+    "ul",
+    { class: "type-limits", "data-field": "limits", "aria-label": `Limits of ${t.name}` },
+    lines.map((line) => h("li", null, line)),
+  );
 }

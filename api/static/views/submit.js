@@ -3,7 +3,7 @@
 
 import { api } from "../api.js";
 import { badge, clear, codeBlock, h, json, nextId, TERMINAL, timeEl } from "../dom.js";
-import { errorBox, pageHeader, poll, report, taskTypes, typeState } from "../ui.js";
+import { errorBox, pageHeader, poll, report, taskTypes, typeLimits, typeState } from "../ui.js";
 import { taskHref } from "./tasks.js";
 
 const MAX_DELAY = 14 * 24 * 3600;
@@ -120,6 +120,7 @@ export function submitView(main, route, { signal }) {
       typeHint,
       t.description || "No description.",
       state.tone === "ok" ? null : h("span", { class: `pill pill-${state.tone}` }, state.label),
+      limitsHint(t),
     );
     attempts.placeholder = String(t.maxAttempts ?? "");
     // Replace the payload only if the user has not edited the previous example.
@@ -322,4 +323,11 @@ export function submitView(main, route, { signal }) {
     typeSelect.value = types.some((t) => t.name === wanted) ? wanted : firstRunnable?.name || types[0].name;
     showType({ prefill: true });
   })();
+}
+
+// What the type's priority and limits do to a submit (and its start), in one line.
+function limitsHint(t) {
+  const lines = typeLimits(t);
+  if (!lines.length) return null;
+  return h("span", { "data-field": "limits" }, ` ${lines.join(". ")}.`);
 }

@@ -4,7 +4,7 @@
 
 import { api, eventStream } from "../api.js";
 import { badge, clear, codeBlock, h, TERMINAL, timeEl } from "../dom.js";
-import { durationText, errorBox, pageHeader, report } from "../ui.js";
+import { durationText, errorBox, pageHeader, report, waitingOf, waitingPill, waitReasonText } from "../ui.js";
 import { listHref } from "./tasks.js";
 
 // A token without tasks:read is shown tasks without payload and result: say so, rather
@@ -41,6 +41,27 @@ function progressPanel(p, status) {
       p.message ? h("span", { "data-field": "progress-message" }, ` ${p.message}`) : null,
     ),
   );
+}
+
+// Why a due task has not started, and when it looks again (its type's fleet-wide limits).
+function waitingFacts(t) {
+  const w = waitingOf(t);
+  if (!w) return null;
+  const why =
+    w.reason === "rate"
+      ? "its type's rate limit: this is its turn, it starts then"
+      : "its type's concurrency limit: it looks again then";
+  return [
+    h("dt", null, "Waiting"),
+    h(
+      "dd",
+      { "data-field": "waiting-detail" },
+      h("strong", null, waitReasonText(w)),
+      " until ",
+      timeEl(w.until, { withRelative: true }),
+      h("span", { class: "cell-sub muted" }, `Held back by ${why}.`),
+    ),
+  ];
 }
 
 function canCancel(t) {
@@ -166,6 +187,7 @@ export function taskView(main, route, { signal }) {
       t.cancel_requested && !TERMINAL.has(t.status)
         ? h("span", { class: "pill pill-warn" }, "cancel requested")
         : null,
+      waitingPill(t),
     );
     drawActions();
     const outcome = [];
@@ -214,6 +236,9 @@ export function taskView(main, route, { signal }) {
             { class: "facts" },
             h("dt", null, "Type"),
             h("dd", null, h("a", { href: `#/tasks?type=${encodeURIComponent(t.type)}` }, t.type)),
+            h("dt", null, "Priority"),
+            h("dd", { "data-field": "priority" }, t.priority || "normal"),
+            waitingFacts(t),
             h("dt", null, "Attempts"),
             h("dd", { "data-field": "attempts" }, `${t.attempts} of ${t.max_attempts}`),
             h("dt", null, "Worker"),

@@ -5,7 +5,7 @@
 
 import { api, eventStream } from "../api.js";
 import { badge, clear, h, shortTime, STATUSES, statusLabel } from "../dom.js";
-import { pageHeader, report, taskTypes } from "../ui.js";
+import { pageHeader, report, taskTypes, waitingPill } from "../ui.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_SIZE = 25;
@@ -227,7 +227,8 @@ export function tasksView(main, route, { signal }) {
                 { class: "row-link", "data-task-id": t.id, "data-status": t.status, "data-type": t.type },
                 h("td", { "data-label": "Task" }, h("a", { href, class: "mono" }, t.id)),
                 h("td", { "data-label": "Type" }, t.type),
-                h("td", { "data-label": "State" }, badge(t.status)),
+                // One child: the narrow layout's cell is a two-column grid (label, value).
+                h("td", { "data-label": "State" }, h("span", null, badge(t.status), waitingCell(t))),
                 h("td", { "data-label": "Attempts" }, `${t.attempts} / ${t.max_attempts}`),
                 h("td", { "data-label": "Created" }, shortTime(t.created_at)),
                 h("td", { "data-label": "Finished" }, shortTime(t.finished_at)),
@@ -246,4 +247,11 @@ export function tasksView(main, route, { signal }) {
   }
 
   load();
+}
+
+// Under a queued task's badge: what holds it back, and until about when.
+function waitingCell(t) {
+  const pill = waitingPill(t);
+  if (!pill) return null;
+  return h("span", { class: "cell-sub" }, pill, h("span", { class: "muted" }, " until ", shortTime(t.waiting.until)));
 }
