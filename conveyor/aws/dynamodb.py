@@ -70,7 +70,7 @@ KEYS_ONLY = {"kind-index", "type-index"}
 # this many pages per request, then it answers with what it found and a cursor.
 FILTERED_PAGES = 10
 # Key prefixes of the items that are not tasks.
-NOT_TASKS = ("worker#", "idem#", "schedule#")
+NOT_TASKS = ("worker#", "idem#", "schedule#", "limit#", "rate#")
 
 
 def _s(value: str) -> dict[str, str]:
@@ -587,7 +587,8 @@ class DynamoTaskStore:
         # every way back to queued rather than here.
         out = self._update(
             task_id,
-            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one",
+            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one "
+            "REMOVE waiting",
             "#s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
@@ -711,6 +712,16 @@ class DynamoTaskStore:
         if out is None:
             return None
         return task.with_(deliveries=log, notify_state=state)
+
+    def set_waiting(self, task_id: str, waiting: Waiting | None, at: datetime) -> bool:
+        if task_id.startswith(NOT_TASKS):
+            return False
+        values: dict[str, Any] = {":q": _s("queued"), ":now": _ts(at)}
+        update = "SET updated_at = :now REMOVE waiting"
+        if waiting is not None:
+            update = "SET updated_at = :now, waiting = :w"
+            values[":w"] = _waiting(waiting)
+        return self._update(task_id, update, "#s = :q", values, returns="NONE") is not None
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         condition, values = self._owned(task)
