@@ -587,8 +587,7 @@ class DynamoTaskStore:
         # every way back to queued rather than here.
         out = self._update(
             task_id,
-            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one "
-            "REMOVE waiting",
+            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one REMOVE waiting",
             "#s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
