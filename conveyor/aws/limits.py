@@ -4,8 +4,10 @@
   ``{task id: {w: worker id, u: lease expiry (epoch ms)}}`` and a ``version``. An acquire
   is one conditional UpdateItem adding the holder while ``size(holders) < max``; only
   when that is refused (full, or the item is new) does it read the item, and, if some
-  leases have expired, write the pruned map back conditionally on ``version``.
-  Renewals and releases touch only this worker's own entry (conditional on ``w``).
+  leases have expired, write the pruned map back conditionally on ``version``. Every
+  write moves ``version`` on (ADD), so that write-back never undoes a racing acquire,
+  renewal or release. Renewals and releases touch only this worker's own entry
+  (conditional on ``w``).
 - ``rate#<type>#<digest(key)>``: a rate limit's GCRA state, the number ``tat`` (epoch
   ms), moved on by a write conditional on its old value. The adapter remembers the last
   value it saw, so a reservation is one write unless another worker moved it meanwhile
@@ -119,7 +121,7 @@ class DynamoFlowLimits:
         try:
             out = self._conditional(
                 Key={"id": _s(item_id)},
-                UpdateExpression="SET holders.#t = :h, expires_at = :e",
+                UpdateExpression="SET holders.#t = :h, expires_at = :e ADD version :one",
                 # attribute_exists first: a new item has no map to take the size of.
                 ConditionExpression=(
                     "(attribute_exists(holders) AND attribute_not_exists(holders.#t)"
@@ -131,6 +133,7 @@ class DynamoFlowLimits:
                     ":e": _expiry(until),
                     ":max": _n(max_slots),
                     ":me": _s(worker_id),
+                    ":one": _n(1),
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -176,9 +179,7 @@ class DynamoFlowLimits:
                 out = self._conditional(
                     Key={"id": _s(item_id)},
                     UpdateExpression="SET holders = :h, version = :next, expires_at = :e",
-                    ConditionExpression="attribute_not_exists(version) OR version = :v"
-                    if version == 0
-                    else "version = :v",
+                    ConditionExpression="version = :v",
                     ExpressionAttributeValues={
                         ":h": holders,
                         ":next": _n(version + 1),
@@ -196,10 +197,15 @@ class DynamoFlowLimits:
         for lease in leases:
             out = self._conditional(
                 Key={"id": _s(slot_item_id(lease.task_type, lease.key))},
-                UpdateExpression="SET holders.#t.u = :u, expires_at = :e",
+                UpdateExpression="SET holders.#t.u = :u, expires_at = :e ADD version :one",
                 ConditionExpression="holders.#t.w = :me",
                 ExpressionAttributeNames={"#t": lease.task_id},
-                ExpressionAttributeValues={":u": _n(until), ":e": _expiry(until), ":me": _s(worker_id)},
+                ExpressionAttributeValues={
+                    ":u": _n(until),
+                    ":e": _expiry(until),
+                    ":me": _s(worker_id),
+                    ":one": _n(1),
+                },
             )
             if out is None:
                 lost.append(lease)
@@ -210,10 +216,10 @@ class DynamoFlowLimits:
         # to a take-over never frees the new owner's slot.
         self._conditional(
             Key={"id": _s(slot_item_id(lease.task_type, lease.key))},
-            UpdateExpression="REMOVE holders.#t",
+            UpdateExpression="REMOVE holders.#t ADD version :one",
             ConditionExpression="holders.#t.w = :me",
             ExpressionAttributeNames={"#t": lease.task_id},
-            ExpressionAttributeValues={":me": _s(worker_id)},
+            ExpressionAttributeValues={":me": _s(worker_id), ":one": _n(1)},
         )
 
     def slots_in_use(self, task_type: str, key: str, now: datetime) -> int:

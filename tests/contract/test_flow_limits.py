@@ -174,3 +174,59 @@ def test_waiting_is_set_only_on_a_queued_task_and_the_claim_clears_it(store):
     assert store.get(task.id, consistent=True).status is Status.RUNNING
     assert store.get(task.id, consistent=True).waiting is None
     assert not store.set_waiting(new_id(), waiting, T0)  # no such task
+
+
+def test_concurrent_acquires_on_a_new_limit_never_exceed_it(limits):
+    # A new item (created by the first writer) and the fast and pruning paths all racing.
+    for round_ in range(15):
+        key = f"new-{round_}"
+        granted: list[bool] = []
+        barrier = threading.Barrier(10)
+
+        def go(n: int, key: str = key, granted: list[bool] = granted, barrier=barrier) -> None:
+            barrier.wait()
+            granted.append(acquire(limits, f"t{n}", f"w{n}", key=key).granted)
+
+        threads = [threading.Thread(target=go, args=(n,)) for n in range(10)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert sum(granted) == 2 == limits.slots_in_use("resize", key, T0), round_
+
+
+@pytest.mark.parametrize("racing", ["acquire", "renew", "release"])
+def test_a_pruning_write_never_undoes_a_write_between_its_read_and_its_write(settings_factory, racing):
+    """DynamoDB only (memory has one lock): the slow path reads, then writes the whole map
+    back. Any write in between -- an acquire on the fast path, a renewal, a release --
+    must make that write-back fail and look again, or it would lose that write."""
+    settings = settings_factory()
+    slow, other = AwsBackend(settings).limits(), AwsBackend(settings).limits()
+    assert acquire(other, "stale", "w9", max_slots=3).granted  # expires: forces the slow path
+    assert acquire(other, "b", "w2", at=T0 + timedelta(seconds=8), max_slots=3).granted
+    assert acquire(other, "c", "w3", at=T0 + timedelta(seconds=8), max_slots=3).granted
+    at = T0 + timedelta(seconds=11)  # stale's lease is over; b and c live until 18 s
+    real_get = slow.client.get_item
+    done: list[bool] = []
+
+    def get_then_race(**kw):
+        item = real_get(**kw)
+        if not done:
+            done.append(True)
+            if racing == "acquire":
+                other.release_slot(Lease("resize", "", "c"), "w3")
+                assert acquire(other, "d", "w4", at=at, max_slots=3).granted
+            elif racing == "renew":
+                assert other.renew_slots([Lease("resize", "", "b")], "w2", T0 + timedelta(seconds=60)) == []
+            else:
+                other.release_slot(Lease("resize", "", "b"), "w2")
+        return item
+
+    slow.client.get_item = get_then_race  # type: ignore[method-assign]
+    assert slow.acquire_slot("resize", "", "e", "w5", 3, at, at + LEASE).granted
+    later = T0 + timedelta(seconds=19)  # past b's first lease, within its renewal
+    if racing == "acquire":
+        assert other.slots_in_use("resize", "", at) == 3  # b, d, e: d was not lost
+        assert not acquire(other, "f", "w6", at=at, max_slots=3).granted
+    elif racing == "renew":
+        assert other.slots_in_use("resize", "", later) == 2  # b's renewal kept, and e
+    else:
+        assert other.slots_in_use("resize", "", at) == 2  # c and e: b stays released
