@@ -20,7 +20,7 @@ MIN_WAIT_SECONDS = 1
 # ... and, however long it has waited, at most this long: a freed slot is found soon.
 MAX_WAIT_SECONDS = 10
 # The wait grows by a second per this many seconds the task has waited.
-WAIT_GROWTH_SECONDS = 5.0
+WAIT_GROWTH_SECONDS = 10.0
 # A start due sooner than this is waited for in the worker, holding the message: SQS
 # delays are whole seconds, and a re-send would make it later than its turn.
 IN_PROCESS_WAIT_SECONDS = 1.0

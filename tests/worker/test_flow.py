@@ -63,9 +63,9 @@ def test_gcra_sustains_its_rate_under_a_backlog():
     [
         (0, 0.0, 1),
         (0, 0.99, 2),
-        (10, 0.0, 2),
-        (10, 0.99, 4),
-        (30, 0.5, 6),
+        (20, 0.0, 2),
+        (20, 0.99, 4),
+        (60, 0.5, 6),
         (3600, 0.0, 5),  # bounded: a long wait still looks every 5-10 s
         (3600, 0.99, 10),
         (-5, 0.5, 2),  # a clock that stepped back waits as one that has not waited
