@@ -2,9 +2,9 @@
 
 - ``limit#<type>#<digest(key)>``: a concurrency limit's leases, the map ``holders``
   ``{task id: {w: worker id, u: lease expiry (epoch ms)}}`` and a ``version``. An acquire
-  is one conditional UpdateItem adding the holder while ``size(holders) < max``; only
-  when that is refused (full, or the item is new) does it read the item, and, if some
-  leases have expired, write the pruned map back conditionally on ``version``. Every
+  is one conditional UpdateItem adding the holder while ``size(holders) < max``; when
+  that is refused (full, or the item is new), the refusal returns the item, and if some
+  leases have expired, the pruned map is written back conditionally on ``version``. Every
   write moves ``version`` on (ADD), so that write-back never undoes a racing acquire,
   renewal or release. Renewals and releases touch only this worker's own entry
   (conditional on ``w``).
@@ -21,6 +21,7 @@ lease or reservation, so the items of keys no longer used go away by themselves.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -89,6 +90,8 @@ class DynamoFlowLimits:
         self.table = table
         # The last ``tat`` seen per rate item: the first guess of the next conditional write.
         self._tat: dict[str, int | None] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def _conditional(self, **args: Any) -> dict[str, Any] | None:
         """A conditional UpdateItem (or PutItem with ``Item``); its answer, or None when the
@@ -136,6 +139,8 @@ class DynamoFlowLimits:
                     ":one": _n(1),
                 },
                 ReturnValues="ALL_NEW",
+                # Refused, the answer holds the item: the slow path needs no read.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             # A new item has no map to add to: DynamoDB refuses the path, not the condition.
@@ -145,19 +150,23 @@ class DynamoFlowLimits:
         if out is not None and "Attributes" in out:
             now_ms = epoch_ms(now)
             return SlotAnswer(True, sum(1 for _w, u in _holders(out["Attributes"]).values() if u > now_ms))
-        return self._acquire_pruning(item_id, task_id, worker_id, max_slots, epoch_ms(now), until)
+        item = (out or {}).get("__old__")
+        return self._acquire_pruning(item_id, item, task_id, worker_id, max_slots, epoch_ms(now), until)
 
     def _acquire_pruning(
-        self, item_id: str, task_id: str, worker_id: str, max_slots: int, now_ms: int, until: int
+        self,
+        item_id: str,
+        item: dict[str, Any] | None,
+        task_id: str,
+        worker_id: str,
+        max_slots: int,
+        now_ms: int,
+        until: int,
     ) -> SlotAnswer:
-        """The slow path: read the leases; if expired ones leave room, write the live ones
-        plus this one back, conditional on the version read (a racing writer wins, and
-        this looks again)."""
+        """The slow path, from the item as a refused write found it (None: there is none):
+        if expired leases leave room, write the live ones plus this one back, conditional
+        on the version seen (a racing writer wins; its answer is the item to look at next)."""
         for _ in range(RACE_RETRIES):
-            with translated("dynamodb GetItem"):
-                item = self.client.get_item(
-                    TableName=self.table, Key={"id": _s(item_id)}, ConsistentRead=True
-                ).get("Item")
             live = {t: h for t, h in _holders(dict(item or {})).items() if h[1] > now_ms}
             held = live.get(task_id)
             if (held is not None and held[0] != worker_id) or (held is None and len(live) >= max_slots):
@@ -173,6 +182,7 @@ class DynamoFlowLimits:
                         "expires_at": _expiry(until),
                     },
                     ConditionExpression="attribute_not_exists(id)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             else:
                 version = int(item.get("version", {}).get("N", "0"))
@@ -186,9 +196,11 @@ class DynamoFlowLimits:
                         ":v": _n(version),
                         ":e": _expiry(max(until, *(u for _w, u in live.values()))),
                     },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             if out is not None and "__old__" not in out:
                 return SlotAnswer(True, len(live))
+            item = (out or {}).get("__old__")  # None: deleted meanwhile (its TTL)
         raise Unavailable(f"dynamodb: {item_id} is too contended to acquire", 1)
 
     def renew_slots(self, leases: Sequence[Lease], worker_id: str, lease_until: datetime) -> list[Lease]:
@@ -236,6 +248,14 @@ class DynamoFlowLimits:
         self, task_type: str, key: str, interval: float, capacity: int, now: datetime
     ) -> datetime:
         item_id = rate_item_id(task_type, key)
+        with self._guard:
+            lock = self._locks.setdefault(item_id, threading.Lock())
+        # One at a time per item within the process: its own reservations never race each
+        # other (each lost race costs a write); only other processes' can.
+        with lock:
+            return self._reserve(item_id, interval, capacity, now)
+
+    def _reserve(self, item_id: str, interval: float, capacity: int, now: datetime) -> datetime:
         seen = self._tat.get(item_id)
         now_ms = epoch_ms(now)
         for _ in range(RACE_RETRIES):

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.exceptions import ClientError
 
 from conveyor.aws import AwsBackend
 from conveyor.memory import MemoryFlowLimits, MemoryTaskStore
@@ -195,21 +196,25 @@ def test_concurrent_acquires_on_a_new_limit_never_exceed_it(limits):
 
 @pytest.mark.parametrize("racing", ["acquire", "renew", "release"])
 def test_a_pruning_write_never_undoes_a_write_between_its_read_and_its_write(settings_factory, racing):
-    """DynamoDB only (memory has one lock): the slow path reads, then writes the whole map
-    back. Any write in between -- an acquire on the fast path, a renewal, a release --
-    must make that write-back fail and look again, or it would lose that write."""
+    """DynamoDB only (memory has one lock): the slow path takes the item a refused write
+    found, then writes the whole map back. Any write in between -- an acquire on the fast
+    path, a renewal, a release -- must make that write-back fail and look again, or it
+    would lose that write."""
     settings = settings_factory()
     slow, other = AwsBackend(settings).limits(), AwsBackend(settings).limits()
     assert acquire(other, "stale", "w9", max_slots=3).granted  # expires: forces the slow path
     assert acquire(other, "b", "w2", at=T0 + timedelta(seconds=8), max_slots=3).granted
     assert acquire(other, "c", "w3", at=T0 + timedelta(seconds=8), max_slots=3).granted
     at = T0 + timedelta(seconds=11)  # stale's lease is over; b and c live until 18 s
-    real_get = slow.client.get_item
+    real_update = slow.client.update_item
     done: list[bool] = []
 
-    def get_then_race(**kw):
-        item = real_get(**kw)
-        if not done:
+    def refused_then_race(**kw):
+        try:
+            return real_update(**kw)
+        except ClientError:
+            if done:
+                raise
             done.append(True)
             if racing == "acquire":
                 other.release_slot(Lease("resize", "", "c"), "w3")
@@ -218,9 +223,9 @@ def test_a_pruning_write_never_undoes_a_write_between_its_read_and_its_write(set
                 assert other.renew_slots([Lease("resize", "", "b")], "w2", T0 + timedelta(seconds=60)) == []
             else:
                 other.release_slot(Lease("resize", "", "b"), "w2")
-        return item
+            raise
 
-    slow.client.get_item = get_then_race  # type: ignore[method-assign]
+    slow.client.update_item = refused_then_race  # type: ignore[method-assign]
     assert slow.acquire_slot("resize", "", "e", "w5", 3, at, at + LEASE).granted
     later = T0 + timedelta(seconds=19)  # past b's first lease, within its renewal
     if racing == "acquire":
