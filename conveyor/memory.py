@@ -321,6 +321,7 @@ class MemoryTaskStore:
                     updated_at=at,
                     notify_state=_owed(current, notify),
                     expires_at=int(at.timestamp()) + self.retention,
+                    waiting=None,
                 )
             else:
                 done = replace(current, cancel_requested=True, updated_at=at)

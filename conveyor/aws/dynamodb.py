@@ -781,7 +781,10 @@ class DynamoTaskStore:
                 owed, values = _owed(current, notify)
                 out = self._update(
                     task_id,
-                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp" + owed,
+                    # A cancelled task no longer waits for a flow limit.
+                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp"
+                    + owed
+                    + " REMOVE waiting",
                     "#s = :q",
                     {
                         ":c": _s("cancelled"),

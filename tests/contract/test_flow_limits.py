@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from conveyor.aws import AwsBackend
 from conveyor.memory import MemoryFlowLimits, MemoryTaskStore
-from conveyor.model import Status, Task, Waiting, WaitReason, new_id
+from conveyor.model import Status, Task, Waiting, WaitReason, new_id, now
 from conveyor.ports import FlowLimits, Lease, SlotAnswer
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -235,3 +235,13 @@ def test_a_pruning_write_never_undoes_a_write_between_its_read_and_its_write(set
         assert other.slots_in_use("resize", "", later) == 2  # b's renewal kept, and e
     else:
         assert other.slots_in_use("resize", "", at) == 2  # c and e: b stays released
+
+
+def test_a_cancelled_task_no_longer_waits(store):
+    task = Task(id=new_id(), type="echo", payload={})
+    store.create(task)
+    at = now()  # a cancelled record expires a retention after: not in the past
+    assert store.set_waiting(task.id, Waiting(WaitReason.CONCURRENCY, at), at)
+    cancelled = store.cancel(task.id, at, notify=True)
+    assert cancelled.status is Status.CANCELLED and cancelled.waiting is None
+    assert store.get(task.id, consistent=True).waiting is None
