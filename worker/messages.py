@@ -62,8 +62,20 @@ class Messages:
             or (task.run_at is not None and task.run_at > now)
         ):
             return []
-        held = flow.reservation(task.waiting)
         leases: list[Lease] = []
+        try:
+            return await self._admit(limits, task, tasktype, now, leases)
+        except BaseException:
+            # A store failure half way (say, the rate write after the slot): the slot goes
+            # back now rather than when its lease runs out.
+            await self.release(leases)
+            raise
+
+    async def _admit(
+        self, limits: FlowLimits, task: Task, tasktype: TaskType, now: datetime, leases: list[Lease]
+    ) -> list[Lease] | lifecycle.Action:
+        """``admit`` for a queued, due task: the slots it takes go into ``leases``."""
+        held = flow.reservation(task.waiting)
         if tasktype.fleet_concurrency is not None:
             lease = await self._acquire(limits, task, tasktype)
             if lease is None:

@@ -29,6 +29,7 @@ TYPES = {
     "flaky-one": ("test-flaky", 3, "concurrency: {max: 1}"),
     "per-tenant": ("test-count", 3, "concurrency: {max: 1, key: /tenant}"),
     "slow-rate": ("test-count", 3, "rateLimit: {limit: 1, period: 2000}"),
+    "both": ("test-count", 3, "concurrency: {max: 1}\nrateLimit: {limit: 5}"),
 }
 
 
@@ -36,7 +37,8 @@ TYPES = {
 def types(tmp_path: Path) -> Path:
     target = tmp_path / "tasktypes"
     shutil.copytree(EXAMPLES, target)
-    for name, (handler, attempts, limit) in TYPES.items():
+    for name, (handler, attempts, limits) in TYPES.items():
+        limit = limits.replace("\n", "\n" + " " * 18)  # each at the spec's indentation
         (target / f"{name}.yaml").write_text(
             textwrap.dedent(
                 f"""\
@@ -215,3 +217,26 @@ def test_without_a_limits_store_a_limited_type_is_held_not_run(tmp_path):
         assert world.get(task.id).status is Status.QUEUED and not runs(tmp_path / "runs")
     finally:
         world.stop()
+
+
+def test_a_store_failure_after_the_slot_gives_the_slot_back(stub, tmp_path):
+    from conveyor.errors import Unavailable
+
+    limits = stub.engine.limits
+    real = limits.reserve_rate
+    failures: list[int] = []
+
+    def flaky_reserve(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise Unavailable("dynamodb UpdateItem: ThrottlingException", 1)
+        return real(*args, **kwargs)
+
+    limits.reserve_rate = flaky_reserve  # type: ignore[method-assign]
+    task = stub.submit("both", {"log": str(tmp_path / "runs")})
+    stub.start()
+    stub.until(lambda: failures)
+    stub.until(lambda: in_use(stub, "both") == 0)
+    assert stub.get(task.id).attempts == 0
+    stub.clock.advance(stub.settings.visibility_timeout + 1)  # the message comes back
+    assert stub.finished(task.id).status is Status.SUCCEEDED
