@@ -198,6 +198,13 @@ class Messages:
             action = lifecycle.after_take_over(taken, self.engine.settings.visibility_timeout)
         elif isinstance(action, lifecycle.Run):
             log.warning("task %s was claimed by this worker without an answer; running it", action.task.id)
+            tasktype = self.engine.registry.get(action.task.type)
+            if not leases and tasktype is not None and tasktype.fleet_concurrency and self.engine.limits:
+                # Its slot went back when the claim's answer was lost; the attempt is this
+                # worker's now, so it runs either way, but holds its slot when there is one.
+                lease = await self._acquire(self.engine.limits, action.task, tasktype)
+                if lease is not None:
+                    leases.append(lease)
         return action
 
     async def do(self, message: Message, action: lifecycle.Action) -> None:

@@ -240,3 +240,18 @@ def test_a_store_failure_after_the_slot_gives_the_slot_back(stub, tmp_path):
     assert stub.get(task.id).attempts == 0
     stub.clock.advance(stub.settings.visibility_timeout + 1)  # the message comes back
     assert stub.finished(task.id).status is Status.SUCCEEDED
+
+
+def test_a_claim_whose_answer_was_lost_runs_holding_its_slot(stub, tmp_path):
+    log = tmp_path / "runs"
+    task = stub.submit("one", {"log": str(log), "seconds": 30})
+    stub.broker.delete_many([m.receipt for m in stub.broker.receive(10, 0)])  # the submit's copy
+    # The claim took effect in the store; its answer never reached the worker (and the
+    # slot it took was given back with the failed call).
+    assert stub.store.claim(task.id, "one", "w-lost", stub.clock.now()).task is not None
+    stub.broker.send(task.id, "one")
+    stub.start(worker_id="w-lost")
+    stub.until(lambda: len(runs(log)) == 1)
+    stub.until(lambda: in_use(stub, "one") == 1)
+    other = stub.submit("one", {"log": str(log)})
+    stub.until(lambda: stub.get(other.id).waiting is not None)
