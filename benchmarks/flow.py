@@ -26,7 +26,8 @@ from typing import Any
 
 TYPES = {
     "bench-free": "",
-    "bench-concurrency": "concurrency: {max: 2}",
+    "bench-roomy": "concurrency: {max: 50}",  # a slot always free: the limit's own cost
+    "bench-concurrency": "concurrency: {max: 2}",  # a deep backlog on a small limit
     "bench-rate": "rateLimit: {limit: 50, period: 1, burst: 10}",
 }
 

@@ -245,3 +245,11 @@ def test_a_cancelled_task_no_longer_waits(store):
     cancelled = store.cancel(task.id, at, notify=True)
     assert cancelled.status is Status.CANCELLED and cancelled.waiting is None
     assert store.get(task.id, consistent=True).waiting is None
+
+
+def test_the_services_get_the_shared_store_not_a_per_process_one(settings_factory):
+    from conveyor.aws.limits import DynamoFlowLimits
+    from conveyor.bootstrap import build
+
+    # A memory adapter would give every worker process its own limits.
+    assert isinstance(build(settings_factory()).engine.limits, DynamoFlowLimits)
