@@ -11,6 +11,9 @@ Invariants this module keeps (each has a test in tests/worker/):
 - While a handler runs its message's visibility is extended every heartbeat, so it is
   never redelivered underneath the handler however long it runs.
 - On stop, nothing received and not yet started is kept: it is made visible at once.
+- A type's fleet-wide limits (a concurrency slot, a rate-limit turn) are taken before
+  the claim and the slot given back once the attempt is recorded or the claim refused;
+  a task over a limit is re-sent delayed, never counting an attempt (tests/flow/).
 
 Recorded times and every decision use the engine's clock; the waits of the loop itself
 (long polls, gather windows, heartbeats, the shutdown grace) are real time.
