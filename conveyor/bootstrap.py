@@ -32,6 +32,7 @@ def build(settings: Settings | None = None, max_pool: int = 50) -> Runtime:
         backend.dead_letters(),
         RegistryWatcher(settings.tasktypes),
         workers=backend.workers(),
+        limits=backend.limits(),
     )
     return Runtime(settings, backend, engine)
 

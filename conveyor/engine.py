@@ -35,6 +35,7 @@ from conveyor.model import (
 from conveyor.ports import (
     BROKER_MAX_DELAY_SECONDS,
     Broker,
+    FlowLimits,
     Page,
     TaskStore,
     UniqueLock,
@@ -144,12 +145,16 @@ class Engine:
         registry: RegistryWatcher,
         *,
         workers: WorkerRegistry,
+        limits: FlowLimits | None = None,
         clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
         self.workers = workers
+        # Fleet-wide concurrency and rate limits, shared by every worker: the store's
+        # (bootstrap wires DynamoDB's). None: workers cannot run types that set them.
+        self.limits = limits
         self.broker = broker
         self.dead_letters = dead_letters
         self.registry_watcher = registry

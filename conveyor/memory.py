@@ -28,6 +28,7 @@ from conveyor.errors import (
     NotFound,
     RecordTooLarge,
 )
+from conveyor.lifecycle.flow import epoch_ms, from_epoch_ms, gcra, interval_ms
 from conveyor.model import (
     MAX_DELIVERIES,
     Delivery,
@@ -39,6 +40,7 @@ from conveyor.model import (
     Task,
     TaskError,
     TaskEvent,
+    Waiting,
     WorkerInfo,
     is_task_id,
 )
@@ -47,14 +49,16 @@ from conveyor.ports import (
     STORE_ITEM_BYTES,
     BlobInfo,
     Claim,
+    Lease,
     Page,
     ScheduleState,
+    SlotAnswer,
     UniqueLock,
     same_creation,
 )
 
 if TYPE_CHECKING:
-    from conveyor.ports import BlobStore, Broker, TaskStore, WorkerRegistry
+    from conveyor.ports import BlobStore, Broker, FlowLimits, TaskStore, WorkerRegistry
 
 
 def _item_bytes(task: Task, result: Any, error: TaskError | None) -> int:
@@ -135,6 +139,7 @@ class MemoryTaskStore:
             updated_at=at,
             notify_state=_owed(current, notify),
             expires_at=int(at.timestamp()) + self.retention,
+            waiting=None,
         )
 
     def create_many(self, tasks: Sequence[Task]) -> None:
@@ -259,6 +264,7 @@ class MemoryTaskStore:
                 updated_at=at,
                 worker=worker_id,
                 cancel_requested=False,
+                waiting=None,
             )
             return Claim(claimed, None) if claimed else Claim(None, self._tasks.get(task_id))
 
@@ -309,6 +315,12 @@ class MemoryTaskStore:
             lambda t: t.deliveries == task.deliveries and t.finished_at == task.finished_at,
             deliveries=(*task.deliveries, delivery)[-MAX_DELIVERIES:],
             notify_state=state,
+        )
+
+    def set_waiting(self, task_id: str, waiting: Waiting | None, at: datetime) -> bool:
+        return (
+            self._swap(task_id, lambda t: t.status is Status.QUEUED, waiting=waiting, updated_at=at)
+            is not None
         )
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
@@ -667,9 +679,80 @@ class MemoryBroker:
         return None
 
 
+class MemoryFlowLimits:
+    """Concurrency leases and rate reservations in memory, with the DynamoDB adapter's
+    answers (conveyor/aws/limits.py); times come from the callers' ``now``."""
+
+    def __init__(self) -> None:
+        # (type, key) -> {task id: (worker id, lease expiry)}
+        self._slots: dict[tuple[str, str], dict[str, tuple[str, datetime]]] = {}
+        self._tat: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, task_type: str, key: str, now: datetime) -> dict[str, tuple[str, datetime]]:
+        """The limit's unexpired leases (the expired ones dropped); under the lock."""
+        holders = {t: h for t, h in self._slots.get((task_type, key), {}).items() if h[1] > now}
+        self._slots[(task_type, key)] = holders
+        return holders
+
+    def acquire_slot(
+        self,
+        task_type: str,
+        key: str,
+        task_id: str,
+        worker_id: str,
+        max_slots: int,
+        now: datetime,
+        lease_until: datetime,
+    ) -> SlotAnswer:
+        with self._lock:
+            holders = self._live(task_type, key, now)
+            held = holders.get(task_id)
+            if held is not None and held[0] != worker_id:
+                return SlotAnswer(False, len(holders))
+            if held is None and len(holders) >= max_slots:
+                return SlotAnswer(False, len(holders))
+            holders[task_id] = (worker_id, lease_until)
+            return SlotAnswer(True, len(holders))
+
+    def renew_slots(self, leases: Sequence[Lease], worker_id: str, lease_until: datetime) -> list[Lease]:
+        lost = []
+        with self._lock:
+            for lease in leases:
+                holders = self._slots.get((lease.task_type, lease.key), {})
+                held = holders.get(lease.task_id)
+                if held is None or held[0] != worker_id:
+                    lost.append(lease)
+                else:
+                    holders[lease.task_id] = (worker_id, lease_until)
+        return lost
+
+    def release_slot(self, lease: Lease, worker_id: str) -> None:
+        with self._lock:
+            holders = self._slots.get((lease.task_type, lease.key), {})
+            held = holders.get(lease.task_id)
+            if held is not None and held[0] == worker_id:
+                del holders[lease.task_id]
+
+    def slots_in_use(self, task_type: str, key: str, now: datetime) -> int:
+        with self._lock:
+            return len(self._live(task_type, key, now))
+
+    def reserve_rate(
+        self, task_type: str, key: str, interval: float, capacity: int, now: datetime
+    ) -> datetime:
+        with self._lock:
+            now_ms = epoch_ms(now)
+            start, self._tat[(task_type, key)] = gcra(
+                self._tat.get((task_type, key)), now_ms, interval_ms(interval), capacity
+            )
+        return from_epoch_ms(start)
+
+
 if TYPE_CHECKING:
     # mypy checks here that each memory adapter satisfies its port, signature by signature.
     _store: TaskStore = MemoryTaskStore()
     _workers: WorkerRegistry = MemoryWorkerRegistry()
     _broker: Broker = MemoryBroker()
     _blobs: BlobStore = MemoryBlobStore()
+    _limits: FlowLimits = MemoryFlowLimits()

@@ -101,6 +101,26 @@ class WorkerMetrics:
         self.busy = Gauge(
             f"{PREFIX}_worker_busy_slots", "Slots of this worker holding a task.", registry=registry
         )
+        # Fleet-wide flow control (docs/TASKTYPES.md).
+        self.throttled = Counter(
+            f"{PREFIX}_throttled_total",
+            "Task starts held back by a fleet-wide limit of their type, by reason (concurrency: "
+            "each look that found the slots full; rate: each reservation of a later turn).",
+            ["type", "reason"],
+            registry=registry,
+        )
+        self.slots_in_use = Gauge(
+            f"{PREFIX}_concurrency_slots_in_use",
+            "Fleet-wide concurrency slots this worker's tasks hold (sum over workers: the fleet's).",
+            ["type"],
+            registry=registry,
+        )
+        self.concurrency_limit = Gauge(
+            f"{PREFIX}_concurrency_limit",
+            "The type's fleet-wide concurrency limit (per key when it has one).",
+            ["type"],
+            registry=registry,
+        )
 
 
 class QueueCollector(Collector):

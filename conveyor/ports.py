@@ -18,6 +18,7 @@ from conveyor.model import (
     Task,
     TaskError,
     TaskEvent,
+    Waiting,
     WorkerInfo,
 )
 
@@ -154,6 +155,10 @@ class TaskStore(Protocol):
         one records and the other gets None."""
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool: ...
+
+    def set_waiting(self, task_id: str, waiting: Waiting | None, at: datetime) -> bool:
+        """Record why a queued task has not started (None: clear it), if it is still
+        ``queued``; False when it is not. The claim clears it too."""
 
     def cancel(self, task_id: str, at: datetime, notify: bool = False) -> Task:
         """Cancel a queued task, or flag a running one ``cancel_requested``. The store does
@@ -309,3 +314,64 @@ class BlobStore(Protocol):
         """Size and metadata of an object; None when it does not exist."""
 
     def exists(self, key: str) -> bool: ...
+
+
+# -- fleet-wide flow control (docs/TASKTYPES.md) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotAnswer:
+    """What a concurrency acquire found: ``granted`` when the task now holds a slot;
+    ``in_use`` is how many live holders the limit has (this one included when granted)."""
+
+    granted: bool
+    in_use: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A slot a task holds: the limit's (type, key) and the task's id."""
+
+    task_type: str
+    key: str
+    task_id: str
+
+
+class FlowLimits(Protocol):
+    """Fleet-wide concurrency leases and rate-limit reservations, shared by every worker
+    (on DynamoDB: ``limit#`` and ``rate#`` items of the task table).
+
+    A slot is held by a task id for a worker until ``lease_until``; the worker's heartbeat
+    renews it, and a slot whose lease has passed is free for the next acquire, so a
+    killed worker's slots come back within one lease."""
+
+    def acquire_slot(
+        self,
+        task_type: str,
+        key: str,
+        task_id: str,
+        worker_id: str,
+        max_slots: int,
+        now: datetime,
+        lease_until: datetime,
+    ) -> SlotAnswer:
+        """Take a slot of the (type, key) limit for ``task_id`` if fewer than
+        ``max_slots`` live leases are held (a lease already held by this worker for the
+        task is renewed). Refused while another worker holds a live lease for the task."""
+
+    def renew_slots(self, leases: Sequence[Lease], worker_id: str, lease_until: datetime) -> list[Lease]:
+        """Move the leases this worker holds to ``lease_until``; returns those it no longer
+        holds (expired and taken, or released)."""
+
+    def release_slot(self, lease: Lease, worker_id: str) -> None:
+        """Give the slot back, if this worker still holds it (never another's)."""
+
+    def slots_in_use(self, task_type: str, key: str, now: datetime) -> int:
+        """How many live leases the (type, key) limit holds."""
+
+    def reserve_rate(
+        self, task_type: str, key: str, interval: float, capacity: int, now: datetime
+    ) -> datetime:
+        """Reserve the next start of the (type, key) rate limit (GCRA: one start every
+        ``interval`` seconds, ``capacity`` at once): the time this start may happen, ``now``
+        when a token is free. Every call reserves one start."""

@@ -9,7 +9,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,7 +19,7 @@ from conveyor.engine import Engine
 from conveyor.errors import RecordTooLarge, Unavailable
 from conveyor.metrics import WorkerMetrics
 from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Task
-from conveyor.ports import BlobStore
+from conveyor.ports import BlobStore, Lease
 from conveyor.registry import TaskType
 from worker import handlers
 from worker.deletes import DeleteBatcher
@@ -64,6 +64,7 @@ class Running:
     message: Message
     context: Context
     started: float = field(default_factory=time.monotonic)
+    leases: Sequence[Lease] = ()  # fleet-wide slots it holds: the heartbeat renews them
 
 
 class Attempts:
@@ -94,16 +95,20 @@ class Attempts:
         if running is not None:
             running.context.cancel_event.set()
 
-    async def run(self, task: Task, message: Message, tasktype: TaskType) -> None:
+    async def run(
+        self, task: Task, message: Message, tasktype: TaskType, leases: Sequence[Lease] = ()
+    ) -> None:
         """Run the attempt in its span (when tracing is on) and with its task id on every log
-        line."""
+        line. ``leases``: the fleet-wide slots it holds (the caller releases them after)."""
         with (
             logs.task_context(task.id, task.type),
             tracing.attempt_span(task.id, task.type, task.attempts, message.trace_context) as span,
         ):
-            await self._run(task, message, tasktype, span)
+            await self._run(task, message, tasktype, span, leases)
 
-    async def _run(self, task: Task, message: Message, tasktype: TaskType, span: Any) -> None:
+    async def _run(
+        self, task: Task, message: Message, tasktype: TaskType, span: Any, leases: Sequence[Lease]
+    ) -> None:
         reporter = Reporter(self.store, task, self.clock)
         context = Context(
             task_id=task.id,
@@ -117,7 +122,7 @@ class Attempts:
             store=self.store,
             reporter=reporter,
         )
-        running = Running(task, message, context)
+        running = Running(task, message, context, leases=tuple(leases))
         self.running[task.id] = running
         labels = {"type": task.type}
         self.metrics.started.labels(**labels).inc()

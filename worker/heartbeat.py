@@ -1,12 +1,14 @@
 """The worker's heartbeat: every interval it extends the visibility of the running
-attempts' messages (so none is redelivered under its handler), records the worker as
-alive, and hands the cancels requested for its tasks to their handlers."""
+attempts' messages (so none is redelivered under its handler) and the leases of their
+fleet-wide concurrency slots, records the worker as alive, and hands the cancels
+requested for its tasks to their handlers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from datetime import timedelta
 
 from conveyor import __version__
 from conveyor.engine import Engine
@@ -48,6 +50,18 @@ class Heartbeat:
         for task_id in await self.io(self.engine.workers.heartbeat, info, RECORD_TTL_SECONDS):
             self.attempts.cancel(task_id)
 
+    async def renew(self) -> None:
+        """Move the running tasks' fleet-wide slots on by one lease (worker_dead_after): a
+        worker that stops beating loses them within that."""
+        limits = self.engine.limits
+        leases = [lease for r in list(self.attempts.running.values()) for lease in r.leases]
+        if not leases or limits is None:
+            return
+        until = self.engine.clock.now() + timedelta(seconds=self.engine.settings.worker_dead_after)
+        for lost in await self.io(limits.renew_slots, leases, self.id, until):
+            # Its lease ran out before this beat (a long stall) and the slot went to another.
+            log.warning("task %s lost its concurrency slot (its lease expired)", lost.task_id)
+
     async def run(self) -> None:
         settings = self.engine.settings
         while True:
@@ -57,6 +71,7 @@ class Heartbeat:
                 extend = [(r.message.receipt, timeout) for r in self.attempts.running.values()]
                 if extend:
                     await self.io(self.engine.broker.change_visibility_many, extend)
+                await self.renew()
                 await self.beat()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)

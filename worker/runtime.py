@@ -11,6 +11,9 @@ Invariants this module keeps (each has a test in tests/worker/):
 - While a handler runs its message's visibility is extended every heartbeat, so it is
   never redelivered underneath the handler however long it runs.
 - On stop, nothing received and not yet started is kept: it is made visible at once.
+- A type's fleet-wide limits (a concurrency slot, a rate-limit turn) are taken before
+  the claim and the slot given back once the attempt is recorded or the claim refused;
+  a task over a limit is re-sent delayed, never counting an attempt (tests/flow/).
 
 Recorded times and every decision use the engine's clock; the waits of the loop itself
 (long polls, gather windows, heartbeats, the shutdown grace) are real time.
@@ -35,7 +38,7 @@ from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
 from conveyor.model import Message
-from conveyor.ports import BlobStore
+from conveyor.ports import BlobStore, Lease
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
 from worker.heartbeat import Heartbeat
@@ -77,7 +80,7 @@ class Worker:
             engine, metrics, self.io, self.deletes, self.concurrency, blob_factory, self.rng
         )
         self.notifier = Notifier(engine, self.io, self.deletes, self.rng)
-        self.messages = Messages(engine, self.io, self.deletes, self.attempts, self.id)
+        self.messages = Messages(engine, self.io, self.deletes, self.attempts, self.id, metrics, self.rng)
         self.heartbeat = Heartbeat(engine, self.io, self.attempts, self.id, self.host, self.concurrency)
         self.held = 0  # slots taken: messages in hand plus those a receive asks for
         self._asking = 0  # slots reserved by the receive in flight
@@ -278,13 +281,22 @@ class Worker:
         # Taken before the claim's await: messages of one batch run this concurrently, and
         # counting only running tasks would let them all past the check.
         self._type_slots[tasktype.name] += 1
+        leases: list[Lease] = []  # fleet-wide slots taken for this task, released at the end
         try:
-            action = await self.messages.claim(message, action)
+            if tasktype.fleet_concurrency is not None or tasktype.rate_limit is not None:
+                admitted = await self.messages.admit(message, tasktype)
+                if not isinstance(admitted, list):
+                    await self.messages.do(message, admitted)
+                    return
+                leases = admitted
+            action = await self.messages.claim(message, action, leases)
             if isinstance(action, lifecycle.Run):
                 await self.attempts.run(
-                    action.task, message, self.engine.registry.get(action.task.type) or tasktype
+                    action.task, message, self.engine.registry.get(action.task.type) or tasktype, leases
                 )
             else:
                 await self.messages.do(message, action)
         finally:
             self._type_slots[tasktype.name] -= 1
+            # After the finish, requeue or lost attempt was recorded, and on a refused claim.
+            await self.messages.release(leases)

@@ -9,9 +9,10 @@ from botocore.config import Config
 
 from conveyor.aws.clients import translated
 from conveyor.aws.dynamodb import DynamoTaskStore, DynamoWorkerRegistry
+from conveyor.aws.limits import DynamoFlowLimits
 from conveyor.aws.s3 import S3BlobStore
 from conveyor.aws.sqs import SqsBroker
-from conveyor.ports import BlobStore, Broker, TaskStore, WorkerRegistry
+from conveyor.ports import BlobStore, Broker, FlowLimits, TaskStore, WorkerRegistry
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ class AwsBackend:
 
     def workers(self) -> WorkerRegistry:
         return DynamoWorkerRegistry(self.dynamodb, self.settings.table)
+
+    def limits(self) -> FlowLimits:
+        return DynamoFlowLimits(self.dynamodb, self.settings.table)
 
     def broker(self) -> Broker:
         return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.queue))

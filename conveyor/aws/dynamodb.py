@@ -72,7 +72,7 @@ KEYS_ONLY = {"kind-index", "type-index"}
 # this many pages per request, then it answers with what it found and a cursor.
 FILTERED_PAGES = 10
 # Key prefixes of the items that are not tasks.
-NOT_TASKS = ("worker#", "idem#", "schedule#", "unique#")
+NOT_TASKS = ("worker#", "idem#", "schedule#", "unique#", "limit#", "rate#")
 # Tries of a create whose transaction met another one on the same item (TransactionConflict).
 TRANSACT_TRIES = 5
 
@@ -445,7 +445,7 @@ class DynamoTaskStore:
                         "TableName": self.table,
                         "Key": {"id": _s(lock.take_from)},
                         "UpdateExpression": "SET #s = :c, finished_at = :now, updated_at = :now, "
-                        "expires_at = :exp" + owed,
+                        "expires_at = :exp" + owed + " REMOVE waiting",
                         "ConditionExpression": "#s = :q",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": values,
@@ -684,7 +684,7 @@ class DynamoTaskStore:
         # every way back to queued rather than here.
         out = self._update(
             task_id,
-            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one",
+            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one REMOVE waiting",
             "#s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
@@ -809,6 +809,16 @@ class DynamoTaskStore:
             return None
         return task.with_(deliveries=log, notify_state=state)
 
+    def set_waiting(self, task_id: str, waiting: Waiting | None, at: datetime) -> bool:
+        if task_id.startswith(NOT_TASKS):
+            return False
+        values: dict[str, Any] = {":q": _s("queued"), ":now": _ts(at)}
+        update = "SET updated_at = :now REMOVE waiting"
+        if waiting is not None:
+            update = "SET updated_at = :now, waiting = :w"
+            values[":w"] = _waiting(waiting)
+        return self._update(task_id, update, "#s = :q", values, returns="NONE") is not None
+
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         condition, values = self._owned(task)
         values |= {
@@ -868,7 +878,10 @@ class DynamoTaskStore:
                 owed, values = _owed(current, notify)
                 out = self._update(
                     task_id,
-                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp" + owed,
+                    # A cancelled task no longer waits for a flow limit.
+                    "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp"
+                    + owed
+                    + " REMOVE waiting",
                     "#s = :q",
                     {
                         ":c": _s("cancelled"),

@@ -7,7 +7,9 @@ jitter and what the store answered come in as arguments, so every branch is a ta
 
 - ``messages``: what a delivered message means (claim it, hide it, resend it, ...);
 - ``attempts``: what an attempt came to, and what to record;
-- ``webhooks``: a completion webhook's delivery and retries.
+- ``webhooks``: a completion webhook's delivery and retries;
+- ``flow``: fleet-wide limits -- the rate limit's GCRA arithmetic, how long a task over
+  its concurrency limit waits, what a task holding a rate reservation does.
 """
 
 from conveyor.lifecycle.attempts import (

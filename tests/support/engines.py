@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conveyor.clock import SYSTEM, Clock
 from conveyor.engine import Engine
-from conveyor.memory import MemoryBroker, MemoryTaskStore, MemoryWorkerRegistry
+from conveyor.memory import MemoryBroker, MemoryFlowLimits, MemoryTaskStore, MemoryWorkerRegistry
 from conveyor.registry import RegistryWatcher
 from conveyor.settings import Settings
 from tests.conftest import EXAMPLES
@@ -21,10 +21,11 @@ def memory_engine(
     broker: MemoryBroker | None = None,
     dead_letters: MemoryBroker | None = None,
     workers: MemoryWorkerRegistry | None = None,
+    limits: MemoryFlowLimits | None = None,
     visibility_timeout: float = 6.0,
 ) -> Engine:
     """The Engine with a memory task store, broker, dead-letter queue and worker registry
-    (each replaceable, e.g. to share one between engines), the task types read from
+    and flow limits (each replaceable, e.g. to share one between engines), the task types read from
     ``tasktypes``, and the engine and the memory adapters reading time from ``clock`` (one
     clock for all: a store on another clock would expire records the engine just wrote)."""
     clock = clock or SYSTEM
@@ -35,5 +36,6 @@ def memory_engine(
         dead_letters or MemoryBroker(visibility_timeout, clock=clock),
         RegistryWatcher(tasktypes),
         workers=workers or MemoryWorkerRegistry(clock),
+        limits=limits or MemoryFlowLimits(),
         clock=clock,
     )
