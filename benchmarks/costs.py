@@ -7,10 +7,10 @@ two for an index whose key attribute changes (a delete and a put), one for an in
 whose projected attributes change. Transactions cost double. So the unit counts come
 from the table layout, not only from the request counts:
 
-- Conveyor's table has the three GSIs of ``conveyor.aws.dynamodb.INDEXES``; ``kind-index``
-  and ``type-index`` project keys only (``KEYS_ONLY``): creating a task writes 1 + 3 units;
-  a status transition moves the key of ``status-index`` and leaves the keys-only indexes
-  alone: 1 + 2 units.
+- A Conveyor task item is in the GSIs of ``conveyor.aws.dynamodb.TASK_INDEXES``
+  (``status-index``, and ``type-index`` projecting keys only): creating a task writes
+  1 + 2 units; a status transition moves the key of ``status-index`` and leaves the
+  keys-only index alone: 1 + 2 units (``fleet-index`` holds worker items only).
   Worker heartbeats (a few per run) are priced as task transitions: an upper bound.
 - Celery's result table and the floor's table have no index: one unit per item written.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY
+from conveyor.aws.dynamodb import KEYS_ONLY, TASK_INDEXES
 
 PRICES_AS_OF = "2026-11"  # us-east-1 list prices
 SQS_PER_MILLION_REQUESTS = 0.40  # standard queue, beyond the free tier
@@ -56,8 +56,8 @@ class Layout:
             return 0 if index in KEYS_ONLY else 1  # a projected attribute changed
 
         return cls(
-            insert=1 + len(INDEXES),
-            update=1 + sum(touched(index, key) for index, key in INDEXES.items()),
+            insert=1 + len(TASK_INDEXES),
+            update=1 + sum(touched(index, key) for index, key in TASK_INDEXES.items()),
         )
 
 
