@@ -14,6 +14,7 @@ from conveyor.aws.clients import error_code, translated
 from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY, OBSOLETE_INDEXES
 
 if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
     from types_boto3_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
     from types_boto3_sqs.literals import QueueAttributeNameType
 
@@ -47,11 +48,11 @@ def _index(index: str, key: str) -> GlobalSecondaryIndexTypeDef:
     }
 
 
-def _settled(backend: AwsBackend, name: str) -> dict[str, Any]:
+def _settled(client: DynamoDBClient, name: str) -> dict[str, Any]:
     """The table once it and every index are ACTIVE (an index being built or deleted
     refuses the next index change)."""
     for _ in range(3600):
-        table = backend.dynamodb.describe_table(TableName=name)["Table"]
+        table = client.describe_table(TableName=name)["Table"]
         indexes = table.get("GlobalSecondaryIndexes", [])
         busy = [i for i in indexes if i.get("IndexStatus", "ACTIVE") != "ACTIVE"]
         if table.get("TableStatus") == "ACTIVE" and not busy:
@@ -60,31 +61,31 @@ def _settled(backend: AwsBackend, name: str) -> dict[str, Any]:
     raise TimeoutError(f"dynamodb table {name}: an index change did not finish within an hour")
 
 
-def _converge(backend: AwsBackend, name: str) -> None:
+def _converge(client: DynamoDBClient, name: str) -> None:
     """Bring a table made by an earlier version to this layout: add each missing index
     (DynamoDB builds it from the items already there that carry its key attribute), then
     delete the indexes this layout no longer reads. One index change per UpdateTable."""
-    table = _settled(backend, name)
+    table = _settled(client, name)
     present = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
     for index, key in INDEXES.items():
         if index in present:
             continue
-        backend.dynamodb.update_table(
+        client.update_table(
             TableName=name,
             AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("id", key)],
             GlobalSecondaryIndexUpdates=[{"Create": _index(index, key)}],
         )
-        _settled(backend, name)
+        _settled(client, name)
     for index in OBSOLETE_INDEXES:
         if index in present:
-            backend.dynamodb.update_table(
+            client.update_table(
                 TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": index}}]
             )
-            _settled(backend, name)
+            _settled(client, name)
 
 
-def _table(backend: AwsBackend, name: str) -> None:
-    client = backend.dynamodb
+def ensure_table(client: DynamoDBClient, name: str) -> None:
+    """The task table in this layout: created, or an existing one converged."""
     attributes: list[AttributeDefinitionTypeDef] = [
         {"AttributeName": key, "AttributeType": "S"} for key in ("id", *INDEXES.values())
     ]
@@ -103,7 +104,7 @@ def _table(backend: AwsBackend, name: str) -> None:
         except ClientError as exc:
             if error_code(exc) != "ResourceInUseException":
                 raise
-            _converge(backend, name)
+            _converge(client, name)
         ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
             client.update_time_to_live(
@@ -144,7 +145,7 @@ def provision(backend: AwsBackend, bucket: bool = True) -> dict[str, str]:
             ),
         },
     )
-    _table(backend, s.table)
+    ensure_table(backend.dynamodb, s.table)
     if bucket:
         _bucket(backend, s.bucket)
     return {"queue": queue_url, "dlq": dlq_url, "table": s.table, "bucket": s.bucket}
