@@ -12,7 +12,7 @@ import pytest
 from conveyor.aws import AwsBackend
 from conveyor.aws.dynamodb import TASK_INDEXES, DynamoTaskStore, DynamoWorkerRegistry
 from conveyor.aws.units import Index, Layout, Meter, item_size, value_size
-from conveyor.model import Status, Task, WorkerInfo, new_id, now
+from conveyor.model import Progress, Status, Task, TaskError, WorkerInfo, new_id, now
 
 
 def s(v: str) -> dict[str, str]:
@@ -104,3 +104,23 @@ def test_no_item_but_a_task_enters_a_task_index(metered):
     # A heartbeat after the first rewrites the worker item alone: its index entry stays.
     first, second = (units for action, units in meter.writes[:2])
     assert first == Counter({"table": 1, "fleet-index": 1}) and second == Counter({"table": 1})
+
+
+def test_the_other_task_writes_cost_what_the_layout_table_says(metered):
+    """docs/ARCHITECTURE.md: progress rewrites the ALL entry in place (2); a requeue and a
+    retry move status-index (3 each)."""
+    meter, store, _ = metered
+    task = Task(id=new_id(), type="echo", payload={})
+    store.create(task)
+    claimed = store.claim(task.id, "echo", "w", now()).task
+    assert claimed is not None
+    meter.writes.clear()
+    assert store.record_progress(claimed, Progress(0.5, "half", claimed.attempts, now()), ())
+    assert store.requeue(claimed, now(), TaskError("E", "m"), now())
+    again = store.claim(task.id, "echo", "w", now()).task
+    assert again is not None
+    store.finish(again, Status.FAILED, now(), error=TaskError("E", "m"))
+    store.retry(task.id, now())
+    progress, requeue, _claim, _finish, retry = (units for _, units in meter.writes)
+    assert progress == Counter({"table": 1, "status-index": 1})
+    assert requeue == retry == Counter({"table": 1, "status-index": 2})
