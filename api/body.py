@@ -16,6 +16,15 @@ from conveyor.payloadschema import FORMAT_CHECKER
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
+    # Parsing and checking a large body is CPU work: off the event loop, so that other
+    # requests (probes among them) are answered meanwhile.
+    return await run_in_threadpool(parse, await read_body(request, max_bytes))
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw JSON body, its media type checked and its size capped while it streams in;
+    ``parse`` reads it (a route that has more to do off the event loop does both in one
+    thread hop)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise Problem(
@@ -30,12 +39,10 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise Problem(413, f"request body is larger than {max_bytes} bytes", "too-large")
         chunks.append(chunk)
-    # Parsing and checking a large body is CPU work: off the event loop, so that other
-    # requests (probes among them) are answered meanwhile.
-    return await run_in_threadpool(_parse, b"".join(chunks))
+    return b"".join(chunks)
 
 
-def _parse(raw: bytes) -> Any:
+def parse(raw: bytes) -> Any:
     try:
         return jsonsafe.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

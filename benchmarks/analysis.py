@@ -56,11 +56,12 @@ PARAGRAPHS = [
     allow.""",
     """**Cost.** The SQS part is similar for every system. Conveyor's DynamoDB part is its
     indexes: a write costs one unit for the table and one per index it touches, two where the
-    index key moves. Of its three indexes, `kind-index` and `type-index` project keys only,
-    and no attribute they hold ever changes, so a status change moves only `status-index`: 4
-    units to create a task and 3 per status change, 10 per task (19 in the 2026-11-22 report,
-    with four indexes projecting every attribute). What is left buys lists by status, by type
-    and newest first without a scan.""",
+    index key moves. A task is in two indexes: `status-index`, and `type-index` projecting keys
+    only, whose key never changes, so a status change moves only `status-index`: 3 units to
+    create a task and 3 per status change, 9 per task (10 with the former `kind-index`, 19 in
+    the 2026-11-22 report with four indexes projecting every attribute). What is left buys
+    lists by status, by type and newest first (a merge of the status partitions) without a
+    scan.""",
     """**Submit-to-start latency** is a chain of sequential calls: Conveyor's API writes the
     record and sends the message (two calls, and its own HTTP hop, bearer-token check and
     schema validation), the worker's long poll returns, and the claim (a third write)

@@ -19,7 +19,7 @@ from benchmarks.stack import Stack, unique
 
 def measure(stack: Stack, count: int = 50) -> dict[str, dict[str, float]]:
     from conveyor.aws import AwsBackend
-    from conveyor.aws.dynamodb import INDEXES
+    from conveyor.aws.dynamodb import TASK_INDEXES
     from conveyor.aws.provision import provision
     from conveyor.model import Status, Task, new_id, now
     from conveyor.settings import Settings
@@ -58,7 +58,7 @@ def measure(stack: Stack, count: int = 50) -> dict[str, dict[str, float]]:
     def claim(i: int) -> None:
         claimed[i] = store.claim(tasks[i].id, "bench-noop", "calls", now()).task
 
-    timed(f"Conveyor PutItem (create, {len(INDEXES)} GSIs)", lambda i: store.create(tasks[i]))
+    timed(f"Conveyor PutItem (create, {len(TASK_INDEXES)} GSIs)", lambda i: store.create(tasks[i]))
     timed("Conveyor UpdateItem (claim)", claim)
     timed("Conveyor UpdateItem (finish)", lambda i: store.finish(claimed[i], Status.SUCCEEDED, now(), None))
 

@@ -7,10 +7,12 @@ two for an index whose key attribute changes (a delete and a put), one for an in
 whose projected attributes change. Transactions cost double. So the unit counts come
 from the table layout, not only from the request counts:
 
-- Conveyor's table has the three GSIs of ``conveyor.aws.dynamodb.INDEXES``; ``kind-index``
-  and ``type-index`` project keys only (``KEYS_ONLY``): creating a task writes 1 + 3 units;
-  a status transition moves the key of ``status-index`` and leaves the keys-only indexes
-  alone: 1 + 2 units.
+- Conveyor's units are measured, not modelled: ``Layout.conveyor()`` runs a small task's
+  create, claim and finish through the real store on a table made by ``conveyor init``'s
+  code (in-process moto) and prices each write from the item before and after it by
+  DynamoDB's rules (``conveyor.aws.units``). With today's layout that is 1 + 2 units to
+  create (the table, ``status-index``, the keys-only ``type-index``) and 1 + 2 per status
+  change (``status-index``'s entry moves).
   Worker heartbeats (a few per run) are priced as task transitions: an upper bound.
 - Celery's result table and the floor's table have no index: one unit per item written.
 
@@ -20,9 +22,9 @@ upper bound. DescribeTable and other control-plane calls are free.
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
 from dataclasses import dataclass
-
-from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY
 
 PRICES_AS_OF = "2026-11"  # us-east-1 list prices
 SQS_PER_MILLION_REQUESTS = 0.40  # standard queue, beyond the free tier
@@ -37,8 +39,6 @@ PRICE_NOTE = (
 )
 
 READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
-# Columns whose value a Conveyor status transition changes, i.e. the GSIs whose key moves.
-TRANSITION_KEYS = {"status"}
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,36 @@ class Layout:
 
     @classmethod
     def conveyor(cls) -> Layout:
-        def touched(index: str, key: str) -> int:
-            if key in TRANSITION_KEYS:
-                return 2  # the entry moves: a delete and a put
-            return 0 if index in KEYS_ONLY else 1  # a projected attribute changed
-
+        """Measured: a small task's create, claim and finish through the real store on a
+        table made by ``conveyor init``'s code, each write priced from its item before
+        and after (``conveyor.aws.units``)."""
+        steps = measured_lifecycle()
         return cls(
-            insert=1 + len(INDEXES),
-            update=1 + sum(touched(index, key) for index, key in INDEXES.items()),
+            insert=float(sum(steps["create"].values())),
+            update=(sum(steps["claim"].values()) + sum(steps["finish"].values())) / 2,
         )
+
+
+@functools.cache
+def measured_lifecycle() -> dict[str, Counter[str]]:
+    """The units of one task's writes, on an in-process moto DynamoDB (its own endpoint, so
+    no other client of this process is touched)."""
+    import boto3
+    from moto import mock_aws
+
+    from conveyor.aws.provision import ensure_table
+    from conveyor.aws.units import task_lifecycle
+
+    with mock_aws():
+        client = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url="https://dynamodb.us-east-1.amazonaws.com",
+            aws_access_key_id="measure",
+            aws_secret_access_key="measure",
+        )
+        ensure_table(client, "conveyor-cost-model")
+        return task_lifecycle(client, "conveyor-cost-model")
 
 
 PLAIN = Layout(insert=1, update=1)

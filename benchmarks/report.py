@@ -310,8 +310,9 @@ def _cost_section(s: Summary, latencies: list[float]) -> list[str]:
         f"Prices: {PRICE_NOTE}",
         "",
         f"Write units: a Conveyor task record costs {conveyor.insert:g} units to create and "
-        f"{conveyor.update:g} per status change (of the table's three GSIs, the two that project "
-        "keys only are untouched by a status change and the status index's entry moves), "
+        f"{conveyor.update:g} per status change, measured from the store's own writes (the "
+        "table and its two task indexes at create; a status change moves the status index's "
+        "entry and leaves the keys-only type index alone), "
         "against 1 for an unindexed table: see "
         "`benchmarks/costs.py`. Counts include every call the processes made during the run "
         "(idle long polls, heartbeats, queue-URL look-ups), not only the per-task ones.",

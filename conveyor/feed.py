@@ -4,8 +4,8 @@ for every ``GET /v1/events`` subscriber of the process.
 The store has no index on ``updated_at``, so the feed reads what it can read cheaply and
 compares with what it saw last time:
 
-- the newest ``NEWEST`` tasks of every status (``kind-index``): a task created since the
-  last poll shows even if it started and ended in between;
+- the newest ``NEWEST`` tasks of every status (the status partitions merged): a task
+  created since the last poll shows even if it started and ended in between;
 - the newest ``TRACKED_QUEUED`` tasks of ``status-index`` for ``queued`` (the young
   backlog whose moves it follows);
 - all of ``status-index`` for ``running`` (bounded by the fleet's concurrency; carries
@@ -13,7 +13,7 @@ compares with what it saw last time:
 - one ``get_many`` for the tasks it followed that left both listings (they finished, or
   were cancelled): their new state.
 
-A poll is thus three Query pages (more only past 200 running tasks) plus at most one
+A poll is thus seven Query pages (five for the newest, more only past 200 running tasks) plus at most one
 BatchGetItem per 100 tasks that ended, whatever the number of subscribers; nothing runs
 while nobody subscribes. What it cannot see: a task deeper in the queued backlog than
 ``TRACKED_QUEUED`` that is cancelled, or starts and ends within one interval, and more

@@ -68,3 +68,58 @@ def test_a_duplicate_create_is_told_apart_without_a_second_read(settings_factory
     with pytest.raises(Conflict):
         store.create(task.with_(payload={"n": 2}))
     assert calls == []
+
+
+def test_the_unfiltered_list_reads_each_status_partition_once_unfiltered(settings_factory, monkeypatch):
+    """Every task newest first: one Query per status partition, none filtered, none of a
+    former index, each reading at most ``limit`` entries, and no BatchGetItem."""
+    store = AwsBackend(settings_factory()).store()
+    store.create_many([Task(id=new_id(), type="common", payload={}) for _ in range(30)])
+    calls: list[tuple[str, dict]] = []
+    for name in ("query", "batch_get_item", "scan"):
+        original = getattr(store.client, name)
+        monkeypatch.setattr(
+            store.client, name, lambda _o=original, _n=name, **a: calls.append((_n, a)) or _o(**a)
+        )
+    page = store.query(limit=7)
+    assert len(page.items) == 7 and page.next_cursor
+    assert [n for n, _ in calls] == ["query"] * len(Status)
+    assert {a["IndexName"] for _, a in calls} == {"status-index"}
+    assert all("FilterExpression" not in a and a["Limit"] == 7 for _, a in calls)
+    calls.clear()
+    rest = store.query(limit=50, cursor=page.next_cursor)
+    assert len(rest.items) == 23 and rest.next_cursor is None
+    assert all(a["KeyConditionExpression"].endswith("id < :after") for _, a in calls)
+
+
+def test_the_merged_list_keeps_its_order_when_a_partition_answers_short(settings_factory, monkeypatch):
+    """DynamoDB ends a Query page at 1 MB whatever ``Limit`` says: a partition answering
+    short may hold newer tasks than another partition's; none of those is answered before
+    it, and paging on still lists every task once, newest first."""
+    store = AwsBackend(settings_factory()).store()
+    made = [Task(id=new_id(), type="t", payload={}) for _ in range(12)]
+    for n, task in enumerate(made):
+        store.create(task)
+        if n % 2:
+            claimed = store.claim(task.id, "t", "w", task.created_at).task
+            assert claimed is not None
+            store.finish(claimed, Status.SUCCEEDED, task.created_at)
+    original = store.client.query
+
+    def short(**args):
+        out = original(**args)
+        if args["ExpressionAttributeValues"][":v"]["S"] == "succeeded" and len(out["Items"]) > 2:
+            out["Items"] = out["Items"][:2]  # as if the third item crossed 1 MB
+            out["LastEvaluatedKey"] = {k: out["Items"][-1][k] for k in ("id", "status")}
+        return out
+
+    monkeypatch.setattr(store.client, "query", short)
+    seen, cursor = [], None
+    while True:
+        page = store.query(limit=5, cursor=cursor)
+        seen += [t.id for t in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+        assert len(seen) <= len(made)
+    assert seen == [t.id for t in reversed(made)]

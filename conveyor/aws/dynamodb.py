@@ -1,16 +1,19 @@
 """The task store on DynamoDB: one table, task records plus worker and idempotency items.
 
-Keys and indexes (created by ``conveyor init``):
+Keys and indexes (created, or brought to this layout, by ``conveyor init``):
 - ``id`` is the hash key. Task ids are ULIDs, so every index sorted on ``id`` is sorted by
   creation time and "newest first" is a backwards query.
-- ``kind-index`` (kind, id): every task newest first; ``kind = worker`` lists workers.
-- ``status-index`` (status, id): by status, and by status and type (filtered on type).
-- ``type-index`` (type, id): by type.
+- ``status-index`` (status, id), projecting ALL: by status; every task newest first is a
+  merge of the five status partitions (one Query each, ``limit`` items at most); by status
+  and type, filtered on type.
+- ``type-index`` (type, id), keys only: by type.
+- ``fleet-index`` (fleet, id), keys only: the workers. Only worker items carry ``fleet``,
+  so no task write touches this index.
 A write costs one unit for the table plus one per index it touches (two where the index
-key moves), so the layout sets the bill: ``kind-index`` and ``type-index`` project keys
-only (no task attribute they hold ever changes, so status changes skip them; their
-queries fetch the page with one BatchGetItem), and status changes move only
-``status-index``: 4 units to create a task and 3 per status change.
+key moves; none for a keys-only index whose key is unchanged), so the layout sets the
+bill: creating a task writes the table, ``status-index`` and ``type-index`` (3 units),
+each status change moves ``status-index`` (3 units): 9 for a task that is created,
+claimed and finished. ``docs/ARCHITECTURE.md`` (Table layout) says what each unit buys.
 Worker items (``worker#<id>``), idempotency items (``idem#<hash>``) and unique-key locks
 (``unique#<type>#<key digest>``, naming the task that holds the key in ``task_id``) carry
 a TTL attribute ``expires_at``, as do finished tasks. Schedule state items
@@ -66,8 +69,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.store")
 
-INDEXES = {"kind-index": "kind", "status-index": "status", "type-index": "type"}
-KEYS_ONLY = {"kind-index", "type-index"}
+# Every GSI of the table and its hash key; all are ranged on ``id``.
+INDEXES = {"status-index": "status", "type-index": "type", "fleet-index": "fleet"}
+KEYS_ONLY = {"type-index", "fleet-index"}
+# The indexes a task item is in (``fleet`` is a worker attribute only).
+TASK_INDEXES = {"status-index": "status", "type-index": "type"}
+# Indexes of earlier layouts that ``conveyor init`` deletes: ``kind-index`` (kind, id) held
+# every task (one unit per create) for the unfiltered list, now a merge of status-index.
+OBSOLETE_INDEXES = ("kind-index",)
 # A status-and-type list reads status-index pages and keeps the type's tasks: at most
 # this many pages per request, then it answers with what it found and a cursor.
 FILTERED_PAGES = 10
@@ -516,12 +525,12 @@ class DynamoTaskStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
+        if not status and not task_type:
+            return self._newest(limit, cursor)
         if status:
             index, value = "status-index", status.value
-        elif task_type:
-            index, value = "type-index", task_type
         else:
-            index, value = "kind-index", "task"
+            index, value = "type-index", task_type or ""
         key = INDEXES[index]
         args: dict[str, Any] = {
             "TableName": self.table,
@@ -561,6 +570,47 @@ class DynamoTaskStore:
         # A short page with a key left (DynamoDB's 1 MB page, or the filtered page cap) still
         # has a next page; a cursor may lead to an empty last page, never past an item.
         return Page(tasks, _encode_cursor(last) if last else None)
+
+    def _newest(self, limit: int, cursor: str | None) -> Page:
+        """Every task newest first: the newest ``limit`` of each status partition, merged.
+        Reads at most 5 x ``limit`` index items, no filter; the cursor is the last id
+        answered (``{"kind": "task", "id": ...}``, the shape of the former index's)."""
+        after = _decode_cursor(cursor, "kind", "task")["id"]["S"] if cursor else None
+        found: dict[str, dict[str, Any]] = {}
+        # Below the oldest item a partition returned it may hold more (DynamoDB's 1 MB
+        # page): nothing older than that may be answered before that partition is read on.
+        floor = ""
+        more = False
+        for status in Status:
+            args: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": "status-index",
+                "KeyConditionExpression": "#s = :v",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {":v": _s(status.value)},
+                "ScanIndexForward": False,
+                "Limit": limit,
+            }
+            if after:
+                args["KeyConditionExpression"] += " AND id < :after"
+                args["ExpressionAttributeValues"][":after"] = _s(after)
+            with translated("dynamodb Query"):
+                out = self.client.query(**args)
+            page = out.get("Items", [])
+            # A task whose status changed between two of these queries may be in both
+            # answers (the index is eventually consistent): once, as the later read saw it.
+            found |= {i["id"]["S"]: i for i in page}
+            if "LastEvaluatedKey" in out:
+                more = True
+                if page:
+                    floor = max(floor, page[-1]["id"]["S"])
+        ids = sorted((i for i in found if i >= floor), reverse=True)
+        more = more or len(ids) > limit
+        ids = ids[:limit]
+        next_cursor = _encode_cursor({"kind": _s("task"), "id": _s(ids[-1])}) if more and ids else None
+        if more and not ids and after:
+            next_cursor = cursor  # nothing answerable yet (an empty 1 MB page): the same place
+        return Page(readable_tasks([found[i] for i in ids]), next_cursor)
 
     def _fetch(self, keys: Sequence[dict[str, Any]]) -> list[Task]:
         """The task records behind a keys-only page, in the page's order (a record that
@@ -1052,8 +1102,8 @@ class DynamoWorkerRegistry:
                 TableName=self.table,
                 Key={"id": _s("worker#" + info.id)},
                 UpdateExpression=(
-                    "SET kind = :k, host = :h, pid = :p, started_at = :st, last_heartbeat = :lh, "
-                    "in_flight = :if, concurrency = :c, version = :v, expires_at = :exp"
+                    "SET kind = :k, fleet = :k, host = :h, pid = :p, started_at = :st, "
+                    "last_heartbeat = :lh, in_flight = :if, concurrency = :c, version = :v, expires_at = :exp"
                 ),
                 ExpressionAttributeValues={
                     ":k": _s("worker"),
@@ -1100,8 +1150,8 @@ class DynamoWorkerRegistry:
         ids: list[str] = []
         args: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": "kind-index",
-            "KeyConditionExpression": "kind = :k",
+            "IndexName": "fleet-index",
+            "KeyConditionExpression": "fleet = :k",
             "ExpressionAttributeValues": {":k": _s("worker")},
         }
         while True:

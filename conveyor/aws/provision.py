@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,9 +11,10 @@ from botocore.exceptions import ClientError
 
 from conveyor.aws.backend import AwsBackend
 from conveyor.aws.clients import error_code, translated
-from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY
+from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY, OBSOLETE_INDEXES
 
 if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
     from types_boto3_dynamodb.type_defs import AttributeDefinitionTypeDef, GlobalSecondaryIndexTypeDef
     from types_boto3_sqs.literals import QueueAttributeNameType
 
@@ -35,21 +37,57 @@ def _name(queue: str) -> str:
     return queue.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _table(backend: AwsBackend, name: str) -> None:
-    client = backend.dynamodb
+def _index(index: str, key: str) -> GlobalSecondaryIndexTypeDef:
+    return {
+        "IndexName": index,
+        "KeySchema": [
+            {"AttributeName": key, "KeyType": "HASH"},
+            {"AttributeName": "id", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY" if index in KEYS_ONLY else "ALL"},
+    }
+
+
+def _settled(client: DynamoDBClient, name: str) -> dict[str, Any]:
+    """The table once it and every index are ACTIVE (an index being built or deleted
+    refuses the next index change)."""
+    for _ in range(3600):
+        table = client.describe_table(TableName=name)["Table"]
+        indexes = table.get("GlobalSecondaryIndexes", [])
+        busy = [i for i in indexes if i.get("IndexStatus", "ACTIVE") != "ACTIVE"]
+        if table.get("TableStatus") == "ACTIVE" and not busy:
+            return dict(table)
+        time.sleep(1)
+    raise TimeoutError(f"dynamodb table {name}: an index change did not finish within an hour")
+
+
+def _converge(client: DynamoDBClient, name: str) -> None:
+    """Bring a table made by an earlier version to this layout: add each missing index
+    (DynamoDB builds it from the items already there that carry its key attribute), then
+    delete the indexes this layout no longer reads. One index change per UpdateTable."""
+    table = _settled(client, name)
+    present = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+    for index, key in INDEXES.items():
+        if index in present:
+            continue
+        client.update_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("id", key)],
+            GlobalSecondaryIndexUpdates=[{"Create": _index(index, key)}],
+        )
+        _settled(client, name)
+    for index in OBSOLETE_INDEXES:
+        if index in present:
+            client.update_table(
+                TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": index}}]
+            )
+            _settled(client, name)
+
+
+def ensure_table(client: DynamoDBClient, name: str) -> None:
+    """The task table in this layout: created, or an existing one converged."""
     attributes: list[AttributeDefinitionTypeDef] = [
         {"AttributeName": key, "AttributeType": "S"} for key in ("id", *INDEXES.values())
-    ]
-    indexes: list[GlobalSecondaryIndexTypeDef] = [
-        {
-            "IndexName": index,
-            "KeySchema": [
-                {"AttributeName": key, "KeyType": "HASH"},
-                {"AttributeName": "id", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "KEYS_ONLY" if index in KEYS_ONLY else "ALL"},
-        }
-        for index, key in INDEXES.items()
     ]
     with translated("dynamodb CreateTable"):
         try:
@@ -57,7 +95,7 @@ def _table(backend: AwsBackend, name: str) -> None:
                 TableName=name,
                 AttributeDefinitions=attributes,
                 KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                GlobalSecondaryIndexes=indexes,
+                GlobalSecondaryIndexes=[_index(index, key) for index, key in INDEXES.items()],
                 BillingMode="PAY_PER_REQUEST",
             )
             client.get_waiter("table_exists").wait(
@@ -66,6 +104,7 @@ def _table(backend: AwsBackend, name: str) -> None:
         except ClientError as exc:
             if error_code(exc) != "ResourceInUseException":
                 raise
+            _converge(client, name)
         ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
             client.update_time_to_live(
@@ -106,7 +145,7 @@ def provision(backend: AwsBackend, bucket: bool = True) -> dict[str, str]:
             ),
         },
     )
-    _table(backend, s.table)
+    ensure_table(backend.dynamodb, s.table)
     if bucket:
         _bucket(backend, s.bucket)
     return {"queue": queue_url, "dlq": dlq_url, "table": s.table, "bucket": s.bucket}

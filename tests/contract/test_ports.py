@@ -312,6 +312,39 @@ def test_query_filters_and_pages_newest_first(store):
     assert store.oldest_queued().id == made[1].id
 
 
+def test_the_unfiltered_list_pages_newest_first_across_every_status(store):
+    # Tasks of all five statuses, interleaved in creation order: every page is newest
+    # first, a cursor resumes right after its last task, and none is lost or repeated.
+    made = [task("a" if n % 3 else "b") for n in range(23)]
+    for t in made:
+        store.create(t)
+    at = now()
+    for n, t in enumerate(made):
+        if n % 5 == 0:
+            continue  # queued
+        claimed = store.claim(t.id, t.type, "w", at).task
+        assert claimed is not None
+        if n % 5 == 2:
+            store.finish(claimed, Status.SUCCEEDED, at)
+        elif n % 5 == 3:
+            store.finish(claimed, Status.FAILED, at, error=TaskError("E", "m"))
+        elif n % 5 == 4:
+            store.requeue(claimed, at, TaskError("E", "m"), at)
+            store.cancel(t.id, at)
+    assert {t.status for t in store.query(limit=50).items} == set(Status)
+    for limit in (1, 4, 23, 50):
+        seen, cursor = [], None
+        while True:
+            page = store.query(limit=limit, cursor=cursor)
+            assert len(page.items) <= limit
+            seen += [t.id for t in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+            assert len(seen) <= len(made)
+        assert seen == [t.id for t in reversed(made)]
+
+
 def test_status_and_type_pages_through_other_types_without_losing_any(store):
     # 3 tasks of "rare" among 250 of "common", all queued: a filtered list must page past
     # the others (over several index pages) and return each rare one exactly once.

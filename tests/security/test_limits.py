@@ -56,3 +56,30 @@ def test_payload_and_batch_limits_name_the_field(secured, auth_tokens):
     body = problem(api.post("/v1/tasks/batch", json={"tasks": [small] * 4}, headers=headers), 422)
     assert body["errors"][0]["pointer"] == "/tasks"
     assert api.post("/v1/tasks/batch", json={"tasks": [small] * 3}, headers=headers).status_code == 202
+
+
+def test_counting_a_request_starts_no_thread_and_old_entries_are_dropped(monkeypatch):
+    """The limiter's storage expires its entries inline: no timer thread per request (the
+    stock memory storage starts one whenever none is pending), and what has left every
+    window is dropped once the expiry is due."""
+    import threading
+
+    from api import ratelimit
+
+    limiter = RateLimiter("1000/second;5000/minute")
+    started: list[threading.Thread] = []
+    original = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self) or original(self))
+    for n in range(50):
+        assert limiter.hit(f"token-{n % 3}") is None
+        time.sleep(0.002)  # longer apart than the stock storage's 10 ms timer, at times
+    assert started == []
+    storage = limiter._limiter.storage
+    assert sum(len(e) for e in storage.events.values()) == 2 * 50  # one entry per window
+    clock = time.time() + 120  # past both windows
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock)
+    monkeypatch.setattr(time, "time", lambda: clock)
+    limiter.hit("token-0")
+    assert {k: len(v) for k, v in storage.events.items() if v} == {
+        k: 1 for k in storage.events if "token-0" in k
+    }
