@@ -43,10 +43,13 @@ TRANSITION_KEYS = {"status"}
 
 @dataclass(frozen=True)
 class Layout:
-    """Write units per item written, by kind of write."""
+    """Write units per item written, by kind of write; ``hot_key``: write units per task that
+    land on one partition-key value shared by every task (an index keyed by status), the
+    writes one partition must absorb whatever the table's size."""
 
     insert: float
     update: float
+    hot_key: float = 0.0
 
     @classmethod
     def conveyor(cls) -> Layout:
@@ -58,6 +61,9 @@ class Layout:
         return cls(
             insert=1 + len(INDEXES),
             update=1 + sum(touched(index, key) for index, key in INDEXES.items()),
+            # A task enters a status's key (a put) and leaves it (a delete): two units on the
+            # busiest value ("queued", then "running").
+            hot_key=2.0 if TRANSITION_KEYS & set(INDEXES.values()) else 0.0,
         )
 
 

@@ -171,7 +171,7 @@ def test_percentiles_are_observed_values_and_spreads_report_the_median():
     spread = Spread.of([3.0, 1.0, 2.0])
     assert (spread.median, spread.low, spread.high) == (2.0, 1.0, 3.0)
     assert spread.fmt(1) == "2.0 (1.0-3.0)"
-    assert len(SECTIONS) == 9
+    assert len(SECTIONS) == 11
 
 
 def test_the_floor_batches_by_the_workers_rules():
