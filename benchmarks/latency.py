@@ -80,7 +80,7 @@ def measure(
                 )
         for system in systems:
             stack.wait_empty(system.queue_url)
-            system.verify()
+            stack.verify(system)
     finally:
         for system in systems:
             system.stop_worker()

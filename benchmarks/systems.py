@@ -331,7 +331,25 @@ class ConveyorSystem(System):
             counts[status] = total
         # (Tasks left ``queued`` are the submit benchmark's, which runs no worker.)
         if counts["succeeded"] != expected or counts["failed"] or counts["running"]:
-            raise AssertionError(f"{self.key}: expected {expected} succeeded tasks, found {counts}")
+            raise AssertionError(
+                f"{self.key}: expected {expected} succeeded tasks, found {counts}; "
+                f"succeeded by type and payload: {self._succeeded_by_payload()}"
+            )
+
+    def _succeeded_by_payload(self) -> dict[str, int]:
+        """Which submits the succeeded records came from (the diagnosis of a failed check)."""
+        table = self.stack.direct("dynamodb")
+        found: dict[str, int] = {}
+        args: dict[str, Any] = {"TableName": self.settings.table}
+        while True:
+            out = table.scan(**args)
+            for item in out["Items"]:
+                if item.get("status", {}).get("S") == "succeeded":
+                    key = f"{item.get('type', {}).get('S')} {item.get('payload', {}).get('S', '')[:60]}"
+                    found[key] = found.get(key, 0) + 1
+            if "LastEvaluatedKey" not in out:
+                return found
+            args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
 
 # -- Celery ------------------------------------------------------------------------------

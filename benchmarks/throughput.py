@@ -103,7 +103,7 @@ def measure(
                     results.append(run)
                     progress(f"{system.key} +{latency:g} ms run {r + 1}: {run.throughput:.1f} tasks/s")
         for system in systems:
-            system.verify()
+            stack.verify(system)
     finally:
         stack.proxy.set_delay(0)
         for system in systems:
