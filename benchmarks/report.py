@@ -64,7 +64,8 @@ METHOD = [
     "(queue depth twice a second, the final record counts) go straight to moto, uncounted.",
     "- **Conveyor**: the real API process (`python -m api.main`, bearer-token auth on) and one "
     "real worker process (`python -m worker.main`), default settings (8 slots, 20 s long polls). "
-    "The handler `bench-noop` is a sync no-op that sends one UDP datagram to the harness.",
+    "The handler `bench-noop` is a sync no-op that sends one UDP datagram to the harness. "
+    "*Conveyor, 2 workers* is the same with two worker processes on one queue (section 8).",
     "- **Celery 5** on kombu's SQS transport (`benchmarks/celery_app.py`): one worker process, "
     "thread pool with 8 slots for the end-to-end runs, its default prefork pool for the latency "
     "runs; results off, or on Celery's own DynamoDB backend. Celery acknowledges (deletes) a "
@@ -923,7 +924,7 @@ def render(results: Results, chart: str | None) -> str:
                 "end-to-end runs",
                 f"N = {m['n']} no-op tasks per run, {m['runs']} runs per figure, "
                 f"{m['submitters']} concurrent submitting clients, 1 worker process per system "
-                f"({m['worker_concurrency']} slots), added latency "
+                f"({m['worker_concurrency']} slots; two for Conveyor, 2 workers), added latency "
                 + ", ".join(f"{v:g}" for v in latencies)
                 + " ms",
             ],
