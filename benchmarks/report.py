@@ -675,9 +675,13 @@ def _sizing_section(s: Summary, latencies: list[float]) -> list[str]:
         "not depend on the round trip), against the default quotas: DynamoDB on-demand "
         f"{sizing.DYNAMODB_TABLE_WRU:,} write and {sizing.DYNAMODB_TABLE_RRU:,} read units/s "
         f"per table (adjustable), {sizing.DYNAMODB_PARTITION_WRU:,} write units/s per "
-        "partition (a partition-key value of an index is one partition's worth: Conveyor's "
-        "`status-index` is keyed by status, so every task writes twice under `queued` and "
-        f"twice under `running`); SQS standard queues have no request-rate quota, "
+        "partition (a partition-key value of an index is one partition's worth"
+        + (
+            f": {i.hot_key_wru:g} write units per task land on one status value of `status-index`"
+            if i.hot_key_wru
+            else ": no index key is shared by every task"
+        )
+        + "); SQS standard queues have no request-rate quota, "
         f"{sizing.SQS_IN_FLIGHT:,} messages in flight per queue, {sizing.SQS_BATCH} per batch.",
         "",
         *table(
@@ -715,6 +719,8 @@ def _targets(s: Summary, latencies: list[float]) -> list[str]:
     def cpu_text(system: str) -> tuple[float, str]:
         submit, worker, where = s.own_cpu(system, base)
         total = submit + worker
+        if total != total:
+            return total, f"{worker * 1000:.2f} ms (worker) + submit side {where}"
         return total, f"{submit * 1000:.2f} ({where}) + {worker * 1000:.2f} (worker) = {total * 1000:.2f} ms"
 
     ours, ours_text = cpu_text("conveyor")
