@@ -53,13 +53,18 @@ PARAGRAPHS = [
     barely slows it, and its rate stays capped by moto's CPU as at +0 ms.""",
     """**The worker's CPU per task** (the end-to-end tables' last column, from /proc) is
     mostly boto3 making the calls, as for the floor's worker; what Conveyor adds is its event
-    loop handing each call to a thread and back. Under py-spy (the profile below) the loop's
-    self-pipe wake-ups, one write and one read per finished call, were about 14% of the
-    worker's samples. `worker/io.py` now hands back outcomes that end together with one
-    wake-up: on 2026-12-03, five interleaved runs of Conveyor and the floor before and after
-    (N = 150, +0 ms, a loaded machine) measured 5.20 ms per task (4.4-5.3) before and 4.73 ms
-    (4.5-5.1) after, against the floor's 3.33 and 3.20 ms in the same runs. What remains
-    above the floor is the handler's own thread hop, the heartbeats and the metrics.""",
+    loop handing each call to a thread and back (the floor runs a task start to end on one
+    thread), the handler's own thread hop, heartbeats and metrics. Under py-spy the loop's
+    self-pipe wake-ups, one write and one read per finished call, are about 12-14% of the
+    worker's samples. Handing back calls that end together with one wake-up was tried and
+    measured on 2026-12-03 in seven interleaved runs (N = 150, +0 ms, a loaded machine): 4.27
+    ms per task (3.93-4.40) against 4.07 ms (3.80-4.33) without it, the floor at 2.87 ms, so
+    calls rarely end together at this load and it was not kept. What did move the column is
+    the harness: it used to scrape the worker's `/metrics` four times a second for the whole
+    run to see when the last task was recorded, and each scrape (about 0.8 ms of the worker's
+    CPU, its process collector reading /proc) was charged to Conveyor's tasks; it now waits
+    for every handler's start event and only then scrapes. Fusing a sync task's claim,
+    handler and finish into one thread hop, as the floor does, is the lever left.""",
     """**Requests per task with batching.** Two UpdateItems are the fixed part (2.0 of the 2.5
     target); BatchWriteItem (1/25) and SendMessageBatch (1/10) add 0.14. The worker deletes in
     batches of ten, each finished task's message waiting at most 1 s for its batch (0.1 per

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-import time
 
 import pytest
 
@@ -31,44 +30,6 @@ def test_results_exceptions_and_the_callers_context_reach_the_caller():
         asyncio.run(main())
     finally:
         calls.shutdown()
-
-
-def test_calls_that_end_together_wake_the_loop_once_not_once_each():
-    n = 8
-    calls = BlockingCalls(n)
-    release = threading.Event()
-    started = threading.Barrier(n + 1)
-
-    def wait() -> int:
-        started.wait()
-        release.wait(5)
-        return 1
-
-    async def main() -> tuple[int, int]:
-        loop = asyncio.get_running_loop()
-        futures = [calls.start(wait) for _ in range(n)]
-        await asyncio.to_thread(started.wait)
-        wakeups = 0
-        original = loop.call_soon_threadsafe
-
-        def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
-            nonlocal wakeups
-            wakeups += 1
-            return original(*args, **kwargs)
-
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
-        # Every call ends while the loop is busy (blocked here): their outcomes wait together.
-        release.set()
-        time.sleep(0.3)
-        results = await asyncio.gather(*futures)
-        return sum(results), wakeups
-
-    try:
-        total, wakeups = asyncio.run(main())
-    finally:
-        calls.shutdown()
-    assert total == n
-    assert wakeups == 1
 
 
 def test_a_call_the_caller_gave_up_on_before_it_began_never_runs():
