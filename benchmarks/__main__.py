@@ -170,6 +170,8 @@ def measure_on_stack(
                 stack, results.meta["profile_n"], results_dir / "conveyor-worker-py-spy.txt"
             )
             progress("worker profiled")
+        for problem in stack.problems:
+            results.meta["notes"].append(f"**Check failed**: {problem}.")
 
 
 def main(argv: list[str] | None = None) -> int:

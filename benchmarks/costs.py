@@ -26,6 +26,8 @@ import functools
 from collections import Counter
 from dataclasses import dataclass
 
+from conveyor.aws.dynamodb import TASK_INDEXES
+
 PRICES_AS_OF = "2026-11"  # us-east-1 list prices
 SQS_PER_MILLION_REQUESTS = 0.40  # standard queue, beyond the free tier
 DYNAMODB_PER_MILLION_WRU = 0.625  # on-demand, since the 2024-11-01 price cut
@@ -43,10 +45,13 @@ READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 
 @dataclass(frozen=True)
 class Layout:
-    """Write units per item written, by kind of write."""
+    """Write units per item written, by kind of write; ``hot_key``: write units per task that
+    land on one partition-key value shared by every task (an index keyed by status), the
+    writes one partition must absorb whatever the table's size."""
 
     insert: float
     update: float
+    hot_key: float = 0.0
 
     @classmethod
     def conveyor(cls) -> Layout:
@@ -57,6 +62,9 @@ class Layout:
         return cls(
             insert=float(sum(steps["create"].values())),
             update=(sum(steps["claim"].values()) + sum(steps["finish"].values())) / 2,
+            # A task enters a status's key (a put) and leaves it (a delete): two units on the
+            # busiest value ("queued", then "running").
+            hot_key=2.0 if "status" in TASK_INDEXES.values() else 0.0,
         )
 
 

@@ -60,22 +60,28 @@ def measure(
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[LatencyRun]:
     results = []
-    for key in keys or SYSTEMS:
-        system = get(stack, key)
-        try:
+    systems = [get(stack, key) for key in keys or SYSTEMS]
+    try:
+        for system in systems:
             # Celery as it comes: its default pool (prefork, one child per core).
             system.start_worker(**({"pool": ""} if isinstance(system, CelerySystem) else {}))
-            sample(stack, system, f"lat-{key}-warmup", WARMUP)
+            sample(stack, system, f"lat-{system.key}-warmup", WARMUP)
             system.expected += WARMUP
-            for r in range(runs):
-                run = sample(stack, system, f"lat-{key}-{r}", count)
+        # Interleaved: run 1 of each system, then run 2 of each, ...; the others' workers
+        # sit in their long polls meanwhile, as in the end-to-end runs.
+        for r in range(runs):
+            for system in systems:
+                run = sample(stack, system, f"lat-{system.key}-{r}", count)
                 system.expected += count
                 results.append(run)
                 progress(
-                    f"latency {key} run {r + 1}: p50 {run.p50 * 1000:.0f} ms, p99 {run.p99 * 1000:.0f} ms"
+                    f"latency {system.key} run {r + 1}: p50 {run.p50 * 1000:.0f} ms, "
+                    f"p99 {run.p99 * 1000:.0f} ms"
                 )
+        for system in systems:
             stack.wait_empty(system.queue_url)
-            system.verify()
-        finally:
+            stack.verify(system)
+    finally:
+        for system in systems:
             system.stop_worker()
     return results

@@ -106,7 +106,16 @@ class Stack:
     # Celery 10 s, the floor 20 s). Smoke runs shorten it (see System.stop_worker).
     poll_wait: int | None = None
     systems: dict[str, Any] = field(default_factory=dict)  # set up once, shared by every part
+    # Failed end-of-part checks (a system's records against what was submitted): reported
+    # at the top of the report instead of ending a long run without any figures.
+    problems: list[str] = field(default_factory=list)
     _direct: dict[str, Any] = field(default_factory=dict)
+
+    def verify(self, system: Any) -> None:
+        try:
+            system.verify()
+        except AssertionError as exc:
+            self.problems.append(str(exc))
 
     def start(self) -> Stack:
         self.log_dir = self.log_dir or self.workdir / "logs"

@@ -2,6 +2,8 @@
 
 - ``conveyor`` / ``conveyor-batch``: the real API process (``python -m api.main``) and one
   real worker process (``python -m worker.main``), default settings (concurrency 8).
+- ``conveyor-2w``: the same with two worker processes on one queue (two pods), for how
+  throughput grows with pods on this machine.
 - ``celery`` / ``celery-dynamodb``: one Celery 5 worker process on kombu's SQS transport,
   results off, or on Celery's DynamoDB backend so that, like Conveyor, it records state.
 - ``floor`` / ``floor-batch``: :mod:`benchmarks.floor`, the minimum calls.
@@ -152,13 +154,17 @@ _FINISHED = re.compile(r"^conveyor_tasks_finished_total\{([^}]*)\}\s+([0-9.e+]+)
 class ConveyorSystem(System):
     settings: Any = None
     api_url: str = ""
-    metrics_url: str = ""
+    workers: int = 1  # worker processes on the one queue
+    metrics_urls: list[str] = field(default_factory=list)
+    more: list[Child] = field(default_factory=list)  # the worker processes after the first
     http: httpx.Client | None = None
     _baseline: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.key = self.key or ("conveyor-batch" if self.batch else "conveyor")
-        self.label = self.label or ("Conveyor, batch submit" if self.batch else "Conveyor")
+        default = "conveyor-batch" if self.batch else "conveyor"
+        self.key = self.key or (f"conveyor-{self.workers}w" if self.workers > 1 else default)
+        label = "Conveyor, batch submit" if self.batch else "Conveyor"
+        self.label = self.label or (f"{label}, {self.workers} workers" if self.workers > 1 else label)
 
     def env(self, **extra: str) -> dict[str, str]:
         s = self.settings
@@ -212,28 +218,47 @@ class ConveyorSystem(System):
 
     def start_worker(self, **options: Any) -> Child:
         self.quiesce()
-        port = free_port()
         extra = {"CONVEYOR_POLL_WAIT_SECONDS": str(self.poll_wait)} if self.stack.poll_wait else {}
-        self.worker = self.stack.spawn(
-            f"{self.key}-worker",
-            ["-m", "worker.main"],
-            self.env(
-                CONVEYOR_WORKER_METRICS_PORT=str(port),
-                CONVEYOR_HANDLER_MODULES="benchmarks.conveyor_handlers",
-                **extra,
-            ),
-        )
-        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
-        wait_http(self.metrics_url, timeout=60, proc=self.worker.proc)
-        # Ready once it has registered (its first heartbeat comes just before it receives).
+        started: list[Child] = []
+        self.metrics_urls = []
+        for i in range(self.workers):
+            port = free_port()
+            started.append(
+                self.stack.spawn(
+                    f"{self.key}-worker" + (f"-{i + 1}" if i else ""),
+                    ["-m", "worker.main"],
+                    self.env(
+                        CONVEYOR_WORKER_METRICS_PORT=str(port),
+                        CONVEYOR_HANDLER_MODULES="benchmarks.conveyor_handlers",
+                        **extra,
+                    ),
+                )
+            )
+            self.metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
+        self.worker, self.more = started[0], started[1:]
+        for child, url in zip(started, self.metrics_urls, strict=True):
+            wait_http(url, timeout=60, proc=child.proc)
+        # Ready once each has registered (its first heartbeat comes just before it receives).
         registry = DynamoWorkerRegistry(self.stack.direct("dynamodb"), self.settings.table)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if any(w.pid == self.worker.pid for w in registry.workers()):
+            registered = {w.pid for w in registry.workers()}
+            if all(child.pid in registered for child in started):
                 self._baseline = {}
                 return self.worker
             time.sleep(0.1)
         raise NotReady(f"{self.key}: worker did not register")
+
+    def stop_worker(self) -> None:
+        for child in self.more:
+            child.kill()
+        self.more = []
+        super().stop_worker()
+
+    def cpu_pids(self) -> dict[str, int]:
+        pids = super().cpu_pids()
+        pids |= {f"worker-{i + 2}": child.pid for i, child in enumerate(self.more)}
+        return pids
 
     def submit_one(self, run: str) -> str:
         assert self.http is not None
@@ -250,11 +275,14 @@ class ConveyorSystem(System):
             raise RuntimeError(f"batch submit answered {r.status_code}: {r.text[:300]}")
 
     def _succeeded(self) -> float:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
-            text = resp.read().decode()
-        return sum(
-            float(value) for labels, value in _FINISHED.findall(text) if 'outcome="succeeded"' in labels
-        )
+        total = 0.0
+        for url in self.metrics_urls:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+            total += sum(
+                float(value) for labels, value in _FINISHED.findall(text) if 'outcome="succeeded"' in labels
+            )
+        return total
 
     def mark(self, run: str) -> None:
         """Remember the worker's counter before a run (the worker lives across runs)."""
@@ -266,18 +294,20 @@ class ConveyorSystem(System):
     def wait_done(self, run: str, n: int, timeout: float) -> float:
         # The worker's own counter of recorded successes: it moves after the conditional
         # finish write succeeded, i.e. when the task is terminal in DynamoDB.
-        # Scraping costs the worker CPU (it reads /proc for the process metrics): look
-        # rarely until the end is near, then often, so the clock stops within ~20 ms.
+        # Scraping costs the worker CPU (it reads /proc for the process metrics), which would
+        # count in its CPU per task: wait without scraping until every handler has reported
+        # its start (the finish is one write later), then scrape often, so the clock stops
+        # within ~20 ms of the last finish.
+        assert self.stack.events is not None
         deadline = time.monotonic() + timeout
+        self.stack.events.wait("start", run, n, timeout)
         while time.monotonic() < deadline:
-            done = 0
             try:
-                done = self.done(run)
-                if done >= n:
+                if self.done(run) >= n:
                     return time.time()
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.02 if done >= n * 0.9 else 0.25)
+            time.sleep(0.02)
         raise TimeoutError(f"{self.key}: {self.done(run)} of {n} tasks terminal after {timeout:.0f}s")
 
     def verify(self) -> None:
@@ -289,8 +319,10 @@ class ConveyorSystem(System):
                 "TableName": self.settings.table,
                 "IndexName": "status-index",
                 "KeyConditionExpression": "#s = :v",
-                "ExpressionAttributeNames": {"#s": "status"},
-                "ExpressionAttributeValues": {":v": {"S": status}},
+                "ExpressionAttributeNames": {"#s": "status", "#t": "type"},
+                "ExpressionAttributeValues": {":v": {"S": status}, ":t": {"S": "bench-noop"}},
+                # Only the benchmark's tasks: the example TaskTypes' schedules run too.
+                "FilterExpression": "#t = :t",
                 "Select": "COUNT",
             }
             total = 0
@@ -303,7 +335,25 @@ class ConveyorSystem(System):
             counts[status] = total
         # (Tasks left ``queued`` are the submit benchmark's, which runs no worker.)
         if counts["succeeded"] != expected or counts["failed"] or counts["running"]:
-            raise AssertionError(f"{self.key}: expected {expected} succeeded tasks, found {counts}")
+            raise AssertionError(
+                f"{self.key}: expected {expected} succeeded tasks, found {counts}; "
+                f"succeeded by type and payload: {self._succeeded_by_payload()}"
+            )
+
+    def _succeeded_by_payload(self) -> dict[str, int]:
+        """Which submits the succeeded records came from (the diagnosis of a failed check)."""
+        table = self.stack.direct("dynamodb")
+        found: dict[str, int] = {}
+        args: dict[str, Any] = {"TableName": self.settings.table}
+        while True:
+            out = table.scan(**args)
+            for item in out["Items"]:
+                if item.get("status", {}).get("S") == "succeeded":
+                    key = f"{item.get('type', {}).get('S')} {item.get('payload', {}).get('S', '')[:60]}"
+                    found[key] = found.get(key, 0) + 1
+            if "LastEvaluatedKey" not in out:
+                return found
+            args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
 
 # -- Celery ------------------------------------------------------------------------------
@@ -488,6 +538,7 @@ def make(stack: Stack, key: str) -> System:
     factories: dict[str, Callable[[], System]] = {
         "conveyor": lambda: ConveyorSystem(stack),
         "conveyor-batch": lambda: ConveyorSystem(stack, batch=True),
+        "conveyor-2w": lambda: ConveyorSystem(stack, workers=2),
         "celery": lambda: CelerySystem(stack),
         "celery-dynamodb": lambda: CelerySystem(stack, backend=True),
         "floor": lambda: FloorSystem(stack),
@@ -496,4 +547,4 @@ def make(stack: Stack, key: str) -> System:
     return factories[key]()
 
 
-ALL = ["conveyor", "conveyor-batch", "celery", "celery-dynamodb", "floor", "floor-batch"]
+ALL = ["conveyor", "conveyor-batch", "conveyor-2w", "celery", "celery-dynamodb", "floor", "floor-batch"]

@@ -58,6 +58,10 @@ def one_run(stack: Stack, system: System, run: str, n: int, latency_ms: float, t
         stack.wait_empty(system.queue_url)
     counts = stack.proxy.counts(system.tags)
     cpu1 = {"moto": stack.moto_cpu(), "proxy": stack.proxy_cpu()} | {k: tree_cpu(p) for k, p in pids.items()}
+    cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    # A system with several worker processes: "worker" is all of them, as for one.
+    if "worker-2" in cpu:
+        cpu["worker"] = sum(v for k, v in cpu.items() if k == "worker" or k.startswith("worker-"))
     return Run(
         system=system.key,
         latency_ms=latency_ms,
@@ -67,7 +71,7 @@ def one_run(stack: Stack, system: System, run: str, n: int, latency_ms: float, t
         max_depth=depth.max,
         requests=counts["requests"],
         items=counts["items"],
-        cpu={k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1} | {"wall": wall},
+        cpu=cpu | {"wall": wall},
         rss_mb=peak_rss_mb(system.worker.pid),
     )
 
@@ -99,7 +103,7 @@ def measure(
                     results.append(run)
                     progress(f"{system.key} +{latency:g} ms run {r + 1}: {run.throughput:.1f} tasks/s")
         for system in systems:
-            system.verify()
+            stack.verify(system)
     finally:
         stack.proxy.set_delay(0)
         for system in systems:

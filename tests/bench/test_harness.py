@@ -39,7 +39,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             "benchmarks",
             "--quick",
             "--n=3",
-            "--systems=conveyor,floor",
+            "--systems=conveyor,conveyor-2w,floor",
             "--latency-count=3",
             "--submit-count=4",
             "--clients=2",
@@ -66,6 +66,11 @@ def test_the_report_has_every_section_and_its_chart(smoke):
     png = out / "benchmarks-quick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "(benchmarks-quick.png)" in report
+    # Every system's records matched what was submitted (a failed check is a note, not a stop).
+    assert "Check failed" not in report
+    # The sizing model ran on this run's figures; the two-worker runs have their section.
+    assert "| 10,000 | 30 |" in report
+    assert "| +0 ms | Conveyor, 2 workers |" in report
     # Every throughput line carries its ratios; Celery was not run, so those say n/a.
     line = next(row for row in report.splitlines() if row.startswith("| Conveyor |"))
     assert "x of floor (boto3)" in line and "n/a" in line
@@ -75,15 +80,18 @@ def test_the_report_has_every_section_and_its_chart(smoke):
 def test_every_measurement_was_taken_and_counted_at_the_proxy(smoke):
     _, data = smoke
     runs = {(r["system"], r["latency_ms"]) for r in data["throughput"]}
-    assert runs == {("conveyor", 0), ("conveyor", 15), ("floor", 0), ("floor", 15)}
+    assert runs == {(s, lat) for s in ("conveyor", "conveyor-2w", "floor") for lat in (0, 15)}
     for run in data["throughput"]:
         assert run["n"] == 3 and run["seconds"] > 0
         # Each task was claimed and finished with a conditional UpdateItem, seen by the proxy.
         assert run["requests"]["dynamodb.UpdateItem"] >= 2 * run["n"]
         assert run["items"]["sqs.ReceiveMessage.messages"] >= run["n"]
         assert run["rss_mb"] > 10
-    conveyor = [r for r in data["throughput"] if r["system"] == "conveyor"]
+    conveyor = [r for r in data["throughput"] if r["system"].startswith("conveyor")]
     assert all(r["requests"]["dynamodb.PutItem"] >= r["n"] for r in conveyor)
+    # The API's and every worker process's CPU were read: both of conveyor-2w's.
+    assert all("api" in r["cpu"] and "worker" in r["cpu"] for r in conveyor)
+    assert all("worker-2" in r["cpu"] for r in conveyor if r["system"] == "conveyor-2w")
     # 15 ms added to every AWS call: a task needs several sequential calls.
     slow = [r for r in data["throughput"] if r["latency_ms"] == 15]
     assert all(r["seconds"] > 0.015 * 4 for r in slow)
@@ -92,6 +100,8 @@ def test_every_measurement_was_taken_and_counted_at_the_proxy(smoke):
     assert {(r["system"], r["clients"]) for r in data["submit"]} == {
         (s, c) for s in ("conveyor", "floor") for c in (2,)
     }
+    assert all("client" in r["cpu"] for r in data["submit"])
+    assert all("api" in r["cpu"] for r in data["submit"] if r["system"] == "conveyor")
     assert "Conveyor UpdateItem (claim)" in data["calls"]
     # Every client of both live streams saw every timed change (2 in a smoke run), after it
     # was written, and each stream's API process read the store while they were connected.
@@ -172,7 +182,7 @@ def test_percentiles_are_observed_values_and_spreads_report_the_median():
     spread = Spread.of([3.0, 1.0, 2.0])
     assert (spread.median, spread.low, spread.high) == (2.0, 1.0, 3.0)
     assert spread.fmt(1) == "2.0 (1.0-3.0)"
-    assert len(SECTIONS) == 9
+    assert len(SECTIONS) == 11
 
 
 def test_the_floor_batches_by_the_workers_rules():
