@@ -132,10 +132,11 @@ class Engine:
         return self.lanes[priority]
 
     def queues(self) -> list[tuple[Priority, Broker]]:
-        """Each distinct queue once, with the first level (high to low) that uses it: levels
-        sharing one queue (the memory engine's default) are one queue to poll and count."""
+        """Each distinct queue once, with the level it is counted under (normal first, then
+        high, low): levels sharing one queue (an engine given one broker) are one queue to
+        poll and count."""
         seen: dict[int, tuple[Priority, Broker]] = {}
-        for p in PRIORITIES:
+        for p in (Priority.NORMAL, Priority.HIGH, Priority.LOW):
             seen.setdefault(id(self.lanes[p]), (p, self.lanes[p]))
         return list(seen.values())
 
@@ -280,7 +281,7 @@ class Engine:
             return stats
 
     def depths(self) -> dict[Priority, QueueDepth]:
-        """Each level's queue depth; levels sharing a queue count it once (under the first)."""
+        """Each level's queue depth; levels sharing a queue count it once."""
         counted = dict(self.queues())
         return {p: counted[p].depth() if p in counted else QueueDepth() for p in PRIORITIES}
 
