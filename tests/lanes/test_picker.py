@@ -107,7 +107,10 @@ def test_bad_weights_fail_at_start_naming_the_variable(raw, message, monkeypatch
             {"CONVEYOR_QUEUE": "jobs", "CONVEYOR_QUEUE_URL_HIGH": "https://sqs.x/1/urgent"},
             {H: "https://sqs.x/1/urgent", N: "jobs", L: "jobs-low"},
         ),
-        ({"CONVEYOR_QUEUE": "jobs", "CONVEYOR_QUEUE_URL_LOW": "bulk"}, {H: "jobs-high", N: "jobs", L: "bulk"}),
+        (
+            {"CONVEYOR_QUEUE": "jobs", "CONVEYOR_QUEUE_URL_LOW": "bulk"},
+            {H: "jobs-high", N: "jobs", L: "bulk"},
+        ),
     ],
 )
 def test_each_level_has_its_queue_derived_when_unset(env, expected, monkeypatch):
