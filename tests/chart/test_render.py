@@ -419,7 +419,7 @@ def test_keda_scaled_object_on_the_sqs_queue() -> None:
     }
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"], scaled["cooldownPeriod"]) == (0, 20, 300)
     # One trigger per priority level, summed (tests/chart/test_lanes.py); the normal one here.
-    high, trigger, low = scaled["triggers"]
+    _high, trigger, _low = scaled["triggers"]
     assert trigger["type"] == "aws-sqs-queue" and trigger["name"] == "sqs_normal"
     assert trigger["metadata"] == {
         "queueURL": "conveyor-tasks",
