@@ -93,7 +93,8 @@ class Worker:
         self._has_work: set[Priority] = {lane for lane, _ in self._queues}  # believed, not known
         self._long: dict[Priority, asyncio.Future[list[Message]]] = {}  # long polls in flight
         self._retry_at: dict[Priority, float] = {}  # a level whose long poll failed waits till then
-        self._long_backoff: dict[Priority, float] = {}
+        self._backoff = 0.5  # after a failed receive, growing while they keep failing
+        self._retry_until = 0.0
         self._empty_polls: set[Priority] = set()  # long polls back empty since the last message
         self._receiving = False
         self.metrics.concurrency.set(self.concurrency)
@@ -172,7 +173,6 @@ class Worker:
             self._long.clear()
 
     async def _receive_rounds(self) -> None:
-        backoff = 0.5
         backlog = False  # the last receive brought all it asked for: more are waiting
         gather = min(10, math.ceil(self.concurrency * 3 / 4))
         limit = self.settings.worker_max_tasks
@@ -199,13 +199,11 @@ class Worker:
             self._asking = want
             try:
                 messages = await self.io(self._poll, lane, want, 0)
-                backoff = 0.5
+                self._backoff = 0.5
             except ConveyorError as exc:
                 self._asking = 0
                 self.held -= want
-                log.warning("receive failed (%s); retrying in %.1fs", exc, backoff)
-                await wait_for_event(self._stop, backoff)
-                backoff = min(backoff * 2, 15.0)
+                await wait_for_event(self._stop, self._failed(exc))
                 continue
             self._asking = 0
             self.held -= want - len(messages)
@@ -231,6 +229,19 @@ class Worker:
         if messages:
             self._empty_polls.clear()
 
+    def _failed(self, exc: Exception) -> float:
+        """Seconds to wait after a failed receive. One backoff for every queue, growing
+        once per outage wave: the queues' polls fail together when SQS is unreachable, and
+        each then waits for the same retry time rather than tripling the growth."""
+        now = time.monotonic()
+        if self._retry_until > now:
+            return self._retry_until - now
+        backoff = self._backoff
+        self._backoff = min(backoff * 2, 15.0)
+        self._retry_until = now + backoff
+        log.warning("receive failed (%s); retrying in %.1fs", exc, backoff)
+        return backoff
+
     def _start_long_polls(self) -> None:
         now = time.monotonic()
         for lane, _ in self._queues:
@@ -251,12 +262,9 @@ class Worker:
             try:
                 messages = poll.result()
             except Exception as exc:
-                backoff = min(self._long_backoff.get(lane, 0.25) * 2, 15.0)
-                self._long_backoff[lane] = backoff
-                self._retry_at[lane] = time.monotonic() + backoff
-                log.warning("receive from the %s queue failed (%s); retrying in %.1fs", lane, exc, backoff)
+                self._retry_at[lane] = time.monotonic() + self._failed(exc)
                 continue
-            self._long_backoff.pop(lane, None)
+            self._backoff = 0.5
             if not messages:
                 self._empty_polls.add(lane)
                 continue
