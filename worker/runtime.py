@@ -156,8 +156,8 @@ class Worker:
         """Receive for free slots, from the priority levels' queues.
 
         A level believed to have work (``_has_work``) is received from with a short poll,
-        the level picked by weight among those (conveyor/lanes.py). A level found drained
-        gets a long poll of its own instead, which returns the moment a message arrives
+        the level picked by weight among those (conveyor/lanes.py). A level whose receive
+        came back empty gets a long poll of its own instead, which returns the moment a message arrives
         there: an idle worker makes one receive per queue per ``poll_wait_seconds`` (with
         20 s and three queues, 9 a minute), and a high task arriving during a low backlog
         is seen at once and received with the next free slot.
@@ -207,8 +207,10 @@ class Worker:
                 continue
             self._asking = 0
             self.held -= want - len(messages)
-            if len(messages) < want:
-                self._has_work.discard(lane)  # drained: a long poll watches it from now on
+            if not messages:
+                # Drained: a long poll watches it from now on. Not on a short answer: SQS's
+                # short poll samples a subset of its servers and may bring fewer than wait.
+                self._has_work.discard(lane)
             backlog = len(messages) == want
             self.metrics.busy.set(self.held)
             if self._stop.is_set():
