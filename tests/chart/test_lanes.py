@@ -99,6 +99,8 @@ def test_every_process_gets_the_queue_of_each_level() -> None:
     assert seen >= 3  # api, worker, and the init job that creates them
     urls = [t["metadata"]["queueURL"] for t in rendered.one("ScaledObject")["spec"]["triggers"]]
     assert urls == ["https://sqs.eu-west-1.amazonaws.com/1/jobs-high", values["aws"]["queue"], "bulk"]
+    assert "https://sqs.eu-west-1.amazonaws.com/1/jobs-high (high)" in rendered.notes
+    assert "bulk (low)" in rendered.notes
 
 
 def test_the_workers_weights_come_from_values_in_the_settings_format() -> None:
