@@ -152,6 +152,11 @@ class Worker:
         """A long poll is waiting on some queue (the worker is idle there)."""
         return bool(self._long)
 
+    @property
+    def long_polled(self) -> frozenset[Priority]:
+        """The levels a long poll is waiting on now."""
+        return frozenset(self._long)
+
     async def _receive_loop(self) -> None:
         """Receive for free slots, from the priority levels' queues.
 

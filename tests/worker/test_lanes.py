@@ -103,3 +103,27 @@ def test_an_idle_worker_long_polls_each_queue(make_stub):
         # One short poll at start, then long polls back to back: 2 s / 0.5 s of them.
         assert waits[0] == 0 and set(waits[1:]) == {0.5}, (level, waits)
         assert 4 <= len(waits) <= 6, (level, waits)
+
+
+def test_what_a_long_poll_brings_beyond_the_free_slots_goes_back_at_once(make_stub, tmp_path: Path):
+    """One slot, busy with a low task: the high queue's long poll brings the new high task
+    anyway. It is handed back at once (not left hidden for the visibility timeout) and
+    taken with the slot's next turn, ahead of the low backlog."""
+    stub = make_stub(lanes=True, worker_concurrency=1, poll_wait_seconds=5)
+    log = tmp_path / "runs"
+    first = stub.submit("count", {"log": str(log), "seconds": 2.5}, priority=L)
+    rest = [stub.submit("count", {"log": str(log), "seconds": 0.05}, priority=L) for _ in range(3)]
+    receives = spy(queue(stub, H), "receive")
+    w = stub.start()
+    stub.until(lambda: stub.get(first.id).status is Status.RUNNING)
+    stub.until(lambda: H in w.worker.long_polled)
+    high = stub.submit("count", {"log": str(log)}, priority=H)
+    stub.until(lambda: any(r for r in receives.results()), timeout=1.0)  # the long poll took it at once
+    # Back in the queue without the clock moving (the visibility timeout never ran), while
+    # the one slot is still busy: it was never over-committed.
+    stub.until(lambda: queue(stub, H).depth().visible == 1, timeout=1.0)
+    assert stub.get(first.id).status is Status.RUNNING and stub.get(high.id).status is Status.QUEUED
+    stub.finished(high.id)
+    order = [r[0] for r in runs(log)]
+    assert order[:2] == [first.id, high.id], order
+    assert all(stub.finished(t.id).status is Status.SUCCEEDED for t in rest)
