@@ -107,3 +107,21 @@ def test_levels_sharing_one_queue_count_it_once():
     assert [p for p, _ in engine.queues()] == [N]
     stats = engine.stats()
     assert stats.queue == QueueDepth(visible=2) and sum(d.total for d in (stats.queues or {}).values()) == 2
+
+
+def test_a_types_default_priority_routes_its_tasks(tmp_path):
+    """A TaskType's `priority` is its tasks' level when the submit names none (as a
+    schedule's submits do)."""
+    import shutil
+
+    from tests.conftest import EXAMPLES
+
+    types = tmp_path / "types"
+    shutil.copytree(EXAMPLES, types)
+    echo = types / "echo.yaml"
+    echo.write_text(echo.read_text().replace("spec:\n", "spec:\n  priority: low\n"))
+    engine = memory_engine(make_settings(), types, clock=FakeClock(), lanes=True)
+    task, _ = engine.submit(Submission("echo", {}))
+    assert task.priority is L and ids_in(engine, L) == [task.id]
+    urgent, _ = engine.submit(Submission("echo", {}, priority=H))  # the submit's own wins
+    assert ids_in(engine, H) == [urgent.id]
