@@ -118,6 +118,12 @@ def _queue_gauges(engine: Engine) -> dict[str, float]:
             f"{name}_in_flight": depth.in_flight,
             f"{name}_delayed": depth.delayed,
         }
+    for priority, depth in (stats.queues or {}).items():
+        values |= {
+            f"priority_{priority.value}_visible": depth.visible,
+            f"priority_{priority.value}_in_flight": depth.in_flight,
+            f"priority_{priority.value}_delayed": depth.delayed,
+        }
     values |= {f"tasks_{s.value}": n for s, n in stats.counts.items()}
     return values
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from conveyor import logs
 from conveyor.aws import AwsBackend
 from conveyor.engine import Engine
+from conveyor.model import Priority
 from conveyor.ports import BlobStore
 from conveyor.registry import RegistryWatcher
 from conveyor.settings import Settings
@@ -25,14 +26,16 @@ class Runtime:
 def build(settings: Settings | None = None, max_pool: int = 50) -> Runtime:
     settings = settings or Settings.from_env()
     backend = AwsBackend(settings, max_pool=max_pool)
+    lanes = backend.lanes()
     engine = Engine(
         settings,
         backend.store(),
-        backend.broker(),
+        lanes[Priority.NORMAL],
         backend.dead_letters(),
         RegistryWatcher(settings.tasktypes),
         workers=backend.workers(),
         limits=backend.limits(),
+        lanes=lanes,
     )
     return Runtime(settings, backend, engine)
 

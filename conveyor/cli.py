@@ -154,7 +154,7 @@ def worker() -> None:
 
 @main.command()
 def init() -> None:
-    """Create the queue (with its DLQ redrive), DLQ, table and bucket; safe to repeat."""
+    """Create the queues (one per priority, with the DLQ redrive), DLQ, table and bucket; safe to repeat."""
     _require("init")
     from conveyor.aws import AwsBackend
     from conveyor.aws.provision import provision

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from conveyor.clock import SYSTEM, Clock
 from conveyor.errors import Conflict, ConveyorError, Duplicate, NotFound, Unavailable, ValidationError
 from conveyor.model import (
     NOTIFY_TYPE,
+    PRIORITIES,
     NotifyState,
     Priority,
     QueueDepth,
@@ -107,13 +108,22 @@ class Submission:
     unique_key: str | None = None  # None: from the TaskType's uniqueness.key, if any
 
 
+def _sum(depths: Sequence[QueueDepth]) -> QueueDepth:
+    return QueueDepth(
+        visible=sum(d.visible for d in depths),
+        in_flight=sum(d.in_flight for d in depths),
+        delayed=sum(d.delayed for d in depths),
+    )
+
+
 @dataclass(frozen=True)
 class Stats:
     counts: dict[Status, int]
-    queue: QueueDepth
+    queue: QueueDepth  # all priority levels together
     dlq: QueueDepth
     workers: int
     oldest_queued_age_seconds: float
+    queues: Mapping[Priority, QueueDepth] | None = None  # per level
 
     def to_json(self) -> dict[str, Any]:
         c = self.counts
@@ -128,6 +138,7 @@ class Stats:
             # and the full picture
             "tasks": {s.value: c.get(s, 0) for s in Status},
             "queue": self.queue.to_json(),
+            "queues": {p.value: (self.queues or {}).get(p, QueueDepth()).to_json() for p in PRIORITIES},
             "dlq": self.dlq.to_json(),
             "dlq_depth": self.dlq.total,
             "workers": self.workers,
@@ -147,6 +158,7 @@ class Engine:
         workers: WorkerRegistry,
         limits: FlowLimits | None = None,
         clock: Clock = SYSTEM,
+        lanes: Mapping[Priority, Broker] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -155,7 +167,9 @@ class Engine:
         # Fleet-wide concurrency and rate limits, shared by every worker: the store's
         # (bootstrap wires DynamoDB's). None: workers cannot run types that set them.
         self.limits = limits
-        self.broker = broker
+        self.broker = broker  # the normal level's queue
+        # One queue per priority level; a level not given shares ``broker``.
+        self.lanes: dict[Priority, Broker] = {p: (lanes or {}).get(p, broker) for p in PRIORITIES}
         self.dead_letters = dead_letters
         self.registry_watcher = registry
         self._stats: tuple[float, Stats] | None = None
@@ -164,6 +178,19 @@ class Engine:
     @property
     def registry(self) -> Registry:
         return self.registry_watcher.current()
+
+    def lane(self, priority: Priority) -> Broker:
+        """The queue of a priority level (a task's, or the one a message came from)."""
+        return self.lanes[priority]
+
+    def queues(self) -> list[tuple[Priority, Broker]]:
+        """Each distinct queue once, with the level it is counted under (normal first, then
+        high, low): levels sharing one queue (an engine given one broker) are one queue to
+        poll and count."""
+        seen: dict[int, tuple[Priority, Broker]] = {}
+        for p in (Priority.NORMAL, Priority.HIGH, Priority.LOW):
+            seen.setdefault(id(self.lanes[p]), (p, self.lanes[p]))
+        return list(seen.values())
 
     # -- submit --------------------------------------------------------------------------
 
@@ -309,7 +336,7 @@ class Engine:
     def _dispatch(self, task: Task) -> None:
         try:
             tracing.annotate(task_id=task.id, task_type=task.type)
-            self.broker.send(task.id, task.type, self._delay(task), tracing.inject())
+            self.lane(task.priority).send(task.id, task.type, self._delay(task), tracing.inject())
         except Unavailable as exc:
             # The record is committed: the sweeper sends the message once SQS answers.
             log.warning("task %s recorded but not sent (%s); the sweeper will send it", task.id, exc)
@@ -333,7 +360,12 @@ class Engine:
                 )
         tasks = [self._prepare(s, registry, f"/tasks/{i}") for i, s in enumerate(subs)]
         self.store.create_many(tasks)
-        failed = self.broker.send_many([(t.id, t.type, self._delay(t)) for t in tasks], tracing.inject())
+        failed: list[str] = []
+        context = tracing.inject()
+        for priority in PRIORITIES:
+            items = [(t.id, t.type, self._delay(t)) for t in tasks if t.priority is priority]
+            if items:
+                failed += self.lane(priority).send_many(items, context)
         if failed:
             log.warning("%d batch tasks recorded but not sent; the sweeper will send them", len(failed))
         return tasks
@@ -372,15 +404,22 @@ class Engine:
             if oldest is not None:
                 since = max(oldest.created_at, oldest.run_at or oldest.created_at)
                 age = max(0.0, (self.clock.now() - since).total_seconds())
+            queues = self.depths()
             stats = Stats(
                 counts=self.store.count_by_status(),
-                queue=self.broker.depth(),
+                queue=_sum(list(queues.values())),
                 dlq=self.dead_letters.depth(),
                 workers=len(self.live_workers()),
                 oldest_queued_age_seconds=age,
+                queues=queues,
             )
             self._stats = (self.clock.monotonic(), stats)
             return stats
+
+    def depths(self) -> dict[Priority, QueueDepth]:
+        """Each level's queue depth; levels sharing a queue count it once."""
+        counted = dict(self.queues())
+        return {p: counted[p].depth() if p in counted else QueueDepth() for p in PRIORITIES}
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -406,7 +445,7 @@ class Engine:
         if task.notify_state is not NotifyState.PENDING:
             return
         try:
-            self.broker.send(task.id, NOTIFY_TYPE)
+            self.lane(task.priority).send(task.id, NOTIFY_TYPE)
         except ConveyorError as exc:
             log.warning("task %s: its webhook's notify message could not be sent (%s)", task.id, exc)
 
@@ -464,7 +503,7 @@ class Engine:
         if not suspects:
             return 0
         counts = self.store.count_by_status()
-        depth = self.broker.depth()
+        depth = _sum(list(self.depths().values()))
         deficit = counts.get(Status.QUEUED, 0) + counts.get(Status.RUNNING, 0) - depth.total
         if deficit <= 0:
             return 0
@@ -472,7 +511,7 @@ class Engine:
         for task in suspects[:deficit] if deficit < len(suspects) else suspects:
             # Claim the resend first, so two sweepers never both send it.
             if self.store.mark_redispatched(task, self.clock.now()):
-                self.broker.send(task.id, task.type, self._delay(task))
+                self.lane(task.priority).send(task.id, task.type, self._delay(task))
                 sent += 1
         if sent:
             log.warning("sweeper sent %d orphaned task(s)", sent)

@@ -34,6 +34,7 @@ from conveyor.model import (
     Delivery,
     Message,
     NotifyState,
+    Priority,
     Progress,
     QueueDepth,
     Status,
@@ -580,9 +581,14 @@ class MemoryBroker:
     when the test advances the clock, not after a real wait. A long poll waits in real
     time, woken by a send, a visibility change or a clock jump."""
 
-    def __init__(self, visibility_timeout: float = 30.0, *, clock: Clock = SYSTEM) -> None:
+    def __init__(
+        self, visibility_timeout: float = 30.0, *, clock: Clock = SYSTEM, lane: Priority = Priority.NORMAL
+    ) -> None:
         self.visibility_timeout = visibility_timeout
         self.clock = clock
+        self.lane = lane
+        # Receipts name the queue, as SQS's do: one used on the wrong queue matches nothing.
+        self._prefix = "r" if lane is Priority.NORMAL else f"{lane.value}-r"
         self._entries: list[_Entry] = []
         self._receipts = itertools.count()
         self._cond = threading.Condition()
@@ -628,10 +634,18 @@ class MemoryBroker:
             out = []
             for e in ready:
                 e.receives += 1
-                e.receipt = f"r{next(self._receipts)}"
+                e.receipt = f"{self._prefix}{next(self._receipts)}"
                 e.visible_at = at + self.visibility_timeout
                 out.append(
-                    Message(e.task_id, e.task_type, e.receipt, e.receives, e.sent_at, dict(e.trace_context))
+                    Message(
+                        e.task_id,
+                        e.task_type,
+                        e.receipt,
+                        e.receives,
+                        e.sent_at,
+                        dict(e.trace_context),
+                        lane=self.lane,
+                    )
                 )
             self._cond.notify_all()  # a receive changes what join() and depth() see
             return out

@@ -155,6 +155,17 @@ class QueueCollector(Collector):
                 if key in v:
                     messages.add_metric([queue, state], v[key])
         yield messages
+        by_priority = GaugeMetricFamily(
+            f"{PREFIX}_queue_priority_messages",
+            "Messages in each priority level's SQS queue, by state (queue=main is their sum).",
+            labels=["priority", "state"],
+        )
+        for priority in ("high", "normal", "low"):
+            for state in ("visible", "in_flight", "delayed"):
+                key = f"priority_{priority}_{state}"
+                if key in v:
+                    by_priority.add_metric([priority, state], v[key])
+        yield by_priority
         tasks = GaugeMetricFamily(f"{PREFIX}_tasks", "Task records by state (DynamoDB).", labels=["status"])
         for key, value in v.items():
             if key.startswith("tasks_"):

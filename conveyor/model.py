@@ -372,6 +372,9 @@ class Message:
     sent_at: datetime | None = None
     # The submitter's trace context (W3C ``traceparent`` ...), carried beside the body.
     trace_context: dict[str, str] = field(default_factory=dict, hash=False)
+    # The queue it came from (set by the receiving broker): its deletes, visibility changes
+    # and re-sends go back to that queue.
+    lane: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)

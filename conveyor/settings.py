@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from conveyor import lanes
+from conveyor.model import Priority
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
@@ -31,7 +34,12 @@ class Settings:
     embedded moto server differ only in environment.
     """
 
-    queue: str = "conveyor-tasks"
+    queue: str = "conveyor-tasks"  # the normal-priority queue
+    # The high and low queues, name or URL; unset: <queue>-high and <queue>-low.
+    queue_url_high: str = ""
+    queue_url_low: str = ""
+    # How workers share receives between the levels that have work (conveyor/lanes.py).
+    priority_weights: str = "high=6,normal=3,low=1"
     dlq: str = "conveyor-tasks-dlq"
     table: str = "conveyor-tasks"
     bucket: str = "conveyor-data"
@@ -96,6 +104,14 @@ class Settings:
             values["region"] = _env("AWS_REGION", _env("AWS_DEFAULT_REGION", cls.region))
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        lanes.parse_weights(self.priority_weights)  # a bad value fails at start, naming the variable
+
+    def queue_of(self, priority: Priority) -> str:
+        """The queue (name or URL) that holds tasks of ``priority``."""
+        given = {Priority.HIGH: self.queue_url_high, Priority.LOW: self.queue_url_low}.get(priority)
+        return given or lanes.derived_queue(self.queue, priority)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -25,12 +25,14 @@ def test_init_is_idempotent_and_complete(moto_server, monkeypatch):
     assert first.exit_code == second.exit_code == 0
     assert json.loads(first.stdout) == json.loads(second.stdout)
     backend = AwsBackend(s)
-    attrs = backend.sqs.get_queue_attributes(QueueUrl=backend.queue_url(s.queue), AttributeNames=["All"])[
-        "Attributes"
-    ]
-    redrive = json.loads(attrs["RedrivePolicy"])
-    assert redrive["deadLetterTargetArn"].endswith(s.dlq) and int(redrive["maxReceiveCount"]) == 7
-    assert attrs["VisibilityTimeout"] == "45"
+    made = json.loads(first.stdout)
+    # One queue per priority level, each dead-lettering into the one DLQ.
+    for key, name in (("queue", s.queue), ("queue_high", f"{s.queue}-high"), ("queue_low", f"{s.queue}-low")):
+        assert made[key] == backend.queue_url(name)
+        attrs = backend.sqs.get_queue_attributes(QueueUrl=made[key], AttributeNames=["All"])["Attributes"]
+        redrive = json.loads(attrs["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"].endswith(":" + s.dlq) and int(redrive["maxReceiveCount"]) == 7
+        assert attrs["VisibilityTimeout"] == "45" and attrs["ReceiveMessageWaitTimeSeconds"] == "20"
     table = backend.dynamodb.describe_table(TableName=s.table)["Table"]
     projections = {i["IndexName"]: i["Projection"]["ProjectionType"] for i in table["GlobalSecondaryIndexes"]}
     assert projections == {"fleet-index": "KEYS_ONLY", "status-index": "ALL", "type-index": "KEYS_ONLY"}

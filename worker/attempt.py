@@ -160,7 +160,8 @@ class Attempts:
             self.metrics.finished.labels(outcome="retried", **labels).inc()
             tracing.record_outcome(span, "retried", decision.error.type)
             if requeued:
-                await self.io(self.engine.broker.change_visibility, message.receipt, decision.hide)
+                queue = self.engine.lane(message.lane)
+                await self.io(queue.change_visibility, message.receipt, decision.hide)
             return
         try:
             finished = await self._finish(task, tasktype, decision)
@@ -176,8 +177,8 @@ class Attempts:
         if finished.notify_state is NotifyState.PENDING:
             # Before the task's message goes: if this worker dies first, that message comes
             # back, finds the webhook pending, and sends this (lifecycle.finished).
-            await self.io(self.engine.broker.send, task.id, NOTIFY_TYPE, 0, message.trace_context)
-        self.deletes.add(message.receipt)
+            await self.io(self.engine.lane(message.lane).send, task.id, NOTIFY_TYPE, 0, message.trace_context)
+        self.deletes.add(message.receipt, message.lane)
 
     async def _finish(self, task: Task, tasktype: TaskType, decision: lifecycle.Finish) -> Task | None:
         return await self._write(

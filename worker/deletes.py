@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from conveyor.errors import ConveyorError
+from conveyor.model import Priority
 from worker.io import wait_for_event
 
 log = logging.getLogger("conveyor.worker")
@@ -21,29 +22,48 @@ BATCH = 10  # SQS DeleteMessageBatch's most
 
 
 class DeleteBatcher:
+    """Batches per queue: a DeleteMessageBatch names one queue, and each message is deleted
+    from the queue it came from (its priority level's)."""
+
     def __init__(
-        self, delete_many: Callable[[list[str]], Awaitable[None]], gather_seconds: float = GATHER_SECONDS
+        self,
+        delete_many: Callable[[Priority, list[str]], Awaitable[None]],
+        gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self._delete_many = delete_many
         self._gather = gather_seconds
-        self._pending: list[str] = []
+        # Insertion order: the queue whose receipts have waited longest comes first.
+        self._pending: dict[Priority, list[str]] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return sum(len(receipts) for receipts in self._pending.values())
 
-    def add(self, receipt: str) -> None:
-        self._pending.append(receipt)
+    def add(self, receipt: str, lane: Priority = Priority.NORMAL) -> None:
+        self._pending.setdefault(lane, []).append(receipt)
         self._wakeup.set()
 
-    async def _send(self) -> None:
-        batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+    def _full(self) -> bool:
+        return any(len(receipts) >= BATCH for receipts in self._pending.values())
+
+    async def _send(self, lane: Priority) -> None:
+        receipts = self._pending.pop(lane)
+        batch, rest = receipts[:BATCH], receipts[BATCH:]
+        if rest:
+            self._pending[lane] = rest
         try:
-            await self._delete_many(batch)
+            await self._delete_many(lane, batch)
         except ConveyorError as exc:
             # The task is terminal already; its message coming back is a no-op.
             log.warning("delete of %d message(s) failed: %s", len(batch), exc)
+
+    async def _send_due(self, everything: bool) -> None:
+        """The full batches; with ``everything`` (the gather time is up, or closing), one
+        batch of every queue."""
+        for lane in list(self._pending):
+            if lane in self._pending and (everything or len(self._pending[lane]) >= BATCH):
+                await self._send(lane)
 
     async def run(self) -> None:
         """Send batches until closed and empty: each pending delete waits at most about
@@ -53,12 +73,10 @@ class DeleteBatcher:
             await self._wakeup.wait()
             while self._pending:
                 deadline = loop.time() + self._gather
-                while (
-                    len(self._pending) < BATCH and not self._closing and (left := deadline - loop.time()) > 0
-                ):
+                while not self._full() and not self._closing and (left := deadline - loop.time()) > 0:
                     self._wakeup.clear()
                     await wait_for_event(self._wakeup, left)
-                await self._send()
+                await self._send_due(everything=not self._full())
             if not self._closing:
                 self._wakeup.clear()
 
@@ -69,4 +87,4 @@ class DeleteBatcher:
 
     async def flush(self) -> None:
         while self._pending:
-            await self._send()
+            await self._send_due(everything=True)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from conveyor import __version__
 from conveyor.engine import Engine
-from conveyor.model import WorkerInfo
+from conveyor.model import Priority, WorkerInfo
 from worker.attempt import Attempts
 from worker.io import BlockingCalls
 
@@ -68,9 +68,12 @@ class Heartbeat:
             await asyncio.sleep(settings.heartbeat_interval)
             try:
                 timeout = settings.visibility_timeout
-                extend = [(r.message.receipt, timeout) for r in self.attempts.running.values()]
-                if extend:
-                    await self.io(self.engine.broker.change_visibility_many, extend)
+                # Each message's visibility is its own queue's: one batch per level.
+                extend: dict[Priority, list[tuple[str, int]]] = {}
+                for r in self.attempts.running.values():
+                    extend.setdefault(r.message.lane, []).append((r.message.receipt, timeout))
+                for lane, items in extend.items():
+                    await self.io(self.engine.lane(lane).change_visibility_many, items)
                 await self.renew()
                 await self.beat()
             except Exception as exc:

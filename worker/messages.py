@@ -36,7 +36,7 @@ class Messages:
         rng: random.Random,
     ) -> None:
         self.engine, self.io, self.deletes, self.attempts = engine, io, deletes, attempts
-        self.store, self.broker, self.clock = engine.store, engine.broker, engine.clock
+        self.store, self.clock = engine.store, engine.clock
         self.id, self.metrics, self.rng = worker_id, metrics, rng
         self._claiming: Counter[str] = Counter()  # task ids with a claim call in flight
 
@@ -214,19 +214,25 @@ class Messages:
             action = lifecycle.on_parked(current, action.delay)
         match action:
             case lifecycle.Delete():
-                self.deletes.add(message.receipt)
+                self.deletes.add(message.receipt, message.lane)
             case lifecycle.Hide(seconds=seconds):
-                await self.io(self.broker.change_visibility, message.receipt, max(1, seconds))
+                queue = self.engine.lane(message.lane)
+                await self.io(queue.change_visibility, message.receipt, max(1, seconds))
             case lifecycle.Resend(delay=delay):
-                # The fresh copy goes on with the submit's trace.
+                # The fresh copy goes on with the submit's trace, in the queue it came from.
                 await self.io(
-                    self.broker.send, message.task_id, message.task_type, delay, message.trace_context
+                    self.engine.lane(message.lane).send,
+                    message.task_id,
+                    message.task_type,
+                    delay,
+                    message.trace_context,
                 )
-                self.deletes.add(message.receipt)
+                self.deletes.add(message.receipt, message.lane)
             case lifecycle.SendNotify():
                 # Sent before the delete: a crash in between leaves this message to try again.
-                await self.io(self.broker.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
-                self.deletes.add(message.receipt)
+                queue = self.engine.lane(message.lane)
+                await self.io(queue.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
+                self.deletes.add(message.receipt, message.lane)
             case lifecycle.Fail(error=error):
                 notify = self.engine.notifies(message.task_type)
                 failed = await self.io(
@@ -234,7 +240,13 @@ class Messages:
                 )
                 if failed is not None and failed.notify_state is NotifyState.PENDING:
                     # As after a finish: the notify message first, then the task's goes.
-                    await self.io(self.broker.send, message.task_id, NOTIFY_TYPE, 0, message.trace_context)
-                self.deletes.add(message.receipt)
+                    await self.io(
+                        self.engine.lane(message.lane).send,
+                        message.task_id,
+                        NOTIFY_TYPE,
+                        0,
+                        message.trace_context,
+                    )
+                self.deletes.add(message.receipt, message.lane)
             case _:
                 raise AssertionError(f"not an action on a message: {action!r}")

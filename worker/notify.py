@@ -127,7 +127,7 @@ class Notifier:
         current = await self.io(self.store.get, message.task_id, True)
         skip = lifecycle.on_notify(current)
         if skip is not None or current is None:
-            self.deletes.add(message.receipt)
+            self.deletes.add(message.receipt, message.lane)
             return
         msg_id = signing.webhook_id(current)
         attempt_no = lifecycle.delivery_attempt(current, msg_id)
@@ -152,13 +152,14 @@ class Notifier:
         )
         if recorded is None:
             # Another copy of the notify message recorded an attempt meanwhile: it goes on.
-            self.deletes.add(message.receipt)
+            self.deletes.add(message.receipt, message.lane)
             return
         match decision.action:
             case lifecycle.Hide(seconds=seconds):
-                await self.io(self.engine.broker.change_visibility, message.receipt, max(1, seconds))
+                queue = self.engine.lane(message.lane)
+                await self.io(queue.change_visibility, message.receipt, max(1, seconds))
             case _:
-                self.deletes.add(message.receipt)
+                self.deletes.add(message.receipt, message.lane)
 
     async def attempt(self, task: Task, msg_id: str) -> Attempt:
         url, allow_private = target(task, self.engine.registry.get(task.type))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -33,11 +34,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from conveyor import lifecycle
+from conveyor import lanes, lifecycle
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import Message
+from conveyor.model import Message, Priority
 from conveyor.ports import BlobStore, Lease
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
@@ -66,7 +67,7 @@ class Worker:
         delete_gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self.engine, self.settings, self.clock = engine, engine.settings, engine.clock
-        self.store, self.broker = engine.store, engine.broker
+        self.store = engine.store
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.concurrency = max(1, self.settings.worker_concurrency)
@@ -74,7 +75,7 @@ class Worker:
         self.id = worker_id or f"{self.host}-{os.getpid()}-{random.randbytes(2).hex()}"
         self.io = BlockingCalls(self.concurrency + 8)
         self.deletes = DeleteBatcher(
-            lambda batch: self.io(self.broker.delete_many, batch), delete_gather_seconds
+            lambda lane, batch: self.io(self.engine.lane(lane).delete_many, batch), delete_gather_seconds
         )
         self.attempts = Attempts(
             engine, metrics, self.io, self.deletes, self.concurrency, blob_factory, self.rng
@@ -89,6 +90,16 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
+        # Priority levels: each distinct queue once; every one is tried at start.
+        self.picker = lanes.WeightedPicker(lanes.parse_weights(self.settings.priority_weights))
+        self._queues = engine.queues()
+        self._has_work: set[Priority] = {lane for lane, _ in self._queues}  # believed, not known
+        self._long: dict[Priority, asyncio.Future[list[Message]]] = {}  # long polls in flight
+        self._retry_at: dict[Priority, float] = {}  # a level whose long poll failed waits till then
+        self._backoff = 0.5  # after a failed receive, growing while they keep failing
+        self._retry_until = 0.0
+        self._empty_polls: set[Priority] = set()  # long polls back empty since the last message
+        self._receiving = False
         self.metrics.concurrency.set(self.concurrency)
 
     def _release_slot(self) -> None:
@@ -139,40 +150,75 @@ class Worker:
     def _free(self) -> int:
         return self.concurrency - self.held
 
+    @property
+    def polling(self) -> bool:
+        """A long poll is waiting on some queue (the worker is idle there)."""
+        return bool(self._long)
+
+    @property
+    def long_polled(self) -> frozenset[Priority]:
+        """The levels a long poll is waiting on now."""
+        return frozenset(self._long)
+
     async def _receive_loop(self) -> None:
-        backoff = 0.5
+        """Receive for free slots, from the priority levels' queues.
+
+        A level believed to have work (``_has_work``) is received from with a short poll,
+        the level picked by weight among those (conveyor/lanes.py). A level whose receive
+        came back empty gets a long poll of its own instead, which returns the moment a message arrives
+        there: an idle worker makes one receive per queue per ``poll_wait_seconds`` (with
+        20 s and three queues, 9 a minute), and a high task arriving during a low backlog
+        is seen at once and received with the next free slot.
+        """
+        self._receiving = True
+        try:
+            await self._receive_rounds()
+        finally:
+            self._receiving = False
+            for lane, poll in self._long.items():
+                # Abandoned: what it brings goes straight back.
+                poll.add_done_callback(functools.partial(self._hand_back, lane))
+            self._long.clear()
+
+    async def _receive_rounds(self) -> None:
         backlog = False  # the last receive brought all it asked for: more are waiting
         gather = min(10, math.ceil(self.concurrency * 3 / 4))
         limit = self.settings.worker_max_tasks
         while not self._stop.is_set():
-            if self._free() <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
+            if await self._collect_long_polls():
+                log.info("one-shot worker: every queue empty, exiting when done")
+                break
+            self._start_long_polls()  # after the collect: a level whose poll just came back is watched again
+            if limit and self._received >= limit:
+                log.info("one-shot worker: %d message(s) received, exiting when done", self._received)
+                break
+            if self._free() <= 0 or not self._has_work:
+                await self._wait_for_activity()
                 continue
             if backlog and self._free() < gather:
                 await self._wait_for_slots(gather)
                 if self._stop.is_set():
                     break
+            lane = self.picker.pick(self._has_work)
+            assert lane is not None
             # Reserve the slots before asking, so prefetch never exceeds free capacity.
             want = min(10, self._free(), limit - self._received if limit else 10)
             self.held += want
             self._asking = want
             try:
-                received = await self._receive(want)
-                backoff = 0.5
+                messages = await self.io(self._poll, lane, want, 0)
+                self._backoff = 0.5
             except ConveyorError as exc:
                 self._asking = 0
                 self.held -= want
-                log.warning("receive failed (%s); retrying in %.1fs", exc, backoff)
-                await wait_for_event(self._stop, backoff)
-                backoff = min(backoff * 2, 15.0)
+                await wait_for_event(self._stop, self._failed(exc))
                 continue
             self._asking = 0
-            if received is None:  # stopped during an idle long poll
-                self.held -= want
-                break
-            messages = received
             self.held -= want - len(messages)
+            if not messages:
+                # Drained: a long poll watches it from now on. Not on a short answer: SQS's
+                # short poll samples a subset of its servers and may bring fewer than wait.
+                self._has_work.discard(lane)
             backlog = len(messages) == want
             self.metrics.busy.set(self.held)
             if self._stop.is_set():
@@ -181,46 +227,106 @@ class Worker:
                 finally:
                     self.held -= len(messages)
                 break
-            for message in messages:
-                task = asyncio.get_running_loop().create_task(self._process(message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            self._received += len(messages)
-            if limit and (not messages or self._received >= limit):
-                # One-shot (a KEDA ScaledJob's pod): stop receiving, run what was received
-                # (the drain waits for it), then exit. Not a stop: that would hand it back.
-                log.info("one-shot worker: %d message(s) received, exiting when done", self._received)
-                break
+            self._dispatch(messages)
 
-    def _poll(self, want: int) -> list[Message]:
-        """One receive, in an I/O thread. If the worker stopped meanwhile, the loop is no
-        longer waiting for it: what it brought goes straight back from here."""
-        messages = self.broker.receive(want, self.settings.poll_wait_seconds)
-        if messages and self.stopping:
-            self.broker.change_visibility_many([(m.receipt, 0) for m in messages])
+    def _dispatch(self, messages: list[Message]) -> None:
+        """Process received messages, whose slots are taken already."""
+        for message in messages:
+            task = asyncio.get_running_loop().create_task(self._process(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._received += len(messages)
+        if messages:
+            self._empty_polls.clear()
+
+    def _failed(self, exc: Exception) -> float:
+        """Seconds to wait after a failed receive. One backoff for every queue, growing
+        once per outage wave: the queues' polls fail together when SQS is unreachable, and
+        each then waits for the same retry time rather than tripling the growth."""
+        now = time.monotonic()
+        if self._retry_until > now:
+            return self._retry_until - now
+        backoff = self._backoff
+        self._backoff = min(backoff * 2, 15.0)
+        self._retry_until = now + backoff
+        log.warning("receive failed (%s); retrying in %.1fs", exc, backoff)
+        return backoff
+
+    def _start_long_polls(self) -> None:
+        now = time.monotonic()
+        for lane, _ in self._queues:
+            if lane in self._has_work or lane in self._long or self._retry_at.get(lane, 0.0) > now:
+                continue
+            wait = self.settings.poll_wait_seconds
+            self._long[lane] = self.io.start(self._poll, lane, min(10, self.concurrency), wait)
+
+    async def _collect_long_polls(self) -> bool:
+        """Take in what finished long polls brought: as many as there are free slots, the
+        rest handed back at once (their level is then polled by weight). True when a
+        one-shot worker found every queue empty."""
+        limit = self.settings.worker_max_tasks
+        for lane, poll in list(self._long.items()):
+            if not poll.done():
+                continue
+            del self._long[lane]
+            try:
+                messages = poll.result()
+            except Exception as exc:
+                self._retry_at[lane] = time.monotonic() + self._failed(exc)
+                continue
+            self._backoff = 0.5
+            if not messages:
+                self._empty_polls.add(lane)
+                continue
+            self._has_work.add(lane)
+            room = max(0, min(self._free(), limit - self._received if limit else self._free()))
+            take, extra = messages[:room], messages[room:]
+            if self._stop.is_set():
+                take, extra = [], messages
+            self.held += len(take)
+            self.metrics.busy.set(self.held)
+            self._dispatch(take)
+            if extra:
+                with contextlib.suppress(ConveyorError):
+                    await self._release(extra)
+        every = {lane for lane, _ in self._queues}
+        return bool(limit) and not self._has_work and self._empty_polls >= every
+
+    async def _wait_for_activity(self) -> None:
+        """Wait for a free slot (when the worker has work in sight), a long poll's answer,
+        a failed long poll's retry time, or the stop."""
+        helpers: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stop.wait())]
+        if self._free() <= 0:
+            self._slot_free.clear()
+            helpers.append(asyncio.ensure_future(self._slot_free.wait()))
+        timeout = None
+        if self._retry_at:
+            timeout = max(0.0, min(self._retry_at.values()) - time.monotonic())
+        try:
+            await asyncio.wait(
+                {*helpers, *self._long.values()}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for helper in helpers:
+                helper.cancel()
+        now = time.monotonic()
+        self._retry_at = {lane: at for lane, at in self._retry_at.items() if at > now}
+
+    def _poll(self, lane: Priority, want: int, wait: int) -> list[Message]:
+        """One receive, in an I/O thread. If the worker stopped receiving meanwhile, the
+        loop is no longer waiting for it: what it brought goes straight back from here."""
+        broker = self.engine.lane(lane)
+        messages = broker.receive(want, wait)
+        if messages and (self.stopping or not self._receiving):
+            broker.change_visibility_many([(m.receipt, 0) for m in messages])
             return []
         return messages
 
-    async def _receive(self, want: int) -> list[Message] | None:
-        """Receive up to ``want`` messages; None if a stop came first, so a stop never
-        waits out an idle long poll (up to 20 s)."""
-        poll = self.io.start(self._poll, want)
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
-        waits: set[asyncio.Future[Any]] = {poll, stopped}
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-        if poll.done():
-            return poll.result()
-        poll.add_done_callback(self._hand_back)
-        return None
-
-    def _hand_back(self, poll: asyncio.Future[list[Message]]) -> None:
+    def _hand_back(self, lane: Priority, poll: asyncio.Future[list[Message]]) -> None:
         """An abandoned poll that returned messages just before it saw the stop."""
         if not poll.cancelled() and poll.exception() is None and poll.result():
             with contextlib.suppress(Exception):
-                self.broker.change_visibility_many([(m.receipt, 0) for m in poll.result()])
+                self.engine.lane(lane).change_visibility_many([(m.receipt, 0) for m in poll.result()])
 
     async def _wait_for_slots(self, gather: int) -> None:
         """Wait until ``gather`` slots are free (or a stop), at most RECEIVE_GATHER_SECONDS."""
@@ -232,8 +338,11 @@ class Worker:
 
     async def _release(self, messages: list[Message]) -> None:
         """Hand messages back at once (visibility 0), for another worker to take."""
-        if messages:
-            await self.io(self.broker.change_visibility_many, [(m.receipt, 0) for m in messages])
+        by_lane: dict[Priority, list[tuple[str, int]]] = {}
+        for m in messages:
+            by_lane.setdefault(m.lane, []).append((m.receipt, 0))
+        for lane, items in by_lane.items():
+            await self.io(self.engine.lane(lane).change_visibility_many, items)
 
     async def _drain(self) -> None:
         """Let running handlers finish within the grace period; then hand back the rest."""

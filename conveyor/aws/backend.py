@@ -12,6 +12,7 @@ from conveyor.aws.dynamodb import DynamoTaskStore, DynamoWorkerRegistry
 from conveyor.aws.limits import DynamoFlowLimits
 from conveyor.aws.s3 import S3BlobStore
 from conveyor.aws.sqs import SqsBroker
+from conveyor.model import PRIORITIES, Priority
 from conveyor.ports import BlobStore, Broker, FlowLimits, TaskStore, WorkerRegistry
 from conveyor.settings import Settings
 
@@ -68,8 +69,13 @@ class AwsBackend:
     def limits(self) -> FlowLimits:
         return DynamoFlowLimits(self.dynamodb, self.settings.table)
 
-    def broker(self) -> Broker:
-        return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.queue))
+    def broker(self, priority: Priority = Priority.NORMAL) -> Broker:
+        queue = self.settings.queue_of(priority)
+        return SqsBroker(self.sqs, lambda: self.queue_url(queue), priority)
+
+    def lanes(self) -> dict[Priority, Broker]:
+        """One broker per priority level, each on its own queue."""
+        return {p: self.broker(p) for p in PRIORITIES}
 
     def dead_letters(self) -> Broker:
         return SqsBroker(self.sqs, lambda: self.queue_url(self.settings.dlq))

@@ -1,4 +1,4 @@
-"""``conveyor init``: create the queue, its DLQ, the table and the bucket, idempotently."""
+"""``conveyor init``: create the queues (one per priority), the DLQ, table and bucket, idempotently."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from conveyor.aws.backend import AwsBackend
 from conveyor.aws.clients import error_code, translated
 from conveyor.aws.dynamodb import INDEXES, KEYS_ONLY, OBSOLETE_INDEXES
+from conveyor.model import PRIORITIES, Priority
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -133,19 +134,24 @@ def provision(backend: AwsBackend, bucket: bool = True) -> dict[str, str]:
         dlq_arn = backend.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
-    queue_url = _queue(
-        backend,
-        _name(s.queue),
-        {
-            "VisibilityTimeout": str(s.visibility_timeout),
-            "MessageRetentionPeriod": str(14 * 24 * 3600),
-            "ReceiveMessageWaitTimeSeconds": "20",
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(s.max_receive_count)}
-            ),
-        },
-    )
+    attributes: dict[QueueAttributeNameType, str] = {
+        "VisibilityTimeout": str(s.visibility_timeout),
+        "MessageRetentionPeriod": str(14 * 24 * 3600),
+        "ReceiveMessageWaitTimeSeconds": "20",
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(s.max_receive_count)}
+        ),
+    }
+    # One queue per priority level, all dead-lettering into the one DLQ.
+    urls = {p: _queue(backend, _name(s.queue_of(p)), attributes) for p in PRIORITIES}
     ensure_table(backend.dynamodb, s.table)
     if bucket:
         _bucket(backend, s.bucket)
-    return {"queue": queue_url, "dlq": dlq_url, "table": s.table, "bucket": s.bucket}
+    return {
+        "queue": urls[Priority.NORMAL],
+        "queue_high": urls[Priority.HIGH],
+        "queue_low": urls[Priority.LOW],
+        "dlq": dlq_url,
+        "table": s.table,
+        "bucket": s.bucket,
+    }

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
-from conveyor.model import Message, QueueDepth, decode_message, encode_message
+from conveyor.model import Message, Priority, QueueDepth, decode_message, encode_message
 from conveyor.ports import BROKER_MAX_DELAY_SECONDS, BROKER_MAX_VISIBILITY_SECONDS
 
 if TYPE_CHECKING:
@@ -44,9 +44,12 @@ class SqsBroker:
     """``url`` may be a callable: the queue URL is then looked up on first use, so a
     process can start (and report unready) while SQS is unreachable."""
 
-    def __init__(self, client: SQSClient, url: str | Callable[[], str]) -> None:
+    def __init__(
+        self, client: SQSClient, url: str | Callable[[], str], lane: Priority = Priority.NORMAL
+    ) -> None:
         self.client = client
         self._url = url
+        self.lane = lane  # stamped on each message received, so replies go to this queue
 
     @property
     def url(self) -> str:
@@ -122,6 +125,7 @@ class SqsBroker:
                     receive_count=int(attrs.get("ApproximateReceiveCount", 1)),
                     sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
                     trace_context=_trace_context(raw),
+                    lane=self.lane,
                 )
             )
         return messages

@@ -27,6 +27,7 @@ from tests.chart.render import (
 from tests.chart.test_render import CUSTOM_KINDS  # the custom resources the chart renders
 
 CI_DIR = CHART / "ci"
+TRIGGERS = 3  # one aws-sqs-queue trigger per priority level, each resolving the same auth
 IRSA_ROLE = "arn:aws:iam::123456789012:role/conveyor"
 KEDA_ROLE = "arn:aws:iam::123456789012:role/conveyor-keda-reader"
 # Parameters KEDA's aws-sqs-queue scaler and pkg/scalers/aws read from trigger metadata: the
@@ -130,13 +131,13 @@ def test_irsa_annotates_the_workers_account_and_keda_assumes_it() -> None:
     assert rendered.one("TriggerAuthentication")["spec"] == {
         "podIdentity": {"provider": "aws", "identityOwner": "workload"}
     }
-    assert resolve_all(rendered) == [Credentials("workload", IRSA_ROLE)]
+    assert resolve_all(rendered) == [Credentials("workload", IRSA_ROLE)] * TRIGGERS
     assert f"KEDA reads the queue depth with the workers' role {IRSA_ROLE}" in rendered.notes
     # The role may also come from serviceAccount.annotations, and the default (empty
     # identityOwner) picks workload as soon as the account carries a role.
     annotated = {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}}
-    assert _auth(annotated) == [Credentials("workload", IRSA_ROLE)]
-    assert _auth({"aws": {"roleArn": IRSA_ROLE}}) == [Credentials("workload", IRSA_ROLE)]
+    assert _auth(annotated) == [Credentials("workload", IRSA_ROLE)] * TRIGGERS
+    assert _auth({"aws": {"roleArn": IRSA_ROLE}}) == [Credentials("workload", IRSA_ROLE)] * TRIGGERS
 
 
 def test_pod_identity_uses_kedas_own_identity_or_a_role_it_assumes() -> None:
@@ -148,14 +149,14 @@ def test_pod_identity_uses_kedas_own_identity_or_a_role_it_assumes() -> None:
     assert rendered.one("ScaledJob")["spec"]["triggers"][0]["authenticationRef"] == {
         "name": f"{RELEASE}-worker"
     }
-    assert resolve_all(rendered) == [Credentials("keda")]
+    assert resolve_all(rendered) == [Credentials("keda")] * TRIGGERS
     assert "KEDA reads the queue depth with its own identity" in rendered.notes
     assumed = {"worker": {"keda": {"auth": {"identityOwner": "keda", "roleArn": KEDA_ROLE}}}}
     spec = render_values(assumed).one("TriggerAuthentication")["spec"]
     assert spec == {"podIdentity": {"provider": "aws", "roleArn": KEDA_ROLE}}
-    assert _auth(assumed) == [Credentials("assume", KEDA_ROLE)]
+    assert _auth(assumed) == [Credentials("assume", KEDA_ROLE)] * TRIGGERS
     # hardened: IRSA for the pods, and a dedicated reader role for KEDA.
-    assert resolve_all(render("hardened")) == [Credentials("assume", KEDA_ROLE)]
+    assert resolve_all(render("hardened")) == [Credentials("assume", KEDA_ROLE)] * TRIGGERS
 
 
 def test_the_default_values_resolve_to_kedas_own_identity() -> None:
@@ -163,7 +164,7 @@ def test_the_default_values_resolve_to_kedas_own_identity() -> None:
     assert rendered.one("TriggerAuthentication")["spec"] == {
         "podIdentity": {"provider": "aws", "identityOwner": "keda"}
     }
-    assert resolve_all(rendered) == [Credentials("keda")]
+    assert resolve_all(rendered) == [Credentials("keda")] * TRIGGERS
 
 
 def test_static_keys_from_the_secret_with_and_without_a_session_token() -> None:
@@ -174,9 +175,11 @@ def test_static_keys_from_the_secret_with_and_without_a_session_token() -> None:
         {"parameter": "awsSecretAccessKey", "name": "conveyor-aws", "key": "AWS_SECRET_ACCESS_KEY"},
         {"parameter": "awsSessionToken", "name": "conveyor-aws", "key": "AWS_SESSION_TOKEN"},
     ]
-    assert resolve_all(rendered) == [
-        Credentials("static", keys=("awsAccessKeyID", "awsSecretAccessKey", "awsSessionToken"))
-    ]
+    assert (
+        resolve_all(rendered)
+        == [Credentials("static", keys=("awsAccessKeyID", "awsSecretAccessKey", "awsSessionToken"))]
+        * TRIGGERS
+    )
     # The pods read the same Secret.
     worker = rendered.one("Deployment", f"{RELEASE}-worker")["spec"]["template"]["spec"]["containers"][0]
     assert worker["envFrom"] == [{"secretRef": {"name": "conveyor-aws"}}]
@@ -192,9 +195,10 @@ def test_no_auth_renders_no_trigger_authentication_and_keys_from_the_env() -> No
     assert trigger["metadata"]["awsEndpoint"] == "http://localstack.localstack.svc:4566"
     assert trigger["metadata"]["awsAccessKeyIDFromEnv"] == "AWS_ACCESS_KEY_ID"
     assert trigger["metadata"]["awsSecretAccessKeyFromEnv"] == "AWS_SECRET_ACCESS_KEY"
-    assert resolve_all(rendered) == [
-        Credentials("static", keys=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
-    ]
+    assert (
+        resolve_all(rendered)
+        == [Credentials("static", keys=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))] * TRIGGERS
+    )
     # The keys may come from a Secret instead, through envFrom.
     from_secret = {
         "aws": {"endpointUrl": "http://moto:5000", "credentials": {"existingSecret": "dummy"}},
@@ -266,7 +270,7 @@ def test_identity_owner_workload_with_an_existing_account_is_left_to_the_user() 
         "serviceAccount": {"create": False, "name": "mine"},
         "worker": {"keda": {"auth": {"identityOwner": "workload"}}},
     }
-    assert _auth(values) == [Credentials("workload", "<existing service account>")]
+    assert _auth(values) == [Credentials("workload", "<existing service account>")] * TRIGGERS
 
 
 def test_the_auth_values_are_typed() -> None:
@@ -291,7 +295,7 @@ def test_scaled_object_fallback_and_behavior_come_from_values() -> None:
         "replicas": 1,
         "behavior": "currentReplicasIfHigher",
     }
-    assert "advanced" not in default
+    assert set(default["advanced"]) == {"scalingModifiers"}  # the levels' sum (tests/chart/test_lanes.py)
     spec = render_ci("keda-static-keys").one("ScaledObject")["spec"]
     assert spec["fallback"] == {"failureThreshold": 5, "replicas": 2, "behavior": "static"}
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
@@ -338,7 +342,7 @@ def test_scaled_job_counts_only_visible_messages_by_default() -> None:
         assert metadata["scaleOnDelayed"] == "false"
         # Without in-flight messages the running Jobs' tasks are not in the count, so the
         # strategy must not subtract running Jobs again (KEDA's `accurate`).
-        assert spec["scalingStrategy"] == {"strategy": "accurate"}
+        assert spec["scalingStrategy"] == {"strategy": "accurate", "multipleScalersCalculation": "sum"}
     # Deployment mode keeps counting in-flight messages: running tasks hold their pods.
     assert (
         render("default").one("ScaledObject")["spec"]["triggers"][0]["metadata"]["scaleOnInFlight"] == "true"

@@ -418,8 +418,9 @@ def test_keda_scaled_object_on_the_sqs_queue() -> None:
         "name": f"{RELEASE}-worker",
     }
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"], scaled["cooldownPeriod"]) == (0, 20, 300)
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "aws-sqs-queue"
+    # One trigger per priority level, summed (tests/chart/test_lanes.py); the normal one here.
+    _high, trigger, _low = scaled["triggers"]
+    assert trigger["type"] == "aws-sqs-queue" and trigger["name"] == "sqs_normal"
     assert trigger["metadata"] == {
         "queueURL": "conveyor-tasks",
         "awsRegion": "us-east-1",
@@ -453,10 +454,11 @@ def test_keda_assumes_a_dedicated_role_when_given() -> None:
     assert auth == {
         "podIdentity": {"provider": "aws", "roleArn": "arn:aws:iam::123456789012:role/conveyor-keda-reader"}
     }
-    trigger = render("hardened").one("ScaledObject")["spec"]["triggers"][0]
-    assert (
-        trigger["metadata"]["queueURL"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/conveyor-tasks"
-    )
+    triggers = render("hardened").one("ScaledObject")["spec"]["triggers"]
+    assert [t["metadata"]["queueURL"] for t in triggers] == [
+        f"https://sqs.eu-west-1.amazonaws.com/123456789012/conveyor-tasks{suffix}"
+        for suffix in ("-high", "", "-low")
+    ]
 
 
 def test_without_keda_a_fixed_replica_count() -> None:

@@ -15,6 +15,8 @@ TEMPLATE = ROOT / "infra" / "cloudformation" / "conveyor.yaml"
 # Resource expressions of the template, by the kind of ARN they name.
 KINDS = {
     "Queue.Arn": "queue",
+    "HighQueue.Arn": "queue",  # the priority levels' queues: one kind, as the code sees them
+    "LowQueue.Arn": "queue",
     "DeadLetterQueue.Arn": "dlq",
     "Table.Arn": "table",
     "${Table.Arn}/index/*": "index",

@@ -205,3 +205,22 @@ def test_an_entry_point_no_component_claims_fails(graph, monkeypatch):
     monkeypatch.setitem(EXTRA_ROOTS, "init", [])
     with pytest.raises(AssertionError):
         test_every_aws_entry_point_belongs_to_a_component(graph)
+
+
+def test_every_priority_levels_queue_gets_what_the_normal_queue_gets():
+    """The code reaches all three task queues through the same port, so one resource kind
+    stands for them above: here each statement naming one names all three."""
+    body = template.load()
+    levels = {"Queue.Arn", "HighQueue.Arn", "LowQueue.Arn"}
+    for policy in template.POLICIES.values():
+        for statement in template.statements(body, policy):
+            named = {
+                ".".join(r["Fn::GetAtt"]) if isinstance(r["Fn::GetAtt"], list) else r["Fn::GetAtt"]
+                for r in (
+                    statement["Resource"]
+                    if isinstance(statement["Resource"], list)
+                    else [statement["Resource"]]
+                )
+                if isinstance(r, dict) and "Fn::GetAtt" in r
+            }
+            assert not (named & levels) or levels <= named, (policy, statement["Sid"], sorted(named))

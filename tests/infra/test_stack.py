@@ -45,6 +45,8 @@ def from_outputs(outputs: dict[str, str]) -> Settings:
     return replace(
         make_settings(),
         queue=outputs["QueueUrl"],
+        queue_url_high=outputs["HighQueueUrl"],
+        queue_url_low=outputs["LowQueueUrl"],
         dlq=outputs["DeadLetterQueueUrl"],
         table=outputs["TableName"],
         bucket=outputs["BucketName"],
@@ -102,6 +104,8 @@ def test_the_stack_makes_what_conveyor_init_makes(outputs):
     made = provision(backend)
     sqs, dynamodb = backend.sqs, backend.dynamodb
     assert _queue(sqs, outputs["QueueUrl"]) == _queue(sqs, made["queue"])
+    assert _queue(sqs, outputs["HighQueueUrl"]) == _queue(sqs, made["queue_high"])
+    assert _queue(sqs, outputs["LowQueueUrl"]) == _queue(sqs, made["queue_low"])
     assert _queue(sqs, outputs["DeadLetterQueueUrl"]) == _queue(sqs, made["dlq"])
     redrive = json.loads(
         sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])["Attributes"][
@@ -167,6 +171,9 @@ class Recorder:
         # By service too: the queue and the table share a name.
         self.resources = {
             ("sqs", outputs["QueueName"]): "queue",
+            # The priority levels' queues, named after the normal one (the template's names).
+            ("sqs", outputs["QueueName"] + "-high"): "queue",
+            ("sqs", outputs["QueueName"] + "-low"): "queue",
             ("sqs", outputs["DeadLetterQueueName"]): "dlq",
             ("dynamodb", outputs["TableName"]): "table",
             ("s3", outputs["BucketName"]): "bucket",
@@ -279,6 +286,8 @@ def test_the_policies_in_the_stack_name_its_own_resources(outputs):
     iam = boto3.client("iam", region_name="us-east-1")
     arns = {
         outputs["QueueArn"]: "queue",
+        outputs["QueueArn"] + "-high": "queue",
+        outputs["QueueArn"] + "-low": "queue",
         outputs["DeadLetterQueueArn"]: "dlq",
         outputs["TableArn"]: "table",
         outputs["TableArn"] + "/index/*": "index",

@@ -64,7 +64,7 @@ class Stub:
     owners come by ``clock.advance``, and ``broker.join()`` waits for the queue to empty
     without sleeping."""
 
-    def __init__(self, default_types: Path, **overrides: Any) -> None:
+    def __init__(self, default_types: Path, lanes: bool = False, **overrides: Any) -> None:
         self.clock = FakeClock()
         fast = {"poll_wait_seconds": 0.2, "heartbeat_seconds": 0.05, "shutdown_grace_seconds": 5.0}
         self.settings = make_settings(**{"tasktypes": str(default_types)} | fast | overrides)
@@ -73,6 +73,7 @@ class Stub:
             self.settings.tasktypes,
             self.clock,
             visibility_timeout=self.settings.visibility_timeout,
+            lanes=lanes,
         )
         self.broker: MemoryBroker = self.engine.broker  # type: ignore[assignment]
         self.store: MemoryTaskStore = self.engine.store  # type: ignore[assignment]

@@ -125,6 +125,21 @@ storage already needs. */}}
 {{- end }}
 {{- end }}
 
+{{/*
+The SQS queue of a priority level, as the processes and KEDA see it: aws.queueHigh /
+aws.queueLow, else aws.queue with -high / -low appended (conveyor/lanes.py derives the same).
+Called with (dict "root" $ "level" "high").
+*/}}
+{{- define "conveyor.queueOf" -}}
+{{- $aws := .root.Values.aws }}
+{{- if eq .level "normal" }}
+{{- $aws.queue }}
+{{- else }}
+{{- $given := ternary $aws.queueHigh $aws.queueLow (eq .level "high") }}
+{{- default (printf "%s-%s" (trimSuffix "/" $aws.queue) .level) $given }}
+{{- end }}
+{{- end }}
+
 {{/* Environment every Conveyor process shares: AWS resources and common settings. */}}
 {{- define "conveyor.env" -}}
 - name: AWS_REGION
@@ -135,6 +150,10 @@ storage already needs. */}}
 {{- end }}
 - name: CONVEYOR_QUEUE
   value: {{ .Values.aws.queue | quote }}
+- name: CONVEYOR_QUEUE_URL_HIGH
+  value: {{ include "conveyor.queueOf" (dict "root" . "level" "high") | quote }}
+- name: CONVEYOR_QUEUE_URL_LOW
+  value: {{ include "conveyor.queueOf" (dict "root" . "level" "low") | quote }}
 - name: CONVEYOR_DLQ
   value: {{ .Values.aws.dlq | quote }}
 - name: CONVEYOR_TABLE

@@ -64,25 +64,31 @@ workload
 {{- end }}
 {{- end }}
 
-{{/* The aws-sqs-queue trigger shared by the ScaledObject and the ScaledJob. */}}
+{{/*
+The aws-sqs-queue triggers shared by the ScaledObject and the ScaledJob: one per priority
+level, named sqs_<level> (names the scaling formula refers to: expr identifiers, unique in
+the object). The ScaledObject sums them (advanced.scalingModifiers), the ScaledJob too
+(multipleScalersCalculation: sum).
+*/}}
 {{- define "conveyor.kedaTrigger" -}}
 {{- $mode := include "conveyor.kedaAuthMode" . | trim }}
 {{- /* A ScaledJob counts only what a new Job could receive (see worker.scaledJob.*). */}}
 {{- $counts := ternary .Values.worker.scaledJob .Values.worker.keda (eq .Values.worker.mode "scaledJob") }}
+{{- range $level := list "high" "normal" "low" }}
 - type: aws-sqs-queue
-  name: sqs-depth
+  name: sqs_{{ $level }}
   {{- if ne $mode "none" }}
   authenticationRef:
-    name: {{ include "conveyor.componentName" (dict "root" . "component" "worker") }}
+    name: {{ include "conveyor.componentName" (dict "root" $ "component" "worker") }}
   {{- end }}
   metadata:
-    queueURL: {{ .Values.aws.queue | quote }}
-    awsRegion: {{ .Values.aws.region | quote }}
-    queueLength: {{ include "conveyor.kedaQueueLength" . | quote }}
-    activationQueueLength: {{ .Values.worker.keda.activationQueueLength | quote }}
+    queueURL: {{ include "conveyor.queueOf" (dict "root" $ "level" $level) | quote }}
+    awsRegion: {{ $.Values.aws.region | quote }}
+    queueLength: {{ include "conveyor.kedaQueueLength" $ | quote }}
+    activationQueueLength: {{ $.Values.worker.keda.activationQueueLength | quote }}
     scaleOnInFlight: {{ $counts.scaleOnInFlight | quote }}
     scaleOnDelayed: {{ $counts.scaleOnDelayed | quote }}
-    {{- with (default .Values.aws.endpointUrl .Values.worker.keda.awsEndpoint) }}
+    {{- with (default $.Values.aws.endpointUrl $.Values.worker.keda.awsEndpoint) }}
     awsEndpoint: {{ . | quote }}
     {{- end }}
     {{- if eq $mode "none" }}
@@ -90,6 +96,7 @@ workload
     awsAccessKeyIDFromEnv: AWS_ACCESS_KEY_ID
     awsSecretAccessKeyFromEnv: AWS_SECRET_ACCESS_KEY
     {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* HPA scaling behavior (autoscaling/v2), for KEDA's HPA and for the chart's own. */}}

@@ -38,6 +38,10 @@ spec:
         {{- include "conveyor.handlerModulesEnv" . | nindent 8 }}
         - name: CONVEYOR_WORKER_CONCURRENCY
           value: {{ .Values.worker.concurrency | quote }}
+        {{- with .Values.worker.priorityWeights }}
+        - name: CONVEYOR_PRIORITY_WEIGHTS
+          value: {{ printf "high=%d,normal=%d,low=%d" (int .high) (int .normal) (int .low) | quote }}
+        {{- end }}
         - name: CONVEYOR_WORKER_METRICS_PORT
           value: {{ .Values.worker.metricsPort | quote }}
         - name: CONVEYOR_SHUTDOWN_GRACE_SECONDS
