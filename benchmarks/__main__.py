@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import calls, latency, live, submit, throughput
+from benchmarks import calls, flow, latency, live, submit, throughput
 from benchmarks.profile import profile_worker
 from benchmarks.report import Results, chart, check_sections, render
 from benchmarks.stack import ROOT, Stack
 from benchmarks.systems import ALL, SUBMITTERS, WORKER_CONCURRENCY
 
 RESULTS = ROOT / "benchmarks" / "results"
-PARTS = ("throughput", "latency", "submit", "calls", "live", "profile")
+PARTS = ("throughput", "latency", "submit", "calls", "live", "flow", "profile")
 
 
 def machine() -> str:
@@ -72,6 +72,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--live-changes", type=int, help="changes timed per live-stream run (default 4; quick 2)")
     p.add_argument("--live-runs", type=int, help="runs of the live-stream section (default 3; quick 1)")
+    p.add_argument("--flow-tasks", type=int, help="tasks per type in section 10 (default 100; quick 4)")
     p.add_argument("--systems", default=",".join(ALL), help="end-to-end systems (default: all)")
     p.add_argument("--only", default=",".join(PARTS), help=f"parts to run (default: {','.join(PARTS)})")
     p.add_argument(
@@ -104,6 +105,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.live_clients = [int(v) for v in live_clients.split(",") if v.strip()]
     args.live_changes = args.live_changes or (2 if quick else 4)
     args.live_runs = args.live_runs or (1 if quick else 3)
+    args.flow_tasks = args.flow_tasks or (4 if quick else 100)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = [s for s in args.systems if s not in ALL] + [s for s in args.only if s not in PARTS]
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "poll_wait": args.poll_wait,
             "live_changes": args.live_changes,
             "live_runs": args.live_runs,
+            "flow_tasks": args.flow_tasks,
         }
     )
     # Latency and submit compare Conveyor, Celery and the floor: those of --systems.
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("submit" in args.only) * len(submit_keys) * len(args.clients) * args.runs
         + ("calls" in args.only)
         + ("live" in args.only) * len(args.live_clients) * args.live_runs
+        + ("flow" in args.only)
         + ("profile" in args.only)
     )
     bar = tqdm(total=steps, desc="make bench", unit="run", file=sys.stderr, dynamic_ncols=True)
@@ -223,12 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.write(message, file=sys.stderr)
 
-    if args.only - {"live"}:
+    if args.only - {"live", "flow"}:
         measure_on_stack(args, results, latency_keys, submit_keys, results_dir, progress)
     # The live streams run the API in-process over the memory adapters: nothing of the stack
     # above is needed, and its processes are gone by now, not competing for the cores.
     if "live" in args.only:
         results.live = live.measure(args.live_clients, args.live_changes, args.live_runs, progress)
+    if "flow" in args.only:
+        # Its own moto server and an in-process worker: also after the stack is gone.
+        results.flow = [f.to_json() for f in flow.measure(args.flow_tasks)]
+        progress("flow-limit costs measured")
     bar.close()
     results.meta["load_end"] = os.getloadavg()[0]
     results.meta["seconds"] = time.monotonic() - started

@@ -120,6 +120,7 @@ def measure(tasks: int = 100) -> list[Figures]:
 
     out = []
     server = MotoServer(log=None).start()
+    saved = dict(os.environ)
     try:
         tmp = tempfile.mkdtemp(prefix="conveyor-flow-bench-")
         types = Path(tmp)
@@ -143,6 +144,9 @@ def measure(tasks: int = 100) -> list[Figures]:
             out.append(requests_per_task(settings, task_type, tasks))
     finally:
         server.stop()
+        # The server's endpoint and credentials go with it.
+        os.environ.clear()
+        os.environ.update(saved)
     return out
 
 

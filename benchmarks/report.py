@@ -53,6 +53,7 @@ SECTIONS = [
     "## 7. Live streams: from a change to the client, and store reads",
     "## 8. One worker process against two",
     "## 9. Sizing for real AWS",
+    "## 10. The cost of fleet-wide limits",
     "## What bounds it",
 ]
 
@@ -97,6 +98,7 @@ class Results:
     calls: dict[str, dict[str, float]] = field(default_factory=dict)  # moto CPU ms per call
     profile: list[str] = field(default_factory=list)  # lines of the worker profile's summary
     live: list[LiveRun] = field(default_factory=list)
+    flow: list[dict[str, Any]] = field(default_factory=list)  # benchmarks.flow.Figures.to_json()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Results:
@@ -120,6 +122,7 @@ class Results:
                 LiveRun(**keep(r, "stream", "clients", "seconds", "reads", "samples"))
                 for r in data.get("live", [])
             ],
+            flow=data.get("flow", []),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +134,7 @@ class Results:
             "calls": self.calls,
             "profile": self.profile,
             "live": [r.to_json() for r in self.live],
+            "flow": self.flow,
         }
 
 
@@ -520,6 +524,47 @@ def _live_section(results: Results) -> list[str]:
                 "reads vs 1 client",
             ],
             rows,
+        ),
+    ]
+
+
+def _flow_section(results: Results) -> list[str]:
+    from benchmarks.flow import TYPES
+
+    rows = results.flow
+    if not rows:
+        return ["Not run (`--only` left it out)."]
+    free = next((r["requests_per_task"] for r in rows if r["type"] == "bench-free"), float("nan"))
+    table_rows = []
+    for r in rows:
+        ops = ", ".join(f"{op} {v:.2f}" for op, v in r["by_operation"].items() if v >= 0.01)
+        table_rows.append(
+            [
+                f"`{r['type']}`",
+                f"`{TYPES.get(r['type']) or 'none'}`",
+                str(r["tasks"]),
+                f"{r['seconds']:.1f}",
+                f"{r['requests_per_task']:.2f}",
+                x(ratio(r["requests_per_task"], free)),
+                ops,
+            ]
+        )
+    return [
+        "What a TaskType's fleet-wide limits cost in AWS requests (`benchmarks/flow.py`): one "
+        "worker, in-process, on a moto server of its own (not the stack's, nor through its "
+        "proxy), runs the same tasks of each type, submitted before it "
+        "starts; every request its boto3 clients send, from the first receive to the "
+        "last task finished, is counted by operation. Long polls are 1 s. A type with no limit "
+        "pays nothing for the feature; a limited one reads its task before the claim and takes "
+        "(and gives back) its slot or its rate-limit turn. `bench-roomy` never waits (50 slots "
+        "for 8 at once): its cost is the limit's own. `bench-concurrency` has a deep backlog on "
+        "2 slots, so tasks over the limit are received, read and re-sent, often more than "
+        "once; empty long polls while re-sent tasks wait count too. "
+        f"{results.meta.get('flow_tasks', '?')} tasks per type, one run.",
+        "",
+        *table(
+            ["type", "limit", "tasks", "seconds", "requests/task", "vs no limit", "by operation, per task"],
+            table_rows,
         ),
     ]
 
@@ -991,7 +1036,8 @@ def render(results: Results, chart: str | None) -> str:
     lines += ["", SECTIONS[7], "", *_live_section(results)]
     lines += ["", SECTIONS[8], "", *_workers_section(s, latencies)]
     lines += ["", SECTIONS[9], "", *_sizing_section(s, latencies)]
-    lines += ["", SECTIONS[10], "", *_bounds(s, results, latencies), *m.get("analysis", [])]
+    lines += ["", SECTIONS[10], "", *_flow_section(results)]
+    lines += ["", SECTIONS[11], "", *_bounds(s, results, latencies), *m.get("analysis", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ from conveyor.engine import Engine
 from conveyor.lifecycle import flow
 from conveyor.metrics import WorkerMetrics
 from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, Waiting, WaitReason
-from conveyor.ports import FlowLimits, Lease
+from conveyor.ports import Claim, FlowLimits, Lease
 from conveyor.registry import TaskType
 from worker.attempt import Attempts
 from worker.deletes import DeleteBatcher
@@ -145,31 +145,43 @@ class Messages:
 
     # -- the claim -----------------------------------------------------------------------------
 
+    def in_flight(self, task_id: str) -> bool:
+        """An attempt of this task is being claimed or run by this worker."""
+        return task_id in self.attempts.running or task_id in self._claiming
+
     async def claim(
-        self, message: Message, action: lifecycle.Action, leases: list[Lease]
+        self,
+        message: Message,
+        action: lifecycle.Action,
+        leases: list[Lease],
+        refused: Claim | None = None,
     ) -> lifecycle.Action:
-        """Claim the attempt; when the claim is refused, follow lifecycle's decisions on what
-        the store holds until one is an action on the message (or Run). A take-over of a
-        type with a fleet-wide concurrency limit first takes its slot (into ``leases``)."""
+        """Claim the attempt (``refused``: the answer to a claim made already); when the
+        claim is refused, follow lifecycle's decisions on what the store holds until one
+        is an action on the message (or Run). A take-over of a type with a fleet-wide
+        concurrency limit first takes its slot (into ``leases``)."""
         for _ in range(3):  # a re-claim under the task's new type is the only repeat
             if not isinstance(action, lifecycle.Claim):
                 break
-            self._claiming[message.task_id] += 1
-            try:
-                claim = await self.io(
-                    self.store.claim, message.task_id, action.task_type, self.id, self.clock.now()
-                )
-            finally:
-                self._claiming[message.task_id] -= 1
-                if not self._claiming[message.task_id]:
-                    del self._claiming[message.task_id]
+            if refused is not None:
+                claim, refused = refused, None
+            else:
+                self._claiming[message.task_id] += 1
+                try:
+                    claim = await self.io(
+                        self.store.claim, message.task_id, action.task_type, self.id, self.clock.now()
+                    )
+                finally:
+                    self._claiming[message.task_id] -= 1
+                    if not self._claiming[message.task_id]:
+                        del self._claiming[message.task_id]
             if claim.task is not None:
                 return lifecycle.Run(claim.task)
             action = lifecycle.on_claim_refused(
                 claim.current,
                 claimed_as=action.task_type,
                 worker_id=self.id,
-                in_flight_here=message.task_id in self.attempts.running or message.task_id in self._claiming,
+                in_flight_here=self.in_flight(message.task_id),
                 now=self.clock.now(),
                 visibility_timeout=self.engine.settings.visibility_timeout,
             )

@@ -71,16 +71,13 @@ class Reporter:
 
     # -- the worker's side ----------------------------------------------------------------
 
-    def start(self, io: Io) -> None:
-        """Start the flusher on the running loop; ``io`` runs a blocking call off it."""
-        loop = asyncio.get_running_loop()
+    def start(self, io: Io, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Arm the flusher on ``loop`` (the running one if not given: from another thread,
+        pass it); ``io`` runs a blocking call off it. The flusher task itself starts at the
+        first report: most handlers never report, and their attempts then cost the loop
+        nothing here."""
+        loop = loop or asyncio.get_running_loop()
         wake = asyncio.Event()
-
-        def poke() -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(wake.set)
-
-        self._wake = poke
 
         async def flusher() -> None:
             while True:
@@ -89,7 +86,27 @@ class Reporter:
                 await self.flush(io)
                 await asyncio.sleep(self.interval)  # the throttle
 
-        self._flusher = asyncio.create_task(flusher(), name=f"progress-{self.task.id}")
+        def kick() -> None:
+            if self._closed:
+                return  # close writes what is left
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(flusher(), name=f"progress-{self.task.id}")
+            wake.set()
+
+        def poke() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(kick)
+
+        self._wake = poke
+
+    def close_quiet(self) -> bool:
+        """Close it from any thread if nothing was ever reported; True if so. Otherwise it
+        stays open, for ``close`` on the loop to write what is left."""
+        with self._lock:
+            if self._dirty or self._flusher is not None or self._closed:
+                return False
+            self._closed = True
+            return True
 
     async def close(self, io: Io) -> None:
         """Stop the flusher and write what is left: the last value is always stored."""

@@ -39,7 +39,7 @@ from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
 from conveyor.model import Message, Priority
-from conveyor.ports import BlobStore, Lease
+from conveyor.ports import BlobStore, Claim, Lease
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
 from worker.heartbeat import Heartbeat
@@ -392,13 +392,20 @@ class Worker:
         self._type_slots[tasktype.name] += 1
         leases: list[Lease] = []  # fleet-wide slots taken for this task, released at the end
         try:
+            refused: Claim | None = None
             if tasktype.fleet_concurrency is not None or tasktype.rate_limit is not None:
                 admitted = await self.messages.admit(message, tasktype)
                 if not isinstance(admitted, list):
                     await self.messages.do(message, admitted)
                     return
                 leases = admitted
-            action = await self.messages.claim(message, action, leases)
+            elif self.attempts.runs_in_one_hop(tasktype) and not self.messages.in_flight(message.task_id):
+                # The common case, as the floor runs it: claim, handler and finish in one
+                # thread. Only a refused claim comes back here, to be followed up below.
+                refused = await self.attempts.claim_and_run(message, action.task_type, tasktype, self.id)
+                if refused is None:
+                    return
+            action = await self.messages.claim(message, action, leases, refused)
             if isinstance(action, lifecycle.Run):
                 await self.attempts.run(
                     action.task, message, self.engine.registry.get(action.task.type) or tasktype, leases

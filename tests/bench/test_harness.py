@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import live
 from benchmarks.costs import Layout, cost_per_task
+from benchmarks.flow import TYPES as FLOW_TYPES
 from benchmarks.live import STREAMS, LiveRun
 from benchmarks.proxy import classify, entries, tag
 from benchmarks.report import SECTIONS, Results, _live_section, check_sections
@@ -44,6 +45,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             "--submit-count=4",
             "--clients=2",
             "--live-clients=1,3",
+            # The flow-limits section has its own smoke run (below).
+            "--only=throughput,latency,submit,calls,live",
             f"--results-dir={out}",
             f"--out={out / 'BENCHMARKS.md'}",
         ],
@@ -111,6 +114,45 @@ def test_every_measurement_was_taken_and_counted_at_the_proxy(smoke):
     for run in data["live"]:
         assert len(run["samples"]) == 2 * run["clients"] and min(run["samples"]) >= 0
         assert run["reads"] > 0 and run["seconds"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_the_flow_section_counts_what_each_limit_costs(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONVEYOR_"))}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only=flow",
+            "--flow-tasks=4",
+            f"--results-dir={tmp_path}",
+            f"--out={tmp_path / 'BENCHMARKS.md'}",
+        ],
+        cwd=ROOT,
+        env=env | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    assert check_sections(report) == []
+    assert "| `bench-concurrency` | `concurrency: {max: 2}` | 4 |" in report
+    flows = {r["type"]: r for r in json.loads((tmp_path / "latest-quick.json").read_text())["flow"]}
+    assert set(flows) == set(FLOW_TYPES)
+    free = flows["bench-free"]["by_operation"]
+    # A type without limits pays nothing for them: no read before the claim, no slot or
+    # rate item written, only the claim and the finish (and the heartbeat's own write).
+    assert "dynamodb:GetItem" not in free and "dynamodb:PutItem" not in free
+    assert 2 <= free["dynamodb:UpdateItem"] < 3
+    for limited in ("bench-roomy", "bench-concurrency", "bench-rate"):
+        ops = flows[limited]["by_operation"]
+        assert ops["dynamodb:GetItem"] >= 1  # the task read before taking a slot or turn
+        assert flows[limited]["requests_per_task"] > flows["bench-free"]["requests_per_task"]
+    # Tasks over a 2-slot limit wait: they are re-sent.
+    assert flows["bench-concurrency"]["by_operation"]["sqs:SendMessage"] > 0
 
 
 def test_the_live_section_holds_each_streams_reads_against_one_client():
@@ -182,7 +224,7 @@ def test_percentiles_are_observed_values_and_spreads_report_the_median():
     spread = Spread.of([3.0, 1.0, 2.0])
     assert (spread.median, spread.low, spread.high) == (2.0, 1.0, 3.0)
     assert spread.fmt(1) == "2.0 (1.0-3.0)"
-    assert len(SECTIONS) == 11
+    assert len(SECTIONS) == 12
 
 
 def test_the_floor_batches_by_the_workers_rules():

@@ -182,3 +182,30 @@ async def test_the_last_value_wins_even_when_a_slow_write_is_in_flight_at_the_en
     await reporter.close(_io)
     await asyncio.sleep(0.4)  # anything still in flight has landed by now
     assert store.get(task.id).progress.message == "done"
+
+
+async def test_a_reporter_never_used_starts_no_flusher_and_closes_from_any_thread():
+    store = CountingStore()
+    task = _claimed(store)
+    quiet = Reporter(store, task, SYSTEM, interval=0.01)
+    quiet.start(_io)
+    await asyncio.sleep(0)
+    # Most handlers never report: their attempts cost the loop no flusher task.
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("progress-")]
+    assert await asyncio.to_thread(quiet.close_quiet)
+    quiet.progress(0.5)  # after the close (a stray thread): dropped
+    await asyncio.sleep(0.05)
+    await quiet.close(_io)
+    assert store.calls["record_progress"] == 0 and store.get(task.id).progress is None
+
+    used = Reporter(store, task, SYSTEM, interval=0.01)
+    used.start(_io)
+    await asyncio.to_thread(used.progress, 0.25, "first")  # from a handler's thread
+    await asyncio.sleep(0.05)
+    assert [t for t in asyncio.all_tasks() if t.get_name() == f"progress-{task.id}"]
+    assert store.get(task.id).progress.fraction == 0.25  # written at once, by the flusher
+    # Reported: it must be closed on the loop, which writes the last value.
+    used.progress(0.75)
+    assert not used.close_quiet()
+    await used.close(_io)
+    assert store.get(task.id).progress.fraction == 0.75

@@ -39,9 +39,12 @@ def tasktypes(tmp_path: Path) -> Path:
     for name, handler, attempts, timeout in [
         ("count", "test-count", 3, 60),
         ("count-once", "test-count", 1, 60),
+        ("count-sync", "test-count-sync", 3, 60),
+        ("count-once-sync", "test-count-sync", 1, 60),
         ("flaky", "test-flaky", 3, 30),
         ("slow-timeout", "test-count", 2, 1),
         ("block-timeout", "test-block", 1, 1),
+        ("thread", "test-thread", 1, 60),
     ]:
         (target / f"{name}.yaml").write_text(
             textwrap.dedent(TEST_TYPES.format(name=name, handler=handler, attempts=attempts, timeout=timeout))

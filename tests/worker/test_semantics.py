@@ -9,18 +9,21 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from conveyor.model import QueueDepth, Status, Task, WorkerInfo, new_id
 from tests.support.spies import spy
 from tests.worker.conftest import Stub
 from tests.worker.testhandlers import runs
 
 
-def test_duplicate_delivery_never_runs_the_handler_twice(stub: Stub, tmp_path: Path):
+@pytest.mark.parametrize("count", ["count", "count-sync"])  # async, sync handler
+def test_duplicate_delivery_never_runs_the_handler_twice(stub: Stub, count: str, tmp_path: Path):
     log = tmp_path / "runs"
-    task = stub.submit("count", {"log": str(log), "seconds": 0.3})
+    task = stub.submit(count, {"log": str(log), "seconds": 0.3})
     # Two more messages for the same attempt, as SQS may deliver (at-least-once).
-    stub.broker.send(task.id, "count")
-    stub.broker.send(task.id, "count")
+    stub.broker.send(task.id, count)
+    stub.broker.send(task.id, count)
     stub.start()
     stub.start()
     done = stub.finished(task.id)
@@ -146,8 +149,9 @@ def test_prefetch_never_exceeds_free_slots(make_stub, tmp_path: Path):
     assert max(receives.arg(0, "max_messages")) <= 2 and peak <= 2
 
 
-def test_cancel_a_running_task_reaches_the_handler(stub: Stub, tmp_path: Path):
-    task = stub.submit("count", {"log": str(tmp_path / "r"), "seconds": 30})
+@pytest.mark.parametrize("count", ["count", "count-sync"])  # async, sync handler
+def test_cancel_a_running_task_reaches_the_handler(stub: Stub, count: str, tmp_path: Path):
+    task = stub.submit(count, {"log": str(tmp_path / "r"), "seconds": 30})
     stub.start()
     stub.until(lambda: stub.get(task.id).status is Status.RUNNING)
     assert stub.engine.cancel(task.id).cancel_requested
@@ -259,21 +263,26 @@ def queued(stub: Stub, task_type: str, payload: dict, **kw) -> Task:
     return task
 
 
-def test_a_claim_by_this_worker_whose_answer_was_lost_is_run(stub: Stub, tmp_path: Path):
+@pytest.mark.parametrize("count", ["count", "count-sync"])  # async, sync handler
+def test_a_claim_by_this_worker_whose_answer_was_lost_is_run(stub: Stub, count: str, tmp_path: Path):
     log = tmp_path / "runs"
-    task = queued(stub, "count", {"log": str(log)})
+    task = queued(stub, count, {"log": str(log)})
     # The claim took effect in the store; its answer never reached the worker.
-    assert stub.store.claim(task.id, "count", "w-lost", stub.clock.now()).task is not None
-    stub.broker.send(task.id, "count")
+    assert stub.store.claim(task.id, count, "w-lost", stub.clock.now()).task is not None
+    stub.broker.send(task.id, count)
     stub.start(worker_id="w-lost")
     done = stub.finished(task.id)
     assert done.status is Status.SUCCEEDED and done.attempts == 1 and len(runs(log)) == 1
 
 
-def test_a_dead_owner_on_the_last_attempt_fails_the_task_as_worker_lost(stub: Stub, tmp_path: Path):
-    task = queued(stub, "count-once", {"log": str(tmp_path / "runs")}, max_attempts=1)
-    stub.store.claim(task.id, "count-once", "w-dead", stub.clock.now())  # it never beat again
-    stub.broker.send(task.id, "count-once")
+@pytest.mark.parametrize("count", ["count", "count-sync"])  # async, sync handler
+def test_a_dead_owner_on_the_last_attempt_fails_the_task_as_worker_lost(
+    stub: Stub, count: str, tmp_path: Path
+):
+    once = count.replace("count", "count-once")  # count-once, count-once-sync
+    task = queued(stub, once, {"log": str(tmp_path / "runs")}, max_attempts=1)
+    stub.store.claim(task.id, once, "w-dead", stub.clock.now())  # it never beat again
+    stub.broker.send(task.id, once)
     stub.start()
     done = stub.finished(task.id)
     assert done.status is Status.FAILED and done.error is not None
@@ -282,23 +291,25 @@ def test_a_dead_owner_on_the_last_attempt_fails_the_task_as_worker_lost(stub: St
     assert not runs(tmp_path / "runs")
 
 
-def test_a_dead_owner_with_attempts_left_is_taken_over(stub: Stub, tmp_path: Path):
+@pytest.mark.parametrize("count", ["count", "count-sync"])  # async, sync handler
+def test_a_dead_owner_with_attempts_left_is_taken_over(stub: Stub, count: str, tmp_path: Path):
     log = tmp_path / "runs"
-    task = queued(stub, "count", {"log": str(log)})
-    stub.store.claim(task.id, "count", "w-dead", stub.clock.now())
-    stub.broker.send(task.id, "count")
+    task = queued(stub, count, {"log": str(log)})
+    stub.store.claim(task.id, count, "w-dead", stub.clock.now())
+    stub.broker.send(task.id, count)
     stub.start()
     done = stub.finished(task.id)
     assert done.status is Status.SUCCEEDED and done.attempts == 2 and done.worker != "w-dead"
 
 
-def test_a_live_owner_keeps_its_task_until_its_heartbeat_stops(stub: Stub, tmp_path: Path):
+@pytest.mark.parametrize("count", ["count", "count-sync"])  # async, sync handler
+def test_a_live_owner_keeps_its_task_until_its_heartbeat_stops(stub: Stub, count: str, tmp_path: Path):
     log = tmp_path / "runs"
-    task = queued(stub, "count", {"log": str(log)})
+    task = queued(stub, count, {"log": str(log)})
     at = stub.clock.now()
     stub.engine.workers.heartbeat(WorkerInfo("w-alive", "h", 1, at, at, 1, 1, "0"), 3600)
-    stub.store.claim(task.id, "count", "w-alive", at)
-    stub.broker.send(task.id, "count")
+    stub.store.claim(task.id, count, "w-alive", at)
+    stub.broker.send(task.id, count)
     stub.start()
     stub.settle(lambda: stub.broker.depth().in_flight == 1)  # kept as a standby copy
     assert stub.get(task.id).worker == "w-alive" and not runs(log)

@@ -28,6 +28,20 @@ async def count(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
 
 
+@handler("test-count-sync")
+def count_sync(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """``test-count`` as a sync handler (in a thread): record a run, then sleep ``seconds``
+    (cancellable)."""
+    import time
+
+    _record(payload, ctx)
+    end = time.monotonic() + float(payload.get("seconds", 0))
+    while time.monotonic() < end:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+    return {"attempt": ctx.attempt}
+
+
 @handler("test-flaky")
 def flaky(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Fail every attempt before ``succeed_on``."""
@@ -45,6 +59,17 @@ def block(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     _record(payload, ctx)
     time.sleep(float(payload.get("seconds", 1)))
     return {"slept": payload.get("seconds", 1)}
+
+
+@handler("test-thread")
+def thread_of(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """A sync handler that says which thread ran it (and reports progress if asked)."""
+    import threading
+
+    _record(payload, ctx)
+    if payload.get("progress"):
+        ctx.progress(1.0, "done")
+    return {"thread": threading.get_ident()}
 
 
 def runs(log: Path) -> list[tuple[str, int, int]]:
