@@ -59,7 +59,7 @@ PARAGRAPHS = [
     interleaved rounds (N = 200, +0 ms), 4.50 ms per task (4.45-4.80) before against 4.00 ms
     (3.80-4.45) after, the floor at 3.05 and 3.00 ms in the same rounds; under py-spy the
     loop's self-pipe wake-ups fell from about 15% of the worker's samples to about 7%. The
-    event loop is still about a quarter of the samples: that is the rest of the gap.
+    event loop's own work (its share in the profile below) is most of the rest of the gap.
     Handing back calls that end together with one wake-up was tried earlier (4.27 ms against
     4.07 ms without it, seven interleaved runs) and not kept. The harness waits for every
     handler's start event before it scrapes the worker's `/metrics` once, so no scrape (about
