@@ -53,18 +53,17 @@ PARAGRAPHS = [
     barely slows it, and its rate stays capped by moto's CPU as at +0 ms.""",
     """**The worker's CPU per task** (the end-to-end tables' last column, from /proc) is
     mostly boto3 making the calls, as for the floor's worker; what Conveyor adds is its event
-    loop handing each call to a thread and back (the floor runs a task start to end on one
-    thread), the handler's own thread hop, heartbeats and metrics. Under py-spy the loop's
-    self-pipe wake-ups, one write and one read per finished call, are about 12-14% of the
-    worker's samples. Handing back calls that end together with one wake-up was tried and
-    measured on 2026-12-03 in seven interleaved runs (N = 150, +0 ms, a loaded machine): 4.27
-    ms per task (3.93-4.40) against 4.07 ms (3.80-4.33) without it, the floor at 2.87 ms, so
-    calls rarely end together at this load and it was not kept. What did move the column is
-    the harness: it used to scrape the worker's `/metrics` four times a second for the whole
-    run to see when the last task was recorded, and each scrape (about 0.8 ms of the worker's
-    CPU, its process collector reading /proc) was charged to Conveyor's tasks; it now waits
-    for every handler's start event and only then scrapes. Fusing a sync task's claim,
-    handler and finish into one thread hop, as the floor does, is the lever left.""",
+    loop (receiving, the hand-off of each attempt to a thread and back, batched deletes),
+    heartbeats and metrics. A sync task's claim, handler and finish now run in one thread
+    hop, as the floor runs a task start to end on one thread: measured on 2026-12-03 in five
+    interleaved rounds (N = 200, +0 ms), 4.50 ms per task (4.45-4.80) before against 4.00 ms
+    (3.80-4.45) after, the floor at 3.05 and 3.00 ms in the same rounds; under py-spy the
+    loop's self-pipe wake-ups fell from about 15% of the worker's samples to about 7%. The
+    event loop's own work (its share in the profile below) is most of the rest of the gap.
+    Handing back calls that end together with one wake-up was tried earlier (4.27 ms against
+    4.07 ms without it, seven interleaved runs) and not kept. The harness waits for every
+    handler's start event before it scrapes the worker's `/metrics` once, so no scrape (about
+    0.8 ms of the worker's CPU each) is charged to Conveyor's tasks.""",
     """**Requests per task with batching.** Two UpdateItems are the fixed part (2.0 of the 2.5
     target); BatchWriteItem (1/25) and SendMessageBatch (1/10) add 0.14. The worker deletes in
     batches of ten, each finished task's message waiting at most 1 s for its batch (0.1 per
@@ -84,7 +83,15 @@ PARAGRAPHS = [
     """**Submit-to-start latency** is a chain of sequential calls: Conveyor's API writes the
     record and sends the message (two calls, and its own HTTP hop, bearer-token check and
     schema validation), the worker's long poll returns, and the claim (a third write)
-    precedes the handler. Celery's chain is one SendMessage and the receive.""",
+    precedes the handler. Celery's chain is one SendMessage and the receive. The submit
+    call is about half of Conveyor's p50 (section 4); the worker's part, from the submit's
+    answer to the handler's start, was 11-13 ms against the floor's 6-8 ms in the interleaved
+    rounds of 2026-12-03: the long poll's answer goes through the event loop before the
+    claim's thread hop (the claim, handler and finish then share that one hop), and the
+    level whose long poll brought a task is short-polled next, a ReceiveMessage that moto
+    serves alongside the claim. Long-polling on instead after a long poll that brought fewer
+    than it asked for was measured in seven interleaved rounds and did not measurably help
+    (the worker's part at 1.71x the floor's against 1.75x), so it was not kept.""",
 ]
 
 ANALYSIS: list[str] = ["", "### Reading the figures", ""] + ["- " + " ".join(p.split()) for p in PARAGRAPHS]
