@@ -316,6 +316,38 @@ def _checked(tasktype: TaskType) -> TaskType:
     return tasktype
 
 
+# The most starts a second one rate-limit bucket can keep: it is one DynamoDB item, written
+# once per start, and an item takes at most 1000 writes a second.
+MAX_RATE_PER_SECOND = 1000
+
+
+def flow_problems(spec: Mapping[str, Any]) -> list[str]:
+    """Flow-control settings that would not mean what they say. The rateLimit rule is the
+    CRD's CEL rule restated (kmock and a CRD edited by hand enforce nothing); the concurrency
+    ones only the operator (and ``load_manifests``, for ``make run``) check, since a CEL rule
+    there would make TaskTypes stored while concurrency was an integer unwritable. A limit the
+    registry would silently drop (a key without max) must not look applied.
+    tests/k8s/test_operator_flow.py compares them with the CRD's rules."""
+    problems = []
+    concurrency = spec.get("concurrency")
+    if isinstance(concurrency, dict):
+        if concurrency.get("max") is None and concurrency.get("perWorker") is None:
+            problems.append("spec.concurrency needs max (fleet-wide), perWorker, or both")
+        if concurrency.get("key") is not None and concurrency.get("max") is None:
+            problems.append(
+                "spec.concurrency.key needs spec.concurrency.max (the limit applied per key value)"
+            )
+    rate = spec.get("rateLimit")
+    if isinstance(rate, dict) and isinstance(rate.get("limit"), int | float):
+        period = rate.get("period", 1)
+        if isinstance(period, int | float) and rate["limit"] > MAX_RATE_PER_SECOND * period:
+            problems.append(
+                f"spec.rateLimit allows at most {MAX_RATE_PER_SECOND} starts a second"
+                " (limit / period) per bucket"
+            )
+    return problems
+
+
 def load_manifests(directory: Path) -> Registry:
     types: dict[str, TaskType] = {}
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
@@ -323,6 +355,10 @@ def load_manifests(directory: Path) -> Registry:
             if not isinstance(doc, dict) or doc.get("kind") != "TaskType":
                 continue
             tasktype = _checked(TaskType.from_manifest(doc))
+            problems = flow_problems(doc.get("spec") or {})
+            if tasktype.ready and problems:
+                # As the operator would: a limit that would not mean what it says is not applied.
+                tasktype = replace(tasktype, ready=False, reason="InvalidSpec", message="; ".join(problems))
             types[tasktype.name] = tasktype
     return Registry(types)
 

@@ -51,7 +51,7 @@ import httpx
 import kopf
 from jsonschema import Draft202012Validator
 
-from conveyor.registry import API_VERSION, REGISTRY_FILE, Registry, TaskType, schema_errors
+from conveyor.registry import API_VERSION, REGISTRY_FILE, Registry, TaskType, flow_problems, schema_errors
 from conveyor.schedule import spec_problems
 from conveyor.settings import Settings
 from worker import handlers
@@ -98,37 +98,6 @@ def evaluate(name: str, spec: dict[str, Any], known: list[str]) -> TaskType:
     if problems:
         return _not_ready(base, "InvalidSpec", "; ".join(problems))
     return base
-
-
-# The most starts a second one rate-limit bucket can keep: it is one DynamoDB item, written
-# once per start, and an item takes at most 1000 writes a second.
-MAX_RATE_PER_SECOND = 1000
-
-
-def flow_problems(spec: dict[str, Any]) -> list[str]:
-    """Flow-control settings that would not mean what they say. The rateLimit rule is the
-    CRD's CEL rule restated (kmock and a CRD edited by hand enforce nothing); the concurrency
-    ones only the operator checks, since a CEL rule there would make TaskTypes stored while
-    concurrency was an integer unwritable. A limit the registry would silently drop (a key
-    without max) must not look applied. tests/k8s/test_operator_flow.py compares them."""
-    problems = []
-    concurrency = spec.get("concurrency")
-    if isinstance(concurrency, dict):
-        if concurrency.get("max") is None and concurrency.get("perWorker") is None:
-            problems.append("spec.concurrency needs max (fleet-wide), perWorker, or both")
-        if concurrency.get("key") is not None and concurrency.get("max") is None:
-            problems.append(
-                "spec.concurrency.key needs spec.concurrency.max (the limit applied per key value)"
-            )
-    rate = spec.get("rateLimit")
-    if isinstance(rate, dict) and isinstance(rate.get("limit"), int | float):
-        period = rate.get("period", 1)
-        if isinstance(period, int | float) and rate["limit"] > MAX_RATE_PER_SECOND * period:
-            problems.append(
-                f"spec.rateLimit allows at most {MAX_RATE_PER_SECOND} starts a second"
-                " (limit / period) per bucket"
-            )
-    return problems
 
 
 def limits_summary(entry: TaskType) -> str:

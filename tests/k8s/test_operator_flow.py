@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor.registry import TaskType, load_manifests
+from conveyor.registry import TaskType, flow_problems, load_manifests
 from tests.conftest import EXAMPLES
 from tests.k8s import apiserver
 from tests.k8s.conftest import CRD, Cluster, eventually
@@ -54,7 +54,7 @@ def test_the_operator_refuses_what_the_crds_rules_refuse(fields):
     checks: a cluster whose CRD lacks the rules gets a not-ready type instead."""
     spec = _defaulted(fields)
     rules = apiserver.rule_errors(schema["properties"]["spec"], spec, "spec")
-    problems = operator.flow_problems(spec)
+    problems = flow_problems(spec)
     for rule in rules:
         message = rule.split(": ", 1)[1]
         assert any(message in p.replace("spec.", "") for p in problems), (rule, problems)
@@ -67,7 +67,7 @@ def test_the_operator_refuses_what_the_crds_rules_refuse(fields):
 
 
 def test_the_cases_include_refusals_by_each_check():
-    refused = [operator.flow_problems(_defaulted(f)) for f in SCHEMA_VALID]
+    refused = [flow_problems(_defaulted(f)) for f in SCHEMA_VALID]
     messages = {p.split(" (")[0].split(" allows")[0] for problems in refused for p in problems}
     assert messages == {
         "spec.concurrency needs max",
