@@ -287,8 +287,7 @@ class Worker:
             self.metrics.busy.set(self.held)
             self._dispatch(take)
             if extra:
-                with contextlib.suppress(ConveyorError):
-                    await self._release(extra)
+                await self._return(extra)
         every = {lane for lane, _ in self._queues}
         return bool(limit) and not self._has_work and self._empty_polls >= every
 
@@ -343,6 +342,21 @@ class Worker:
             by_lane.setdefault(m.lane, []).append((m.receipt, 0))
         for lane, items in by_lane.items():
             await self.io(self.engine.lane(lane).change_visibility_many, items)
+
+    async def _return(self, messages: list[Message]) -> None:
+        """Put back what a long poll brought beyond the free slots as fresh copies, not by
+        visibility 0: every busy worker long-polling a quiet level may take a new message
+        once, and each take would add to its receive count until, in a large fleet, it
+        reached the dead-letter queue without ever being tried. Sent before the delete, so
+        a crash in between leaves a duplicate (harmless), never nothing."""
+        for m in messages:
+            try:
+                await self.io(self.engine.lane(m.lane).send, m.task_id, m.task_type, 0, m.trace_context)
+            except ConveyorError:
+                with contextlib.suppress(ConveyorError):  # else its visibility timeout returns it
+                    await self.io(self.engine.lane(m.lane).change_visibility, m.receipt, 0)
+                continue
+            self.deletes.add(m.receipt, m.lane)
 
     async def _drain(self) -> None:
         """Let running handlers finish within the grace period; then hand back the rest."""
