@@ -325,6 +325,13 @@ def _json(description: str, ref: str) -> dict[str, Any]:
 
 def openapi(max_batch: int) -> dict[str, Any]:
     task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    last_event_id = {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "description": "Resume after this event id (EventSource sends it on reconnect).",
+        "schema": {"type": "string"},
+    }
     schedule_name = {
         "name": "name",
         "in": "path",
@@ -500,13 +507,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                     "summary": "Follow a task: server-sent events until it is terminal",
                     "parameters": [
                         task_id,
-                        {
-                            "name": "Last-Event-ID",
-                            "in": "header",
-                            "required": False,
-                            "description": "Resume after this event id (EventSource sends it on reconnect).",
-                            "schema": {"type": "string"},
-                        },
+                        last_event_id,
                     ],
                     "responses": {
                         "200": {
@@ -561,13 +562,7 @@ def openapi(max_batch: int) -> dict[str, Any]:
                             "description": "Resume after this event id (as the Last-Event-ID header).",
                             "schema": {"type": "string"},
                         },
-                        {
-                            "name": "Last-Event-ID",
-                            "in": "header",
-                            "required": False,
-                            "description": "Resume after this event id (EventSource sends it on reconnect).",
-                            "schema": {"type": "string"},
-                        },
+                        last_event_id,
                     ],
                     "responses": {
                         "200": {
