@@ -37,6 +37,7 @@ from conveyor.ports import (
     BROKER_MAX_DELAY_SECONDS,
     Broker,
     FlowLimits,
+    Outgoing,
     Page,
     TaskStore,
     UniqueLock,
@@ -333,10 +334,13 @@ class Engine:
         expires = int(at.timestamp()) + MAX_DELAY_SECONDS + self.settings.retention_seconds
         return UniqueLock(unique_lock_id(task.type, flowkeys.digest(key)), expires)
 
-    def _dispatch(self, task: Task) -> None:
+    def _dispatch(self, task: Task, copied: bool = True) -> None:
+        """Send ``task``'s message; ``copied``: with a copy of the task as created (a retried
+        task's record no longer claims to be one)."""
         try:
             tracing.annotate(task_id=task.id, task_type=task.type)
-            self.lane(task.priority).send(task.id, task.type, self._delay(task), tracing.inject())
+            copy = task if copied else None
+            self.lane(task.priority).send(task.id, task.type, self._delay(task), tracing.inject(), copy)
         except Unavailable as exc:
             # The record is committed: the sweeper sends the message once SQS answers.
             log.warning("task %s recorded but not sent (%s); the sweeper will send it", task.id, exc)
@@ -363,7 +367,9 @@ class Engine:
         failed: list[str] = []
         context = tracing.inject()
         for priority in PRIORITIES:
-            items = [(t.id, t.type, self._delay(t)) for t in tasks if t.priority is priority]
+            items: list[Outgoing] = [
+                (t.id, t.type, self._delay(t), t) for t in tasks if t.priority is priority
+            ]
             if items:
                 failed += self.lane(priority).send_many(items, context)
         if failed:
@@ -459,7 +465,7 @@ class Engine:
             task = self.store.retry(task_id, self.clock.now())
         else:
             task = self._retry_unique(current, tasktype, rule)
-        self._dispatch(task)
+        self._dispatch(task, copied=False)
         return task
 
     def _retry_unique(self, task: Task, tasktype: TaskType, rule: Uniqueness) -> Task:

@@ -39,10 +39,13 @@ from conveyor.model import (
     QueueDepth,
     Status,
     Task,
+    TaskCopy,
     TaskError,
     TaskEvent,
     Waiting,
     WorkerInfo,
+    decode_message,
+    encode_message,
     is_task_id,
 )
 from conveyor.ports import (
@@ -51,10 +54,12 @@ from conveyor.ports import (
     BlobInfo,
     Claim,
     Lease,
+    Outgoing,
     Page,
     ScheduleState,
     SlotAnswer,
     UniqueLock,
+    outgoing_task,
     same_creation,
 )
 
@@ -251,7 +256,10 @@ class MemoryTaskStore:
             is not None
         )
 
-    def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim:
+    def claim(
+        self, task_id: str, task_type: str, worker_id: str, at: datetime, copy: TaskCopy | None = None
+    ) -> Claim:
+        # ``copy`` only spares a DynamoDB read; the record here is at hand.
         with self._lock:
             current = self._tasks.get(task_id)
             claimed = self._swap(
@@ -572,6 +580,7 @@ class _Entry:
     receives: int = 0
     receipt: str = ""
     trace_context: dict[str, str] = field(default_factory=dict)
+    body: str = ""  # as SQS would carry it: decoded again on each receive
 
 
 class MemoryBroker:
@@ -604,19 +613,21 @@ class MemoryBroker:
         task_type: str,
         delay_seconds: int = 0,
         trace_context: Mapping[str, str] | None = None,
+        task: Task | None = None,
     ) -> None:
-        self.send_many([(task_id, task_type, delay_seconds)], trace_context)
+        self.send_many([(task_id, task_type, delay_seconds, task)], trace_context)
 
     def send_many(
-        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+        self, items: Sequence[Outgoing], trace_context: Mapping[str, str] | None = None
     ) -> list[str]:
         at, sent = self.clock.monotonic(), self.clock.now()
         with self._cond:
-            for task_id, task_type, delay in items:
-                delay = min(max(delay, 0), BROKER_MAX_DELAY_SECONDS)
-                self._entries.append(
-                    _Entry(task_id, task_type, sent, at + delay, 0, "", dict(trace_context or {}))
-                )
+            for item in items:
+                task_id, task_type = item[0], item[1]
+                delay = min(max(item[2], 0), BROKER_MAX_DELAY_SECONDS)
+                body = encode_message(task_id, task_type, outgoing_task(item))
+                context = dict(trace_context or {})
+                self._entries.append(_Entry(task_id, task_type, sent, at + delay, 0, "", context, body))
             self._cond.notify_all()
         return []
 
@@ -645,6 +656,7 @@ class MemoryBroker:
                         e.sent_at,
                         dict(e.trace_context),
                         lane=self.lane,
+                        copy=decode_message(e.body)[2] if e.body else None,
                     )
                 )
             self._cond.notify_all()  # a receive changes what join() and depth() see

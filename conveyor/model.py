@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -375,6 +377,9 @@ class Message:
     # The queue it came from (set by the receiving broker): its deletes, visibility changes
     # and re-sends go back to that queue.
     lane: Priority = Priority.NORMAL
+    # The task as created, when the message carries a copy (``encode_message``); a re-send
+    # carries it on.
+    copy: TaskCopy | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -395,12 +400,99 @@ class QueueDepth:
 MAX_DELIVERIES = 20
 
 
-def encode_message(task_id: str, task_type: str) -> str:
-    return json.dumps({"id": task_id, "type": task_type}, separators=(",", ":"))
+# A task message carries a copy of what its record held at creation when the copy is no
+# larger than this: the worker's claim then proves the copy equal to the record (one
+# conditional write, no item sent back). A larger task's message names it only.
+MAX_COPY_BYTES = 32 * 1024
 
 
-def decode_message(body: str) -> tuple[str, str]:
+def creation_copy(task: Task) -> dict[str, Any]:
+    """What a task's record holds at creation and no write changes before its first
+    attempt: all a worker needs to run that attempt, besides what the claim writes."""
+    copy: dict[str, Any] = {
+        "type": task.type,
+        "payload": task.payload,
+        "max_attempts": task.max_attempts,
+        "created_at": to_rfc3339(task.created_at),
+    }
+    optional = {
+        "run_at": to_rfc3339(task.run_at),
+        "submitter_scopes": sorted(task.submitter_scopes) if task.submitter_scopes is not None else None,
+        "submitter": task.submitter,
+        "notify_url": task.notify_url,
+        "idempotency_key": task.idempotency_key,
+        "unique_key": task.unique_key,
+        "priority": task.priority.value if task.priority is not Priority.NORMAL else None,
+    }
+    copy |= {k: v for k, v in optional.items() if v is not None}
+    return copy
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def copy_digest(task_id: str, copy: dict[str, Any]) -> str:
+    """SHA-256 of the task id and its creation copy, canonically encoded (22 chars)."""
+    raw = hashlib.sha256(f"{task_id}\n{_canonical(copy)}".encode()).digest()
+    return base64.urlsafe_b64encode(raw[:16]).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class TaskCopy:
+    """A message's copy of a task as created, and the digest its record must match."""
+
+    task: Task
+    digest: str
+
+
+def task_from_copy(task_id: str, copy: dict[str, Any]) -> TaskCopy:
+    """The queued task a creation copy describes; ValueError when it is not one."""
+    try:
+        scopes = copy.get("submitter_scopes")
+        created = from_rfc3339(copy["created_at"])
+        if created is None or not isinstance(copy["type"], str):
+            raise ValueError("a copy names its type and creation time")
+        task = Task(
+            id=task_id,
+            type=copy["type"],
+            payload=copy["payload"],
+            max_attempts=int(copy["max_attempts"]),
+            created_at=created,
+            updated_at=created,
+            run_at=from_rfc3339(copy.get("run_at")),
+            submitter_scopes=frozenset(scopes) if scopes is not None else None,
+            submitter=copy.get("submitter"),
+            notify_url=copy.get("notify_url"),
+            idempotency_key=copy.get("idempotency_key"),
+            unique_key=copy.get("unique_key"),
+            priority=Priority(copy.get("priority") or Priority.NORMAL),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a task copy: {exc}") from exc
+    return TaskCopy(task, copy_digest(task_id, copy))
+
+
+def encode_message(task_id: str, task_type: str, task: Task | None = None) -> str:
+    """A task message: its id and type, and with ``task`` (a task just created) a copy of
+    it when small enough. Readers that know only ``id`` and ``type`` ignore the copy."""
+    body: dict[str, Any] = {"id": task_id, "type": task_type}
+    if task is not None:
+        copy = creation_copy(task)
+        text = json.dumps({**body, "copy": copy}, separators=(",", ":"))
+        if len(text) <= MAX_COPY_BYTES:
+            return text
+    return json.dumps(body, separators=(",", ":"))
+
+
+def decode_message(body: str) -> tuple[str, str, TaskCopy | None]:
     data = json.loads(body)
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         raise ValueError("message body is not a Conveyor task message")
-    return data["id"], str(data.get("type", ""))
+    copy = data.get("copy")
+    try:
+        # An unreadable copy costs only the shortcut: the task is claimed by its id.
+        taken = task_from_copy(data["id"], copy) if isinstance(copy, dict) else None
+    except ValueError:
+        taken = None
+    return data["id"], str(data.get("type", "")), taken

@@ -16,6 +16,7 @@ from conveyor.model import (
     QueueDepth,
     Status,
     Task,
+    TaskCopy,
     TaskError,
     TaskEvent,
     Waiting,
@@ -130,7 +131,12 @@ class TaskStore(Protocol):
         several callers holding the same copy, exactly one gets True (and sends)."""
         ...
 
-    def claim(self, task_id: str, task_type: str, worker_id: str, at: datetime) -> Claim: ...
+    def claim(
+        self, task_id: str, task_type: str, worker_id: str, at: datetime, copy: TaskCopy | None = None
+    ) -> Claim:
+        """Queued and due (and of ``task_type``) -> running under ``worker_id``, one more
+        attempt. ``copy``: the message's copy of the task as created; the claim may rest on
+        it (nothing read back) only where the record provably is that copy, never started."""
 
     def take_over(self, task: Task, worker_id: str, at: datetime) -> Task | None: ...
 
@@ -241,6 +247,14 @@ BROKER_MAX_DELAY_SECONDS = 900
 BROKER_MAX_VISIBILITY_SECONDS = 12 * 3600 - 300
 
 
+# A message to send: (task id, type, delay seconds[, the task as created, copied in]).
+Outgoing = tuple[str, str, int] | tuple[str, str, int, Task | None]
+
+
+def outgoing_task(item: Outgoing) -> Task | None:
+    return item[3] if len(item) > 3 else None
+
+
 class Broker(Protocol):
     """One SQS queue: the task queue, or the dead-letter queue."""
 
@@ -250,14 +264,16 @@ class Broker(Protocol):
         task_type: str,
         delay_seconds: int = 0,
         trace_context: Mapping[str, str] | None = None,
+        task: Task | None = None,
     ) -> None:
-        """``trace_context`` comes back as the received Message's ``trace_context``."""
+        """``trace_context`` comes back as the received Message's ``trace_context``;
+        ``task`` (as created) as its ``copy`` when small enough (``encode_message``)."""
 
     def send_many(
-        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+        self, items: Sequence[Outgoing], trace_context: Mapping[str, str] | None = None
     ) -> list[str]:
-        """Send (id, type, delay) items, all with ``trace_context``; returns ids that could
-        not be sent."""
+        """Send (id, type, delay[, task as created]) items, all with ``trace_context``;
+        returns ids that could not be sent."""
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]: ...
 

@@ -123,3 +123,31 @@ def test_the_merged_list_keeps_its_order_when_a_partition_answers_short(settings
             break
         assert len(seen) <= len(made)
     assert seen == [t.id for t in reversed(made)]
+
+
+def test_a_claim_on_a_messages_copy_is_one_write_reading_nothing_back(settings_factory, monkeypatch):
+    """The copy is the record (the write's condition proves it), so the claim needs no
+    item back; a copy the record does not match falls back to the claim by id."""
+    from conveyor.model import decode_message, encode_message, now
+
+    store = AwsBackend(settings_factory()).store()
+    task = Task(id=new_id(), type="echo", payload={"n": 1})
+    store.create(task)
+    copy = decode_message(encode_message(task.id, task.type, task))[2]
+    calls: list[dict] = []
+    original = store.client.update_item
+
+    def update_item(**kwargs):
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(store.client, "update_item", update_item)
+    assert store.claim(task.id, "echo", "w1", now(), copy).task is not None
+    assert [c["ReturnValues"] for c in calls] == ["NONE"]
+    other = Task(id=new_id(), type="echo", payload={"n": 2})
+    store.create(other)
+    calls.clear()
+    stale = decode_message(encode_message(other.id, other.type, other.with_(payload={"n": 3})))[2]
+    claimed = store.claim(other.id, "echo", "w1", now(), stale).task
+    assert claimed is not None and claimed.payload == {"n": 2}
+    assert [c["ReturnValues"] for c in calls] == ["NONE", "ALL_NEW"]

@@ -21,7 +21,7 @@ from conveyor import lifecycle, logs, tracing
 from conveyor.engine import Engine
 from conveyor.errors import RecordTooLarge, Unavailable
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Task
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Task, TaskCopy
 from conveyor.ports import BlobStore, Claim, Lease
 from conveyor.registry import TaskType
 from worker import handlers
@@ -182,7 +182,12 @@ class Attempts:
         return fn is not None and not inspect.iscoroutinefunction(fn) and not tracing.enabled()
 
     async def claim_and_run(
-        self, message: Message, task_type: str, tasktype: TaskType, worker_id: str
+        self,
+        message: Message,
+        task_type: str,
+        tasktype: TaskType,
+        worker_id: str,
+        copy: TaskCopy | None = None,
     ) -> Claim | None:
         """Claim the attempt and, when the claim is granted, run its sync handler and record
         the outcome, all in one thread: the floor's path, one wake-up of the loop per
@@ -195,7 +200,9 @@ class Attempts:
         self.running[message.task_id] = running
         try:
             with logs.task_context(message.task_id, task_type):
-                return await self._run_in_thread(fn, message, tasktype, running, None, (task_type, worker_id))
+                return await self._run_in_thread(
+                    fn, message, tasktype, running, None, (task_type, worker_id, copy)
+                )
         finally:
             self.running.pop(message.task_id, None)
 
@@ -211,10 +218,10 @@ class Attempts:
         tasktype: TaskType,
         running: Running,
         span: Any,
-        claim: tuple[str, str] | None = None,
+        claim: tuple[str, str, TaskCopy | None] | None = None,
     ) -> Claim | None:
         """A sync handler and, when it can, the write of its outcome, in one thread (with
-        ``claim``, (task type, worker id), the claim first): each hop back to the loop costs
+        ``claim``, (task type, worker id, message's copy), the claim first): each hop back to the loop costs
         a wake-up, and most attempts end in a plain finish. Anything else (a retry, a
         progress write still owed, a failed write, a timeout) is recorded from the loop, as
         for an async handler. Returns a refused claim."""
@@ -228,7 +235,7 @@ class Attempts:
                 assert running.task is not None and context.reporter is not None
                 task, reporter = running.task, context.reporter
             else:
-                answer = self.store.claim(message.task_id, claim[0], claim[1], self.clock.now())
+                answer = self.store.claim(message.task_id, claim[0], claim[1], self.clock.now(), claim[2])
                 if answer.task is None:
                     return _Done(claim=answer)
                 task = answer.task

@@ -14,7 +14,7 @@ from conveyor import flowkeys, lifecycle
 from conveyor.engine import Engine
 from conveyor.lifecycle import flow
 from conveyor.metrics import WorkerMetrics
-from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, Waiting, WaitReason
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, TaskCopy, Waiting, WaitReason
 from conveyor.ports import Claim, FlowLimits, Lease
 from conveyor.registry import TaskType
 from worker.attempt import Attempts
@@ -155,22 +155,26 @@ class Messages:
         action: lifecycle.Action,
         leases: list[Lease],
         refused: Claim | None = None,
+        copy: TaskCopy | None = None,
     ) -> lifecycle.Action:
-        """Claim the attempt (``refused``: the answer to a claim made already); when the
-        claim is refused, follow lifecycle's decisions on what the store holds until one
-        is an action on the message (or Run). A take-over of a type with a fleet-wide
-        concurrency limit first takes its slot (into ``leases``)."""
+        """Claim the attempt (``refused``: the answer to a claim made already; ``copy``: the
+        message's copy the first claim may rest on); when the claim is refused, follow
+        lifecycle's decisions on what the store holds until one is an action on the
+        message (or Run). A take-over of a type with a fleet-wide concurrency limit first
+        takes its slot (into ``leases``)."""
         for _ in range(3):  # a re-claim under the task's new type is the only repeat
             if not isinstance(action, lifecycle.Claim):
                 break
             if refused is not None:
-                claim, refused = refused, None
+                claim, refused, copy = refused, None, None
             else:
                 self._claiming[message.task_id] += 1
                 try:
+                    now = self.clock.now()
                     claim = await self.io(
-                        self.store.claim, message.task_id, action.task_type, self.id, self.clock.now()
+                        self.store.claim, message.task_id, action.task_type, self.id, now, copy
                     )
+                    copy = None
                 finally:
                     self._claiming[message.task_id] -= 1
                     if not self._claiming[message.task_id]:
@@ -238,6 +242,7 @@ class Messages:
                     message.task_type,
                     delay,
                     message.trace_context,
+                    message.copy.task if message.copy else None,
                 )
                 self.deletes.add(message.receipt, message.lane)
             case lifecycle.SendNotify():

@@ -351,7 +351,8 @@ class Worker:
         a crash in between leaves a duplicate (harmless), never nothing."""
         for m in messages:
             try:
-                await self.io(self.engine.lane(m.lane).send, m.task_id, m.task_type, 0, m.trace_context)
+                copy = m.copy.task if m.copy else None
+                await self.io(self.engine.lane(m.lane).send, m.task_id, m.task_type, 0, m.trace_context, copy)
             except ConveyorError:
                 with contextlib.suppress(ConveyorError):  # else its visibility timeout returns it
                     await self.io(self.engine.lane(m.lane).change_visibility, m.receipt, 0)
@@ -407,19 +408,24 @@ class Worker:
         leases: list[Lease] = []  # fleet-wide slots taken for this task, released at the end
         try:
             refused: Claim | None = None
+            copy = None  # a type with fleet-wide limits reads its record first, then claims by id
             if tasktype.fleet_concurrency is not None or tasktype.rate_limit is not None:
                 admitted = await self.messages.admit(message, tasktype)
                 if not isinstance(admitted, list):
                     await self.messages.do(message, admitted)
                     return
                 leases = admitted
-            elif self.attempts.runs_in_one_hop(tasktype) and not self.messages.in_flight(message.task_id):
-                # The common case, as the floor runs it: claim, handler and finish in one
-                # thread. Only a refused claim comes back here, to be followed up below.
-                refused = await self.attempts.claim_and_run(message, action.task_type, tasktype, self.id)
-                if refused is None:
-                    return
-            action = await self.messages.claim(message, action, leases, refused)
+            else:
+                copy = lifecycle.claim_copy(message, action.task_type, self.clock.now())
+                if self.attempts.runs_in_one_hop(tasktype) and not self.messages.in_flight(message.task_id):
+                    # The common case, as the floor runs it: claim, handler and finish in one
+                    # thread. Only a refused claim comes back here, to be followed up below.
+                    refused = await self.attempts.claim_and_run(
+                        message, action.task_type, tasktype, self.id, copy
+                    )
+                    if refused is None:
+                        return
+            action = await self.messages.claim(message, action, leases, refused, copy)
             if isinstance(action, lifecycle.Run):
                 await self.attempts.run(
                     action.task, message, self.engine.registry.get(action.task.type) or tasktype, leases

@@ -1,4 +1,5 @@
-"""The broker on SQS. Messages carry only the task id and type: the record is the truth."""
+"""The broker on SQS. Messages carry the task id and type, and a task just created carries
+a copy of itself (``encode_message``): the record stays the truth, the claim checks the copy."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
-from conveyor.model import Message, Priority, QueueDepth, decode_message, encode_message
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, BROKER_MAX_VISIBILITY_SECONDS
+from conveyor.model import Message, Priority, QueueDepth, Task, decode_message, encode_message
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, BROKER_MAX_VISIBILITY_SECONDS, Outgoing, outgoing_task
 
 if TYPE_CHECKING:
     from types_boto3_sqs import SQSClient
@@ -63,10 +64,11 @@ class SqsBroker:
         task_type: str,
         delay_seconds: int = 0,
         trace_context: Mapping[str, str] | None = None,
+        task: Task | None = None,
     ) -> None:
         request: SendMessageRequestTypeDef = {
             "QueueUrl": self.url,
-            "MessageBody": encode_message(task_id, task_type),
+            "MessageBody": encode_message(task_id, task_type, task),
             "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay_seconds))),
         }
         if attributes := _attributes(trace_context):
@@ -75,18 +77,18 @@ class SqsBroker:
             self.client.send_message(**request)
 
     def send_many(
-        self, items: Sequence[tuple[str, str, int]], trace_context: Mapping[str, str] | None = None
+        self, items: Sequence[Outgoing], trace_context: Mapping[str, str] | None = None
     ) -> list[str]:
         failed: list[str] = []
         attributes = _attributes(trace_context)
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
             entries: list[SendMessageBatchRequestEntryTypeDef] = []
-            for n, (task_id, task_type, delay) in enumerate(chunk):
+            for n, item in enumerate(chunk):
                 entry: SendMessageBatchRequestEntryTypeDef = {
                     "Id": str(n),
-                    "MessageBody": encode_message(task_id, task_type),
-                    "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay))),
+                    "MessageBody": encode_message(item[0], item[1], outgoing_task(item)),
+                    "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(item[2]))),
                 }
                 if attributes:
                     entry["MessageAttributes"] = attributes
@@ -95,7 +97,7 @@ class SqsBroker:
                 with translated("sqs SendMessageBatch"):
                     out = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
             except Unavailable:
-                failed += [task_id for task_id, _, _ in chunk]
+                failed += [item[0] for item in chunk]
                 continue
             failed += [chunk[int(f["Id"])][0] for f in out.get("Failed", [])]
         return failed
@@ -113,9 +115,9 @@ class SqsBroker:
         for raw in out.get("Messages", []):
             attrs = raw.get("Attributes", {})
             try:
-                task_id, task_type = decode_message(raw["Body"])
+                task_id, task_type, copy = decode_message(raw["Body"])
             except ValueError:
-                task_id, task_type = "", ""  # the worker deletes what it cannot read
+                task_id, task_type, copy = "", "", None  # the worker deletes what it cannot read
             sent = attrs.get("SentTimestamp")
             messages.append(
                 Message(
@@ -126,6 +128,7 @@ class SqsBroker:
                     sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
                     trace_context=_trace_context(raw),
                     lane=self.lane,
+                    copy=copy,
                 )
             )
         return messages

@@ -88,6 +88,9 @@ from conveyor.lifecycle.messages import (
     hide_until as hide_until,
 )
 from conveyor.lifecycle.messages import (
+    claim_copy as claim_copy,
+)
+from conveyor.lifecycle.messages import (
     on_claim_refused as on_claim_refused,
 )
 from conveyor.lifecycle.messages import (

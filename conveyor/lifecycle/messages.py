@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, TaskError, WorkerInfo
+from conveyor.model import NOTIFY_TYPE, Message, NotifyState, Status, Task, TaskCopy, TaskError, WorkerInfo
 from conveyor.ports import BROKER_MAX_VISIBILITY_SECONDS
 from conveyor.registry import TaskType
 
@@ -169,6 +169,18 @@ def on_parked(current: Task | None, hold_seconds: int) -> Resend | Delete | Send
     if current.status.terminal:
         return finished(current, "task finished while its type was paused")
     return Resend(hold_seconds, "type paused or disabled")
+
+
+def claim_copy(message: Message, claimed_as: str, now: datetime) -> TaskCopy | None:
+    """The message's copy of its task, when the claim may rest on it: a copy of the type
+    being claimed and already due (a copy that is not due is left to the claim by id,
+    whose refusal hides the message until the task's time)."""
+    copy = message.copy
+    if copy is None or copy.task.type != claimed_as:
+        return None
+    if copy.task.run_at is not None and copy.task.run_at > now:
+        return None
+    return copy
 
 
 def on_claim_refused(

@@ -77,3 +77,24 @@ def test_a_timed_out_threads_late_return_writes_nothing(
     later = stub.get(task.id)
     assert later.status is Status.FAILED and later.error and later.error.type == "Timeout"
     assert later.result is None
+
+
+@pytest.mark.parametrize("task_type", ["count-sync", "count"])
+def test_a_submitted_tasks_claim_rests_on_its_messages_copy(
+    stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task_type: str
+):
+    """Sync (one hop) and async handlers alike: the first claim of a task just submitted
+    is made on the copy its message carries (the DynamoDB store then reads nothing back)."""
+    copies: list[Any] = []
+    original = stub.store.claim
+
+    def claim(task_id: str, task_type: str, worker_id: str, at: Any, copy: Any = None) -> Any:
+        copies.append(copy)
+        return original(task_id, task_type, worker_id, at, copy)
+
+    monkeypatch.setattr(stub.store, "claim", claim)
+    task = stub.submit(task_type, {"log": str(tmp_path / "r")})
+    stub.start()
+    assert stub.finished(task.id).status is Status.SUCCEEDED
+    assert len(copies) == 1 and copies[0] is not None
+    assert copies[0].task.id == task.id and copies[0].task.payload == task.payload

@@ -9,7 +9,7 @@ import pytest
 
 from conveyor import lifecycle as lc
 from conveyor.errors import PermanentError, TaskCancelled
-from conveyor.model import Message, Status, Task, TaskError, WorkerInfo
+from conveyor.model import Message, Status, Task, TaskError, WorkerInfo, decode_message, encode_message
 from conveyor.ports import BROKER_MAX_VISIBILITY_SECONDS
 from conveyor.registry import TaskType
 
@@ -258,3 +258,18 @@ def test_on_outcome_finishes(case, attempts, outcome, expected):
 def test_a_refused_finish_is_recorded_as_a_failure_without_the_result():
     assert lc.RESULT_REFUSED.status is Status.FAILED and lc.RESULT_REFUSED.result is None
     assert lc.RESULT_REFUSED.error is not None and lc.RESULT_REFUSED.error.type == "ResultTooLarge"
+
+
+def test_a_claim_rests_on_the_messages_copy_only_when_it_is_of_that_type_and_due():
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def message(task: Task | None) -> Message:
+        copy = decode_message(encode_message("t1", "echo", task))[2] if task else None
+        return Message("t1", "echo", "r", copy=copy)
+
+    due = Task(id="t1", type="echo", payload={}, created_at=at, run_at=at)
+    assert lc.claim_copy(message(due), "echo", at) is not None
+    assert lc.claim_copy(message(None), "echo", at) is None
+    assert lc.claim_copy(message(due), "other", at) is None
+    later = due.with_(run_at=at + timedelta(seconds=1))
+    assert lc.claim_copy(message(later), "echo", at) is None
