@@ -82,13 +82,13 @@ from conveyor.lifecycle.messages import (
     after_take_over as after_take_over,
 )
 from conveyor.lifecycle.messages import (
+    claim_copy as claim_copy,
+)
+from conveyor.lifecycle.messages import (
     finished as finished,
 )
 from conveyor.lifecycle.messages import (
     hide_until as hide_until,
-)
-from conveyor.lifecycle.messages import (
-    claim_copy as claim_copy,
 )
 from conveyor.lifecycle.messages import (
     on_claim_refused as on_claim_refused,
