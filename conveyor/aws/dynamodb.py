@@ -768,14 +768,15 @@ class DynamoTaskStore:
 
     def _claim_copy(self, task_id: str, copy: TaskCopy, worker_id: str, at: datetime) -> Claim | None:
         """The first attempt's claim resting on the message's copy of the task: the write
-        holds only while the record is queued, never started and created as the copy says
-        (its digest), so the copy is the record and nothing need come back. None: the
+        holds only while the record is queued and still as created, as the copy says (its
+        digest), so the copy is the record and nothing need come back. None: the
         record is queued but not as the copy says (started before, retried, or not this
         copy); the claim by id decides."""
         out = self._update(
             task_id,
             "SET #s = :r, started_at = :now, updated_at = :now, worker = :w, attempts = :one",
-            "#s = :q AND copy_digest = :d AND attribute_not_exists(started_at)",
+            # Every way back to queued after an attempt (requeue, retry) removes the digest.
+            "#s = :q AND copy_digest = :d",
             {
                 ":r": _s("running"),
                 ":q": _s("queued"),
@@ -924,7 +925,7 @@ class DynamoTaskStore:
         out = self._update(
             task.id,
             "SET #s = :q, run_at = :run, updated_at = :now, "
-            "error_type = :et, error_message = :em, cancel_requested = :f",
+            "error_type = :et, error_message = :em, cancel_requested = :f REMOVE copy_digest",
             condition,
             values | {":f": {"BOOL": False}},
             returns="NONE",
