@@ -151,3 +151,30 @@ def test_a_claim_on_a_messages_copy_is_one_write_reading_nothing_back(settings_f
     claimed = store.claim(other.id, "echo", "w1", now(), stale).task
     assert claimed is not None and claimed.payload == {"n": 2}
     assert [c["ReturnValues"] for c in calls] == ["NONE", "ALL_NEW"]
+
+
+def test_a_record_read_back_gives_the_copy_its_create_wrote():
+    """An idempotent repeat re-sends the stored record's copy: it must match the digest
+    the create wrote, or its claim would fall back to a read."""
+    from datetime import timedelta
+
+    from conveyor.model import Priority, copy_digest, creation_copy, now
+
+    at = now()
+    task = Task(
+        id=new_id(),
+        type="echo",
+        payload={"n": 1.5, "s": "é", "l": [None, True]},
+        created_at=at,
+        updated_at=at,
+        run_at=at + timedelta(seconds=30),
+        submitter_scopes=frozenset({"tasks:submit"}),
+        submitter="ci",
+        notify_url="https://hooks.example/x",
+        idempotency_key="abc",
+        unique_key="u",
+        priority=Priority.LOW,
+    )
+    item = dynamodb.task_to_item(task)
+    again = dynamodb.item_to_task(item)
+    assert item["copy_digest"]["S"] == copy_digest(again.id, creation_copy(again))
