@@ -89,7 +89,7 @@ def test_the_unfiltered_list_reads_each_status_partition_once_unfiltered(setting
     calls.clear()
     rest = store.query(limit=50, cursor=page.next_cursor)
     assert len(rest.items) == 23 and rest.next_cursor is None
-    assert all(a["KeyConditionExpression"].endswith("id < :after") for _, a in calls)
+    assert all(a["KeyConditionExpression"].endswith("id < :below") for _, a in calls)
 
 
 def test_the_merged_list_keeps_its_order_when_a_partition_answers_short(settings_factory, monkeypatch):

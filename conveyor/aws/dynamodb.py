@@ -577,6 +577,25 @@ class DynamoTaskStore:
         # has a next page; a cursor may lead to an empty last page, never past an item.
         return Page(tasks, _encode_cursor(last) if last else None)
 
+    def _status_query(
+        self, status: str, *, newest_first: bool = True, limit: int | None = None, below: str | None = None
+    ) -> dict[str, Any]:
+        """The Query of one ``status-index`` partition (ids below ``below``, if given)."""
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "status-index",
+            "KeyConditionExpression": "#s = :v",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":v": _s(status)},
+            "ScanIndexForward": not newest_first,
+        }
+        if limit is not None:
+            args["Limit"] = limit
+        if below:
+            args["KeyConditionExpression"] += " AND id < :below"
+            args["ExpressionAttributeValues"][":below"] = _s(below)
+        return args
+
     def _newest(self, limit: int, cursor: str | None) -> Page:
         """Every task newest first: the newest ``limit`` of each status partition, merged.
         Reads at most 5 x ``limit`` index items, no filter; the cursor is the last id
@@ -588,18 +607,7 @@ class DynamoTaskStore:
         floor = ""
         more = False
         for status in Status:
-            args: dict[str, Any] = {
-                "TableName": self.table,
-                "IndexName": "status-index",
-                "KeyConditionExpression": "#s = :v",
-                "ExpressionAttributeNames": {"#s": "status"},
-                "ExpressionAttributeValues": {":v": _s(status.value)},
-                "ScanIndexForward": False,
-                "Limit": limit,
-            }
-            if after:
-                args["KeyConditionExpression"] += " AND id < :after"
-                args["ExpressionAttributeValues"][":after"] = _s(after)
+            args = self._status_query(status.value, limit=limit, below=after)
             with translated("dynamodb Query"):
                 out = self.client.query(**args)
             page = out.get("Items", [])
@@ -628,14 +636,7 @@ class DynamoTaskStore:
         counts: dict[Status, int] = {}
         for status in Status:
             total = 0
-            args: dict[str, Any] = {
-                "TableName": self.table,
-                "IndexName": "status-index",
-                "KeyConditionExpression": "#s = :v",
-                "ExpressionAttributeNames": {"#s": "status"},
-                "ExpressionAttributeValues": {":v": _s(status.value)},
-                "Select": "COUNT",
-            }
+            args = self._status_query(status.value) | {"Select": "COUNT"}
             while True:
                 with translated("dynamodb Query"):
                     out = self.client.query(**args)
@@ -647,18 +648,7 @@ class DynamoTaskStore:
         return counts
 
     def _queued(self, limit: int, before_id: str | None = None) -> list[Task]:
-        args: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": "status-index",
-            "KeyConditionExpression": "#s = :v",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {":v": _s("queued")},
-            "ScanIndexForward": True,
-            "Limit": limit,
-        }
-        if before_id:
-            args["KeyConditionExpression"] += " AND id < :b"
-            args["ExpressionAttributeValues"][":b"] = _s(before_id)
+        args = self._status_query("queued", newest_first=False, limit=limit, below=before_id)
         with translated("dynamodb Query"):
             out = self.client.query(**args)
         return [item_to_task(i) for i in out.get("Items", [])]
