@@ -41,6 +41,9 @@ def test_a_call_the_caller_gave_up_on_before_it_began_never_runs():
         first = calls.start(gate.wait, 5)
         second = calls.start(ran.append, "late")
         second.cancel()
+        # The cancel reaches the pool's future on the loop's next turn: until then the
+        # first call still holds the only thread, so the second has not begun.
+        await asyncio.sleep(0)
         gate.set()
         await first
         await asyncio.sleep(0.05)
