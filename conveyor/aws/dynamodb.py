@@ -215,6 +215,17 @@ def _decoded(item: dict[str, Any], name: str) -> tuple[Any, str | None]:
         return None, f"{name}: {type(exc).__name__}"
 
 
+def _updated_at(item: dict[str, Any], status: Status) -> datetime:
+    """The latest instant the record holds: the claim and the finish write only their own
+    (``started_at``, ``finished_at``), a clause less each in the two writes every task
+    makes. A queued task's is ``updated_at`` exactly: the sweeper's write is conditioned on it."""
+    stored: datetime = from_rfc3339(item["updated_at"]["S"])  # type: ignore[assignment]
+    mark = "started_at" if status is Status.RUNNING else "finished_at" if status.terminal else None
+    if mark and mark in item:
+        stored = max(stored, from_rfc3339(item[mark]["S"]) or stored)
+    return stored
+
+
 def item_to_task(item: dict[str, Any]) -> Task:
     def s(name: str) -> str | None:
         value = item.get(name)
@@ -229,15 +240,16 @@ def item_to_task(item: dict[str, Any]) -> Task:
     unreadable = [why for why in (bad_payload, bad_result) if why]
     if unreadable:
         error = TaskError("UnreadableRecord", "stored JSON withheld: " + ", ".join(unreadable))
+    status = Status(item["status"]["S"])
     return Task(
         id=item["id"]["S"],
         type=item["type"]["S"],
         payload=payload,
-        status=Status(item["status"]["S"]),
+        status=status,
         attempts=int(item["attempts"]["N"]),
         max_attempts=int(item["max_attempts"]["N"]),
         created_at=from_rfc3339(s("created_at")),  # type: ignore[arg-type]
-        updated_at=from_rfc3339(s("updated_at")),  # type: ignore[arg-type]
+        updated_at=_updated_at(item, status),
         started_at=from_rfc3339(s("started_at")),
         finished_at=from_rfc3339(s("finished_at")),
         run_at=from_rfc3339(s("run_at")),
@@ -512,7 +524,8 @@ class DynamoTaskStore:
 
     # -- reads --------------------------------------------------------------------------
 
-    def get(self, task_id: str, consistent: bool = False) -> Task | None:
+    def _item(self, task_id: str, consistent: bool = True) -> dict[str, Any] | None:
+        """A task's item as stored (None: none, or not a task)."""
         if task_id.startswith(NOT_TASKS):
             return None
         with translated("dynamodb GetItem"):
@@ -521,7 +534,11 @@ class DynamoTaskStore:
             ).get("Item")
         if not item or item.get("kind", {}).get("S") != "task":
             return None
-        found = readable_tasks([item])
+        return dict(item)
+
+    def get(self, task_id: str, consistent: bool = False) -> Task | None:
+        item = self._item(task_id, consistent)
+        found = readable_tasks([item]) if item else []
         return found[0] if found else None
 
     def query(
@@ -736,7 +753,7 @@ class DynamoTaskStore:
         # every way back to queued rather than here.
         out = self._update(
             task_id,
-            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w ADD attempts :one REMOVE waiting",
+            "SET #s = :r, started_at = :now, worker = :w ADD attempts :one REMOVE waiting",
             "#s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
                 ":r": _s("running"),
@@ -764,7 +781,7 @@ class DynamoTaskStore:
         copy); the claim by id decides."""
         out = self._update(
             task_id,
-            "SET #s = :r, started_at = :now, updated_at = :now, worker = :w, attempts = :one",
+            "SET #s = :r, started_at = :now, worker = :w, attempts = :one",
             # Every way back to queued after an attempt (requeue, retry) removes the digest.
             "#s = :q AND copy_digest = :d",
             {
@@ -824,8 +841,7 @@ class DynamoTaskStore:
         expires = _epoch(at) + (retention_seconds or self.retention)
         sets = [
             "#s = :st",
-            "finished_at = :now",
-            "updated_at = :now",
+            "finished_at = :now",  # updated_at too (``_updated_at``)
             "expires_at = :exp",
         ]
         if notify:
@@ -925,8 +941,9 @@ class DynamoTaskStore:
     def fail_unfinished(
         self, task_id: str, error: TaskError, at: datetime, notify: bool = False
     ) -> Task | None:
-        current = self.get(task_id, consistent=True)
-        if current is None or current.status.terminal:
+        item = self._item(task_id)
+        current = readable_tasks([item])[0] if item else None
+        if item is None or current is None or current.status.terminal:
             return None
         owed, values = _owed(current, notify)
         out = self._update(
@@ -941,7 +958,7 @@ class DynamoTaskStore:
                 ":em": _s(error.message),
                 ":exp": _n(_epoch(at) + self.retention),
                 ":cur": _s(current.status.value),
-                ":seen": _ts(current.updated_at),
+                ":seen": item["updated_at"],  # as stored: a running task's reads as its start
             }
             | values,
         )

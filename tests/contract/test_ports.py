@@ -611,3 +611,30 @@ def test_progress_is_written_only_by_the_owning_attempt_and_read_in_batches(stor
     found = store.get_many(wanted)
     assert set(found) == {o.id for o in others} | {t.id}
     assert found[t.id].events == tuple(events[-1:]) and found[others[0].id] == others[0]
+
+
+def test_updated_at_reads_as_the_latest_change_and_conditions_on_it_still_hold(store):
+    """A claim and a finish move ``updated_at`` (the DynamoDB store derives it from their
+    own instants), and the writes conditioned on it still take: failing a task running
+    since its claim, and the sweeper's mark on a task queued again."""
+    t = task()
+    store.create(t)
+    started = now() + timedelta(milliseconds=5)
+    running = store.claim(t.id, t.type, "w1", started).task
+    assert running.updated_at == started == store.get(t.id, consistent=True).updated_at
+    failed = store.fail_unfinished(t.id, TaskError("WorkerLost", "gone"), started + timedelta(seconds=1))
+    assert failed is not None and failed.status is Status.FAILED
+    assert store.get(t.id, consistent=True).updated_at == failed.finished_at
+
+    t2 = task()
+    store.create(t2)
+    first = store.claim(t2.id, t2.type, "w1", now()).task
+    requeued_at = now() + timedelta(milliseconds=10)
+    assert store.requeue(first, now() - timedelta(seconds=1), TaskError("E", "boom"), requeued_at)
+    queued = store.get(t2.id, consistent=True)
+    assert queued.updated_at == requeued_at
+    assert store.mark_redispatched(queued, now() + timedelta(milliseconds=20))
+    again = store.claim(t2.id, t2.type, "w1", now() + timedelta(milliseconds=30)).task
+    finished_at = now() + timedelta(milliseconds=40)
+    done = store.finish(again, Status.SUCCEEDED, finished_at)
+    assert done.updated_at == finished_at == store.get(t2.id, consistent=True).updated_at
