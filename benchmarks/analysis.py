@@ -25,12 +25,14 @@ PARAGRAPHS = [
     table): moto parses, validates and evaluates an update expression by walking its syntax
     tree several times, so its CPU grows with every clause -- counted with cProfile, about
     3,400 Python function calls (~0.5 ms) per SET clause, and ~6,300 to serialise a returned
-    item. A Conveyor claim sets status, started and updated times and the worker, adds one to
-    the attempt count, checks status, type and due time, and returns the task (its payload
-    is needed to run it); the floor's claim sets two attributes under one comparison and
-    returns nothing. Conveyor's writes are already cut to what its record needs (the finish
-    reads nothing back, ADD instead of SET x = x + 1, no derived index key); what is left is
-    the record users read: when it started, on which worker, which attempt. Real DynamoDB
+    item. A Conveyor claim sets status, start time, worker and attempt under two comparisons
+    (status, and the digest of the copy of the task its message carries, so it returns
+    nothing: docs/ARCHITECTURE.md, "The claim on a copy"); the floor's claim sets two
+    attributes under one comparison and returns nothing. Conveyor's writes are cut to what its
+    record needs (neither the claim nor the finish reads anything back or rewrites
+    `updated_at`, which reads as the later of the start or finish; no derived index key);
+    what is left is the record users read: when it started and finished, on which worker,
+    which attempt, and when it expires. Real DynamoDB
     bills a write by item size and index updates, not by expression length. So the
     90%-of-the-floor target is bounded here by moto's CPU per clause, and with batch submit,
     where the floor's remaining calls are cheapest, the ratio is at its lowest. The own-CPU
