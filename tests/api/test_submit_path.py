@@ -1,26 +1,28 @@
 """What a submit costs the API process, structurally (the figures are the benchmark's,
-docs/BENCHMARKS.md): no timing here, only the choices that set the cost."""
+docs/BENCHMARKS.md): no timing here, only the choices that set the cost, and that each
+cheaper part keeps what the dearer one guaranteed."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
+import pytest
 import uvicorn
 import uvloop
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.main import server_options
+from api.protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 from tests.conftest import make_settings
+from tests.support.servers import ServerThread
 
 
-def test_the_api_serves_on_uvloop_with_h11():
+def test_the_api_serves_on_uvloop_with_the_bounded_httptools_parser():
     options = server_options(make_settings())
-    assert options["loop"] == "uvloop" and options["http"] == "h11"
     config = uvicorn.Config(lambda scope, receive, send: None, **options)
     config.load()
-    # h11 bounds what it buffers of a request's head; httptools does not.
-    assert config.http_protocol_class is H11Protocol
-    assert config.h11_max_incomplete_event_size is None or config.h11_max_incomplete_event_size <= 64 * 1024
+    assert config.http_protocol_class is BoundedHttpToolsProtocol
     factory = config.get_loop_factory()
     assert factory is not None
     loop = factory()
@@ -29,3 +31,108 @@ def test_the_api_serves_on_uvloop_with_h11():
         assert isinstance(loop, asyncio.AbstractEventLoop)
     finally:
         loop.close()
+
+
+async def _echo_size(scope, receive, send):
+    """Answers with the body's size and the number of headers."""
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = f"{size} {len(scope['headers'])}".encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerThread(_echo_size, http=BoundedHttpToolsProtocol) as running:
+        yield running
+
+
+def _exchange(server, chunks: list[bytes], pause: float = 0.0) -> bytes:
+    """Send ``chunks`` one send() each, then read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                time.sleep(pause)
+        except OSError:
+            pass  # the server closed mid-send: read what it answered
+        sock.settimeout(2)
+        got = b""
+        try:
+            while b"\r\n\r\n" not in got or not _complete(got):
+                part = sock.recv(65536)
+                if not part:
+                    break
+                got += part
+        except (TimeoutError, OSError):
+            pass
+        return got
+
+
+def _complete(raw: bytes) -> bool:
+    """Whether every response in ``raw`` has its whole body (by content-length)."""
+    while raw:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            ),
+            0,
+        )
+        if len(rest) < length:
+            return False
+        raw = rest[length:]
+    return True
+
+
+def _padding(total: int) -> list[bytes]:
+    """Headers of about ``total`` bytes, one 1 KiB header per chunk."""
+    line = b"x-pad: " + b"a" * 1017 + b"\r\n"
+    return [line] * (total // len(line))
+
+
+def test_a_head_over_the_bound_is_refused_with_431(server):
+    got = _exchange(server, [b"GET / HTTP/1.1\r\nhost: x\r\n", *_padding(4 * MAX_HEAD_BYTES), b"\r\n"], 0.001)
+    assert got.startswith(b"HTTP/1.1 431 "), got[:200]
+    assert b"application/problem+json" in got and b"/problems/header-too-large" in got
+
+
+def test_one_endless_header_value_is_refused_too(server):
+    # httptools buffers a header's value until its end: the bound counts raw bytes.
+    chunks = [b"GET / HTTP/1.1\r\nhost: x\r\nx-pad: ", *[b"a" * 4096] * (2 * MAX_HEAD_BYTES // 4096)]
+    got = _exchange(server, [*chunks, b"\r\n\r\n"], 0.001)
+    assert got.startswith(b"HTTP/1.1 431 "), got[:200]
+
+
+def test_a_head_under_the_bound_is_served(server):
+    pad = _padding(MAX_HEAD_BYTES - 2048)
+    got = _exchange(server, [b"GET / HTTP/1.1\r\nhost: x\r\n", *pad, b"\r\n"], 0.001)
+    assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+    assert got.endswith(b"0 %d" % (len(pad) + 1))
+
+
+def test_a_body_is_not_counted_as_head(server):
+    body = b"b" * (8 * MAX_HEAD_BYTES)
+    head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+    chunks = [head + body[:1000], *[body[i : i + 4096] for i in range(1000, len(body), 4096)]]
+    got = _exchange(server, chunks, 0.001)
+    assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"%d 2" % len(body)), got[:200]
+
+
+def test_pipelined_requests_each_get_their_own_bound(server):
+    one = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"".join(_padding(MAX_HEAD_BYTES // 2)) + b"\r\n"
+    got = _exchange(server, [one * 4])
+    assert got.count(b"HTTP/1.1 200 ") == 4, got[:300]
