@@ -18,6 +18,7 @@ from ulid import ULID
 from api import live, query, schemas
 from api.auth import SCOPES, ScopedRoute, sees_payloads
 from api.body import check, parse, read_body, read_json, validator
+from api.offload import run_blocking
 from api.problems import Problem
 from api.state import State
 from conveyor import tokens
@@ -165,7 +166,7 @@ async def submit(request: Request) -> Response:
     # Parse, check, record and send in one hop off the event loop: each hop costs more CPU
     # than parsing and checking a small body.
     key = idempotency_key(request, state)
-    task, created = await run_in_threadpool(_recorded, request, state, raw, limit, key)
+    task, created = await run_blocking(_recorded, request, state, raw, limit, key)
     if created:
         state.metrics.submitted.labels(type=task.type).inc()
     if created or (key is not None and task.idempotency_key == idempotency_digest(key)):
