@@ -175,3 +175,94 @@ def test_work_off_the_loop_runs_in_the_callers_context():
 
     seen, thread = asyncio.run(request())
     assert seen == "request-1" and thread.startswith("conveyor-api")
+
+
+def test_the_aws_clients_skip_client_side_parameter_validation():
+    from botocore.validate import ParamValidationDecorator
+
+    from conveyor.aws import AwsBackend
+
+    backend = AwsBackend(make_settings())
+    for client in (backend.dynamodb, backend.sqs, backend.s3):
+        # botocore wraps its serializer in the validator when validation is on.
+        assert not isinstance(client._serializer, ParamValidationDecorator)
+
+
+def _memory_app():
+    from prometheus_client import CollectorRegistry
+
+    from api.app import create_app
+    from tests.support.engines import memory_engine
+
+    registry = CollectorRegistry()
+    return create_app(memory_engine(make_settings()), registry), registry
+
+
+def test_a_request_is_matched_to_its_route_once_before_routing(monkeypatch):
+    """The auth middleware finds the route; the request metrics take its template from
+    there instead of matching every route again after the answer."""
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tests.conftest import AUTH_HEADERS
+
+    app, registry = _memory_app()
+    calls: list[str] = []
+    original = Route.matches
+
+    def counted(self, scope):
+        calls.append(self.path)
+        return original(self, scope)
+
+    monkeypatch.setattr(Route, "matches", counted)
+    with TestClient(app, headers=AUTH_HEADERS) as client:
+        calls.clear()
+        assert client.post("/v1/tasks", json={"type": "echo"}).status_code == 202
+        # Once by the auth middleware, once by the router; not a third time for metrics.
+        assert calls.count("/v1/tasks") == 2
+        labels = {"route": "/v1/tasks", "method": "POST", "code": "202"}
+        assert registry.get_sample_value("conveyor_http_requests_total", labels) == 1.0
+        # The console's mount at / matches every path the API routes do not.
+        assert client.get("/v1/tasks/nonesuch/x/y").status_code == 404
+        console = {"route": "/", "method": "GET", "code": "404"}
+        assert registry.get_sample_value("conveyor_http_requests_total", console) == 1.0
+
+
+def test_request_metrics_look_each_label_set_up_once(monkeypatch):
+    from starlette.testclient import TestClient
+
+    from tests.conftest import AUTH_HEADERS
+
+    app, registry = _memory_app()
+    metrics = app.state.conveyor.metrics
+    looked_up: list[dict[str, str]] = []
+    for metric in (metrics.requests, metrics.latency):
+        original = metric.labels
+
+        def counted(*args, _original=original, **kwargs):
+            looked_up.append(kwargs)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(metric, "labels", counted)
+    with TestClient(app, headers=AUTH_HEADERS) as client:
+        for _ in range(3):
+            assert client.post("/v1/tasks", json={"type": "echo"}).status_code == 202
+    assert looked_up == [
+        {"route": "/v1/tasks", "method": "POST", "code": "202"},
+        {"route": "/v1/tasks", "method": "POST"},
+    ]
+    labels = {"route": "/v1/tasks", "method": "POST", "code": "202"}
+    assert registry.get_sample_value("conveyor_http_requests_total", labels) == 3.0
+    timed = {"route": "/v1/tasks", "method": "POST"}
+    assert registry.get_sample_value("conveyor_http_request_duration_seconds_count", timed) == 3.0
+
+
+def test_a_callers_address_key_is_parsed_once():
+    from api.auth import _address_key, client_key
+
+    _address_key.cache_clear()
+    for _ in range(3):
+        assert client_key({"client": ("10.0.0.7", 1234)}) == "ip:10.0.0.7"
+        assert client_key({"client": ("2001:db8::1", 1234)}) == "ip:2001:db8::/64"
+    assert client_key({}) == "ip:unknown"
+    assert _address_key.cache_info().misses == 3
