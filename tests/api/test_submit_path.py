@@ -266,3 +266,82 @@ def test_a_callers_address_key_is_parsed_once():
         assert client_key({"client": ("2001:db8::1", 1234)}) == "ip:2001:db8::/64"
     assert client_key({}) == "ip:unknown"
     assert _address_key.cache_info().misses == 3
+
+
+class _Recording(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_a_response_head_and_body_leave_in_one_write():
+    from api.protocol import HeadHoldingTransport
+
+    async def scenario() -> list[list[bytes]]:
+        seen = []
+        raw = _Recording()
+        held = HeadHoldingTransport(raw, asyncio.get_running_loop())
+        # A small answer: head, then body, in one loop turn -> one write.
+        held.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n")
+        assert raw.writes == []
+        held.write(b"{}")
+        seen.append(list(raw.writes))
+        await asyncio.sleep(0)
+        seen.append(list(raw.writes))  # nothing more goes out later
+        # A head whose body comes later (an event stream) leaves on the loop's next turn.
+        raw.writes.clear()
+        held.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await asyncio.sleep(0)
+        seen.append(list(raw.writes))
+        held.write(b"5\r\nhello\r\n")
+        seen.append(list(raw.writes))
+        # Closing sends what is held first; anything else is passed through as is.
+        raw.writes.clear()
+        held.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        held.close()
+        seen.append(list(raw.writes))
+        assert raw.closed and held.is_closing()
+        return seen
+
+    small, later, streamed, chunk, closed = asyncio.run(scenario())
+    assert small == [b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}"]
+    assert later == small
+    assert streamed == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
+    assert chunk == [*streamed, b"5\r\nhello\r\n"]
+    assert closed == [b"HTTP/1.1 204 No Content\r\n\r\n"]
+
+
+async def _stream(scope, receive, send):
+    """A head, then body chunks with pauses: the head must not wait for the first chunk."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await asyncio.sleep(0.5)
+    await send({"type": "http.response.body", "body": b"late", "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_streamed_response_head_is_not_held_for_its_body():
+    with (
+        ServerThread(_stream, http=BoundedHttpToolsProtocol) as running,
+        socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        sock.settimeout(0.3)  # well before the body's 0.5 s
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+        sock.settimeout(5)
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            rest += sock.recv(65536)
+        assert b"late" in rest
