@@ -168,7 +168,7 @@ async def submit(request: Request) -> Response:
     key = idempotency_key(request, state)
     task, created = await run_blocking(_recorded, request, state, raw, limit, key)
     if created:
-        state.metrics.submitted.labels(type=task.type).inc()
+        state.count_submitted(task.type)
     if created or (key is not None and task.idempotency_key == idempotency_digest(key)):
         # The caller's own task (an Idempotency-Key is scoped to the caller): shown whole.
         return JSONResponse(
@@ -195,7 +195,7 @@ async def submit_batch(request: Request) -> Response:
         state.log_payload(request, sub.type, sub.payload)
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
     for task in tasks:
-        state.metrics.submitted.labels(type=task.type).inc()
+        state.count_submitted(task.type)
     return JSONResponse({"items": [t.to_json() for t in tasks]}, status_code=202)
 
 

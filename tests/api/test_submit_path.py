@@ -56,8 +56,9 @@ def server():
         yield running
 
 
-def _exchange(server, chunks: list[bytes], pause: float = 0.0) -> bytes:
-    """Send ``chunks`` one send() each, then read until the server closes or goes quiet."""
+def _exchange(server, chunks: list[bytes], pause: float = 0.0, responses: int = 1) -> bytes:
+    """Send ``chunks`` one send() each, then read ``responses`` whole responses, or until
+    the server closes or goes quiet."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         try:
             for chunk in chunks:
@@ -68,7 +69,7 @@ def _exchange(server, chunks: list[bytes], pause: float = 0.0) -> bytes:
         sock.settimeout(2)
         got = b""
         try:
-            while b"\r\n\r\n" not in got or not _complete(got):
+            while not _complete(got) or got.count(b"HTTP/1.1 ") < responses:
                 part = sock.recv(65536)
                 if not part:
                     break
@@ -79,7 +80,9 @@ def _exchange(server, chunks: list[bytes], pause: float = 0.0) -> bytes:
 
 
 def _complete(raw: bytes) -> bool:
-    """Whether every response in ``raw`` has its whole body (by content-length)."""
+    """Whether ``raw`` holds responses, each with its whole body (by content-length)."""
+    if not raw:
+        return False
     while raw:
         head, sep, rest = raw.partition(b"\r\n\r\n")
         if not sep:
@@ -134,7 +137,7 @@ def test_a_body_is_not_counted_as_head(server):
 
 def test_pipelined_requests_each_get_their_own_bound(server):
     one = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"".join(_padding(MAX_HEAD_BYTES // 2)) + b"\r\n"
-    got = _exchange(server, [one * 4])
+    got = _exchange(server, [one * 4], responses=4)
     assert got.count(b"HTTP/1.1 200 ") == 4, got[:300]
 
 
@@ -236,7 +239,7 @@ def test_request_metrics_look_each_label_set_up_once(monkeypatch):
     app, registry = _memory_app()
     metrics = app.state.conveyor.metrics
     looked_up: list[dict[str, str]] = []
-    for metric in (metrics.requests, metrics.latency):
+    for metric in (metrics.requests, metrics.latency, metrics.submitted):
         original = metric.labels
 
         def counted(*args, _original=original, **kwargs):
@@ -247,10 +250,15 @@ def test_request_metrics_look_each_label_set_up_once(monkeypatch):
     with TestClient(app, headers=AUTH_HEADERS) as client:
         for _ in range(3):
             assert client.post("/v1/tasks", json={"type": "echo"}).status_code == 202
-    assert looked_up == [
-        {"route": "/v1/tasks", "method": "POST", "code": "202"},
-        {"route": "/v1/tasks", "method": "POST"},
-    ]
+    assert sorted(looked_up, key=str) == sorted(
+        [
+            {"type": "echo"},
+            {"route": "/v1/tasks", "method": "POST", "code": "202"},
+            {"route": "/v1/tasks", "method": "POST"},
+        ],
+        key=str,
+    )
+    assert registry.get_sample_value("conveyor_tasks_submitted_total", {"type": "echo"}) == 3.0
     labels = {"route": "/v1/tasks", "method": "POST", "code": "202"}
     assert registry.get_sample_value("conveyor_http_requests_total", labels) == 3.0
     timed = {"route": "/v1/tasks", "method": "POST"}
