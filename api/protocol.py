@@ -71,7 +71,9 @@ class HeadHoldingTransport:
     def flush(self) -> None:
         if self._held is not None:
             held, self._held = self._held, None
-            self._transport.write(held)
+            # The peer may have gone in the meantime: nothing left to send it to.
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         self.flush()

@@ -319,14 +319,20 @@ def test_a_response_head_and_body_leave_in_one_write():
         held.close()
         seen.append(list(raw.writes))
         assert raw.closed and held.is_closing()
+        # A head held when the connection is lost is dropped, not written to a closed one.
+        raw.writes.clear()
+        held.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n")
+        await asyncio.sleep(0)
+        seen.append(list(raw.writes))
         return seen
 
-    small, later, streamed, chunk, closed = asyncio.run(scenario())
+    small, later, streamed, chunk, closed, lost = asyncio.run(scenario())
     assert small == [b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}"]
     assert later == small
     assert streamed == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
     assert chunk == [*streamed, b"5\r\nhello\r\n"]
     assert closed == [b"HTTP/1.1 204 No Content\r\n\r\n"]
+    assert lost == []
 
 
 async def _stream(scope, receive, send):
