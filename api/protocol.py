@@ -5,7 +5,9 @@ httptools parses a request for about a fifth of the API's own CPU per submit les
 h11 (docs/BENCHMARKS.md), but unlike h11 it buffers a request line and headers without
 limit: a client could grow the process by sending one endless header. This protocol
 refuses a head still incomplete after ``MAX_HEAD_BYTES`` with 431, as h11 refuses one
-over its own 16 KiB.
+over its own 16 KiB, and an HTTP/1.1 request without Host with 400, as h11 does. llhttp
+is otherwise the stricter parser (obs-fold, control characters in values, a bare LF,
+Content-Length beside Transfer-Encoding: all 400).
 
 uvicorn writes a response's head and its body separately: two socket sends, each a system
 call, for every answer. ``HeadHoldingTransport`` holds the head until the body's first
@@ -20,6 +22,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # h11's default (its max_incomplete_event_size), which the API enforced before.
@@ -132,6 +135,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        if self.parser.get_http_version() == "1.1" and not any(name == b"host" for name, _ in self.headers):
+            # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, as
+            # h11 did; llhttp leaves it to the server. Raised here, uvicorn answers its 400.
+            raise httptools.HttpParserError("an HTTP/1.1 request without a Host header")
         super().on_headers_complete()
 
     def _refuse(self) -> None:

@@ -359,3 +359,26 @@ def test_a_streamed_response_head_is_not_held_for_its_body():
         while not rest.endswith(b"0\r\n\r\n"):
             rest += sock.recv(65536)
         assert b"late" in rest
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host (RFC 9112 3.2)
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcde",
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n  folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\nx a: 1\r\n\r\n",
+        b"GET /a\x00b HTTP/1.1\r\nhost: x\r\n\r\n",
+    ],
+    ids=["no-host", "cl-and-te", "two-cl", "te-not-chunked-last", "obs-fold", "space-in-name", "nul-in-path"],
+)
+def test_ambiguous_or_malformed_requests_get_400(server, raw):
+    """What h11 refused, the httptools parser refuses too: no request is framed two ways."""
+    got = _exchange(server, [raw])
+    assert got.startswith(b"HTTP/1.1 400 "), got[:200]
+
+
+def test_an_http_1_0_request_needs_no_host(server):
+    assert _exchange(server, [b"GET / HTTP/1.0\r\n\r\n"]).startswith(b"HTTP/1.1 200 ")
