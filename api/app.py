@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
@@ -15,7 +16,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import NONE, Authenticator, AuthMiddleware, ScopedMount
+from api.auth import MATCHED, NONE, Authenticator, AuthMiddleware, ScopedMount
 from api.problems import Problem, on_conveyor_error, on_http_exception, on_problem, on_unexpected
 from api.routes import events, schedules, system, tasks
 from api.state import State
@@ -39,6 +40,7 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
 ]
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
 
 
 class SecurityHeaders:
@@ -54,8 +56,7 @@ class SecurityHeaders:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {name for name, _ in SECURITY_HEADERS}
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _SECURITY_NAMES]
                 message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
             await send(message)
 
@@ -76,13 +77,34 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        # Each label set's child, looked up once: ``labels()`` checks and joins its
+        # arguments on every call. As many entries as the metrics have series.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     def _template(self, scope: Scope) -> str:
+        matched = scope.get(MATCHED)
+        if matched is not None:  # the auth middleware found the route already
+            route, full = matched
+            return str(getattr(route, "path", "other") or "/") if full else "unmatched"
         for route in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return str(getattr(route, "path", "other") or "/")
         return "unmatched"
+
+    def _record(self, scope: Scope, code: int, seconds: float) -> None:
+        route = self._template(scope)
+        method = scope["method"]
+        counter = self._counters.get((route, method, str(code)))
+        if counter is None:
+            counter = self.metrics.requests.labels(route=route, method=method, code=str(code))
+            self._counters[(route, method, str(code))] = counter
+        timer = self._timers.get((route, method))
+        if timer is None:
+            timer = self._timers[(route, method)] = self.metrics.latency.labels(route=route, method=method)
+        counter.inc()
+        timer.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,10 +122,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = self._template(scope)
-            method = scope["method"]
-            self.metrics.requests.labels(route=route, method=method, code=str(code)).inc()
-            self.metrics.latency.labels(route=route, method=method).observe(time.perf_counter() - start)
+            self._record(scope, code, time.perf_counter() - start)
 
 
 def _queue_gauges(engine: Engine) -> dict[str, float]:

@@ -14,6 +14,7 @@ when it changes. Requests whose path holds a control character are refused outri
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -35,6 +36,8 @@ log = logging.getLogger("conveyor.api.auth")
 PRINCIPAL = "conveyor.principal"
 SCOPES = "conveyor.scopes"
 AUTHORIZED = "conveyor.authorized_route"
+# (route or None, full match?) as found before routing: the request metrics' route label.
+MATCHED = "conveyor.matched_route"
 ANONYMOUS = "anonymous"
 # The console's session cookie (POST /v1/session): accepted only by routes declared with
 # ``cookie=True`` (the GET event streams), since an EventSource cannot send a header.
@@ -124,18 +127,24 @@ def declared_scope(route: BaseRoute) -> str | None:
     return value if isinstance(value, str) and value in DECLARABLE else None
 
 
-def route_for(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
-    """The route Starlette's router hands this request to: the first full match, else the
-    first partial one (which answers 405). None: no route; the router answers 404 or
-    redirects to the path with(out) a trailing slash, and nothing runs."""
+def match_route(routes: Sequence[BaseRoute], scope: Scope) -> tuple[BaseRoute | None, bool]:
+    """The route Starlette's router hands this request to, and whether it matched fully:
+    the first full match, else the first partial one (which answers 405). None: no route;
+    the router answers 404 or redirects to the path with(out) a trailing slash, and nothing
+    runs."""
     partial = None
     for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return route
+            return route, True
         if match is Match.PARTIAL and partial is None:
             partial = route
-    return partial
+    return partial, False
+
+
+def route_for(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route the router hands this request to (``match_route``)."""
+    return match_route(routes, scope)[0]
 
 
 def client_key(scope: Scope) -> str:
@@ -143,7 +152,12 @@ def client_key(scope: Scope) -> str:
     connecting peer is a trusted proxy (FORWARDED_ALLOW_IPS). An IPv6 caller is counted by
     its /64, which one host or network typically holds whole."""
     client = scope.get("client")
-    host = str(client[0]) if client else "unknown"
+    return _address_key(str(client[0]) if client else "unknown")
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_key(host: str) -> str:
+    # Parsing an address costs more than the rest of the key: callers repeat, so cache.
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -201,7 +215,8 @@ class AuthMiddleware:
                 "malformed-path",
                 errors=[{"pointer": "/path", "message": "no control characters (%00-%1F, %7F-%9F)"}],
             )
-        route = route_for(scope["app"].routes, scope)
+        route, full = match_route(scope["app"].routes, scope)
+        scope[MATCHED] = (route, full)
         if route is None:
             return None  # the router answers 404 (or redirects); nothing runs
         declared = declared_scope(route)

@@ -34,6 +34,9 @@ class State:
     watcher: TaskWatcher = field(init=False)
     # One per process: every GET /v1/events of this process shares its polls.
     feed: ChangeFeed = field(init=False)
+    # The submitted counter's child per task type, looked up once (``labels()`` checks
+    # and joins its arguments on every call).
+    _submitted: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.settings = self.engine.settings
@@ -42,6 +45,12 @@ class State:
         self.openapi = schemas.openapi(self.settings.max_batch_size)
         self.watcher = TaskWatcher(self.engine.store)
         self.feed = ChangeFeed(self.engine.store)
+
+    def count_submitted(self, task_type: str) -> None:
+        child = self._submitted.get(task_type)
+        if child is None:
+            child = self._submitted[task_type] = self.metrics.submitted.labels(type=task_type)
+        child.inc()
 
     def ping(self) -> None:
         self.engine.store.ping()

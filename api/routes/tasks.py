@@ -18,6 +18,7 @@ from ulid import ULID
 from api import live, query, schemas
 from api.auth import SCOPES, ScopedRoute, sees_payloads
 from api.body import check, parse, read_body, read_json, validator
+from api.offload import run_blocking
 from api.problems import Problem
 from api.state import State
 from conveyor import tokens
@@ -165,9 +166,9 @@ async def submit(request: Request) -> Response:
     # Parse, check, record and send in one hop off the event loop: each hop costs more CPU
     # than parsing and checking a small body.
     key = idempotency_key(request, state)
-    task, created = await run_in_threadpool(_recorded, request, state, raw, limit, key)
+    task, created = await run_blocking(_recorded, request, state, raw, limit, key)
     if created:
-        state.metrics.submitted.labels(type=task.type).inc()
+        state.count_submitted(task.type)
     if created or (key is not None and task.idempotency_key == idempotency_digest(key)):
         # The caller's own task (an Idempotency-Key is scoped to the caller): shown whole.
         return JSONResponse(
@@ -194,7 +195,7 @@ async def submit_batch(request: Request) -> Response:
         state.log_payload(request, sub.type, sub.payload)
     tasks = await run_in_threadpool(state.engine.submit_batch, subs)
     for task in tasks:
-        state.metrics.submitted.labels(type=task.type).inc()
+        state.count_submitted(task.type)
     return JSONResponse({"items": [t.to_json() for t in tasks]}, status_code=202)
 
 

@@ -35,6 +35,10 @@ class AwsBackend:
             # Long polls wait 20 s server-side; the read timeout must outlast them.
             read_timeout=max(settings.poll_wait_seconds + 10, 30),
             tcp_keepalive=True,
+            # Our own code builds every request; checking each against the service model
+            # again costs about a tenth of botocore's CPU per call (docs/BENCHMARKS.md).
+            # AWS still validates every request, and its refusals arrive as ClientErrors.
+            parameter_validation=False,
         )
         self.session = boto3.session.Session(region_name=settings.region)
         self.sqs: SQSClient = self.session.client("sqs", config=config)

@@ -23,7 +23,7 @@ def test_a_submit_leaves_the_event_loop_once(monkeypatch):
     from starlette.concurrency import run_in_threadpool
     from starlette.testclient import TestClient
 
-    from api import body
+    from api import body, offload
     from api.app import create_app
     from api.routes import tasks
     from tests.conftest import AUTH_HEADERS, make_settings
@@ -35,8 +35,13 @@ def test_a_submit_leaves_the_event_loop_once(monkeypatch):
         hops.append(func.__name__)
         return await run_in_threadpool(func, *args, **kwargs)
 
+    async def counted_blocking(func, *args):
+        hops.append(func.__name__)
+        return await offload.run_blocking(func, *args)
+
     monkeypatch.setattr(tasks, "run_in_threadpool", counted)
     monkeypatch.setattr(body, "run_in_threadpool", counted)
+    monkeypatch.setattr(tasks, "run_blocking", counted_blocking)
     app = create_app(memory_engine(make_settings()), CollectorRegistry())
     with TestClient(app, headers=AUTH_HEADERS) as client:
         r = client.post("/v1/tasks", json={"type": "echo", "payload": {"n": 1}})
