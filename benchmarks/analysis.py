@@ -63,7 +63,13 @@ PARAGRAPHS = [
     loop's self-pipe wake-ups fell from about 15% of the worker's samples to about 7%. The
     event loop's own work (its share in the profile below) is most of the rest of the gap.
     Handing back calls that end together with one wake-up was tried earlier (4.27 ms against
-    4.07 ms without it, seven interleaved runs) and not kept. The harness waits for every
+    4.07 ms without it, seven interleaved runs) and not kept. Since then the claim rests on
+    the copy its message carries, so the worker no longer parses a returned item, and the
+    claim and the finish each lost a clause: in five interleaved rounds of the code before
+    and after (2026-12-03, N = 200, +0 ms, load average under 1), the worker's CPU per task
+    against the floor's in the same round went from 1.43x (medians 4.5 against 3.3 ms) to
+    1.18x (4.6 against 3.5 ms: the rounds' absolute figures moved together), and moto's CPU per
+    task from 1.73x the floor's to 1.16x. The harness waits for every
     handler's start event before it scrapes the worker's `/metrics` once, so no scrape (about
     0.8 ms of the worker's CPU each) is charged to Conveyor's tasks.""",
     """**Requests per task with batching.** Two UpdateItems are the fixed part (2.0 of the 2.5
@@ -88,12 +94,15 @@ PARAGRAPHS = [
     precedes the handler. Celery's chain is one SendMessage and the receive. The submit
     call is about half of Conveyor's p50 (section 4); the worker's part, from the submit's
     answer to the handler's start, was 11-13 ms against the floor's 6-8 ms in the interleaved
-    rounds of 2026-12-03: the long poll's answer goes through the event loop before the
-    claim's thread hop (the claim, handler and finish then share that one hop), and the
-    level whose long poll brought a task is short-polled next, a ReceiveMessage that moto
-    serves alongside the claim. Long-polling on instead after a long poll that brought fewer
-    than it asked for was measured in seven interleaved rounds and did not measurably help
-    (the worker's part at 1.71x the floor's against 1.75x), so it was not kept.""",
+    rounds of 2026-12-03 before the claim on the copy, and 8-10 ms against 7-8 ms after it
+    (four interleaved latency-only rounds, p50 1.15-1.23x the floor's): the long poll's answer
+    goes through the event loop before the claim's thread hop (the claim, handler and finish
+    then share that one hop), and the level whose long poll brought a task is short-polled
+    next, a ReceiveMessage that moto serves alongside the claim. Two ways around that were
+    measured in those rounds and not kept: yielding to the loop after handing out the
+    messages, so their claims leave before the next receive (p50 1.22x the floor's against
+    1.17x without), and long-polling on after a long poll that brought fewer than it asked
+    for (1.21x; in seven earlier rounds 1.71x against 1.75x for the worker's part).""",
 ]
 
 ANALYSIS: list[str] = ["", "### Reading the figures", ""] + ["- " + " ".join(p.split()) for p in PARAGRAPHS]
