@@ -595,9 +595,16 @@ class DynamoTaskStore:
         return Page(tasks, _encode_cursor(last) if last else None)
 
     def _status_query(
-        self, status: str, *, newest_first: bool = True, limit: int | None = None, below: str | None = None
+        self,
+        status: str,
+        *,
+        newest_first: bool = True,
+        limit: int | None = None,
+        below: str | None = None,
+        count: bool = False,
+        start: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The Query of one ``status-index`` partition (ids below ``below``, if given)."""
+        """One page of a ``status-index`` partition (ids below ``below``, if given)."""
         args: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "status-index",
@@ -611,7 +618,12 @@ class DynamoTaskStore:
         if below:
             args["KeyConditionExpression"] += " AND id < :below"
             args["ExpressionAttributeValues"][":below"] = _s(below)
-        return args
+        if count:
+            args["Select"] = "COUNT"
+        if start:
+            args["ExclusiveStartKey"] = start
+        with translated("dynamodb Query"):
+            return dict(self.client.query(**args))
 
     def _newest(self, limit: int, cursor: str | None) -> Page:
         """Every task newest first: the newest ``limit`` of each status partition, merged.
@@ -624,9 +636,7 @@ class DynamoTaskStore:
         floor = ""
         more = False
         for status in Status:
-            args = self._status_query(status.value, limit=limit, below=after)
-            with translated("dynamodb Query"):
-                out = self.client.query(**args)
+            out = self._status_query(status.value, limit=limit, below=after)
             page = out.get("Items", [])
             # A task whose status changed between two of these queries may be in both
             # answers (the index is eventually consistent): once, as the later read saw it.
@@ -653,21 +663,18 @@ class DynamoTaskStore:
         counts: dict[Status, int] = {}
         for status in Status:
             total = 0
-            args = self._status_query(status.value) | {"Select": "COUNT"}
+            start = None
             while True:
-                with translated("dynamodb Query"):
-                    out = self.client.query(**args)
+                out = self._status_query(status.value, count=True, start=start)
                 total += int(out.get("Count", 0))
                 if "LastEvaluatedKey" not in out:
                     break
-                args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+                start = out["LastEvaluatedKey"]
             counts[status] = total
         return counts
 
     def _queued(self, limit: int, before_id: str | None = None) -> list[Task]:
-        args = self._status_query("queued", newest_first=False, limit=limit, below=before_id)
-        with translated("dynamodb Query"):
-            out = self.client.query(**args)
+        out = self._status_query("queued", newest_first=False, limit=limit, below=before_id)
         return [item_to_task(i) for i in out.get("Items", [])]
 
     def oldest_queued(self) -> Task | None:
