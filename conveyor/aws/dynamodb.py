@@ -221,9 +221,8 @@ def _updated_at(item: dict[str, Any], status: Status) -> datetime:
     makes. A queued task's is ``updated_at`` exactly: the sweeper's write is conditioned on it."""
     stored: datetime = from_rfc3339(item["updated_at"]["S"])  # type: ignore[assignment]
     mark = "started_at" if status is Status.RUNNING else "finished_at" if status.terminal else None
-    if mark and mark in item:
-        stored = max(stored, from_rfc3339(item[mark]["S"]) or stored)
-    return stored
+    at = from_rfc3339(item[mark]["S"]) if mark and mark in item else None
+    return max(stored, at) if at else stored
 
 
 def item_to_task(item: dict[str, Any]) -> Task:
@@ -949,9 +948,10 @@ class DynamoTaskStore:
         self, task_id: str, error: TaskError, at: datetime, notify: bool = False
     ) -> Task | None:
         item = self._item(task_id)
-        current = readable_tasks([item])[0] if item else None
-        if item is None or current is None or current.status.terminal:
+        found = readable_tasks([item]) if item else []
+        if item is None or not found or found[0].status.terminal:
             return None
+        current = found[0]
         owed, values = _owed(current, notify)
         out = self._update(
             task_id,
