@@ -178,3 +178,15 @@ def test_a_record_read_back_gives_the_copy_its_create_wrote():
     item = dynamodb.task_to_item(task)
     again = dynamodb.item_to_task(item)
     assert item["copy_digest"]["S"] == copy_digest(again.id, creation_copy(again))
+
+
+def test_failing_a_record_that_cannot_be_read_leaves_it_alone(settings_factory):
+    from conveyor.model import TaskError, now
+
+    store = AwsBackend(settings_factory()).store()
+    task_id = new_id()
+    store.client.put_item(
+        TableName=store.table,
+        Item={"id": {"S": task_id}, "kind": {"S": "task"}, "status": {"S": "no-such-status"}},
+    )
+    assert store.fail_unfinished(task_id, TaskError("WorkerLost", "gone"), now()) is None
