@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from conveyor import lifecycle, logs, tracing
+from conveyor.blocking import BlockingCalls
 from conveyor.engine import Engine
 from conveyor.errors import RecordTooLarge, Unavailable
 from conveyor.metrics import WorkerMetrics
@@ -27,7 +28,6 @@ from conveyor.registry import TaskType
 from worker import handlers
 from worker.deletes import DeleteBatcher
 from worker.handlers.context import Context
-from worker.io import BlockingCalls
 from worker.progress import Reporter
 
 log = logging.getLogger("conveyor.worker")

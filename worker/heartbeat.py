@@ -11,10 +11,10 @@ import os
 from datetime import timedelta
 
 from conveyor import __version__
+from conveyor.blocking import BlockingCalls
 from conveyor.engine import Engine
 from conveyor.model import Priority, WorkerInfo
 from worker.attempt import Attempts
-from worker.io import BlockingCalls
 
 log = logging.getLogger("conveyor.worker")
 

@@ -1,35 +1,9 @@
-"""Blocking calls (boto3 under the adapters) off the event loop, on a pool of their own so
-handlers in threads can never starve them."""
+"""The worker's waits. Its blocking calls go through ``conveyor.blocking.BlockingCalls``, on a
+pool of their own so handlers in threads can never starve them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-class BlockingCalls:
-    def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="conveyor-io")
-
-    async def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.start(fn, *args, **kwargs)
-
-    def start(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
-        """The call as a future, for a caller that may stop waiting for it."""
-        # In a copy of the caller's context, as asyncio.to_thread does: an attempt's store and
-        # queue calls are traced inside its span.
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return asyncio.get_running_loop().run_in_executor(self._pool, call)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def wait_for_event(event: asyncio.Event, seconds: float) -> bool:

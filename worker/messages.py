@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from conveyor import flowkeys, lifecycle
+from conveyor.blocking import BlockingCalls
 from conveyor.engine import Engine
 from conveyor.lifecycle import flow
 from conveyor.metrics import WorkerMetrics
@@ -19,7 +20,6 @@ from conveyor.ports import Claim, FlowLimits, Lease
 from conveyor.registry import TaskType
 from worker.attempt import Attempts
 from worker.deletes import DeleteBatcher
-from worker.io import BlockingCalls
 
 log = logging.getLogger("conveyor.worker")
 

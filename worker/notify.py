@@ -21,13 +21,13 @@ from typing import Any
 
 from conveyor import lifecycle
 from conveyor import notify as signing
+from conveyor.blocking import BlockingCalls
 from conveyor.engine import Engine
 from conveyor.errors import PermanentError, RetryableError
 from conveyor.model import Delivery, Message, Task
 from conveyor.registry import TaskType
 from worker.deletes import DeleteBatcher
 from worker.handlers.webhook import Guard, _tls_context, resolve
-from worker.io import BlockingCalls
 
 log = logging.getLogger("conveyor.worker")
 

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from conveyor import lanes, lifecycle
+from conveyor.blocking import BlockingCalls
 from conveyor.engine import Engine
 from conveyor.errors import ConveyorError
 from conveyor.metrics import WorkerMetrics
@@ -43,7 +44,7 @@ from conveyor.ports import BlobStore, Claim, Lease
 from worker.attempt import Attempts
 from worker.deletes import GATHER_SECONDS, DeleteBatcher
 from worker.heartbeat import Heartbeat
-from worker.io import BlockingCalls, wait_for_event
+from worker.io import wait_for_event
 from worker.messages import Messages
 from worker.notify import Notifier
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from worker.io import BlockingCalls
+from conveyor.blocking import BlockingCalls
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 
