@@ -1,25 +1,18 @@
 """The API's HTTP/1.1 protocol: uvicorn's httptools one (llhttp, in C), with a bound on a
-request's head and each small response sent in one write.
+request's head.
 
 httptools parses a request for about a fifth of the API's own CPU per submit less than
-h11 (docs/BENCHMARKS.md), but unlike h11 it buffers a request line and headers without
+h11 (docs/ARCHITECTURE.md), but unlike h11 it buffers a request line and headers without
 limit: a client could grow the process by sending one endless header. This protocol
 refuses a head still incomplete after ``MAX_HEAD_BYTES`` with 431, as h11 refuses one
 over its own 16 KiB, and an HTTP/1.1 request without Host with 400, as h11 does. llhttp
 is otherwise the stricter parser (obs-fold, control characters in values, a bare LF,
 Content-Length beside Transfer-Encoding: all 400).
-
-uvicorn writes a response's head and its body separately: two socket sends, each a system
-call, for every answer. ``HeadHoldingTransport`` holds the head until the body's first
-write (or, for a response whose body comes later, such as an event stream, until the
-loop's next turn), so a whole small response leaves in one send.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterable
 from typing import Any
 
 import httptools
@@ -48,56 +41,6 @@ _REFUSAL = b"".join(
 )
 
 
-class HeadHoldingTransport:
-    """A connection's transport, holding a response head (a write that starts with the
-    status line and ends with the blank line) until the next write or the loop's next
-    turn, whichever comes first. Everything else is the transport's own."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-        self._flush_later: asyncio.Handle | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is not None:
-            data = self._held + bytes(data)
-            self._held = None
-            if self._flush_later is not None:
-                self._flush_later.cancel()
-        elif data[:9] == b"HTTP/1.1 " and data[-4:] == b"\r\n\r\n":
-            self._held = bytes(data)
-            self._flush_later = self._loop.call_soon(self.flush)
-            return
-        self._transport.write(data)
-
-    def flush(self) -> None:
-        if self._held is not None:
-            held, self._held = self._held, None
-            # The peer may have gone in the meantime: nothing left to send it to.
-            if not self._transport.is_closing():
-                self._transport.write(held)
-
-    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        self.flush()
-        self._transport.writelines(chunks)
-
-    def write_eof(self) -> None:
-        self.flush()
-        self._transport.write_eof()
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._held = None
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, counting the bytes of each request's head.
 
@@ -112,10 +55,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._heads_begun = 0
         self._refused = False
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.transport = HeadHoldingTransport(transport, asyncio.get_running_loop())  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
