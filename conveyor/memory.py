@@ -59,7 +59,6 @@ from conveyor.ports import (
     ScheduleState,
     SlotAnswer,
     UniqueLock,
-    outgoing_task,
     same_creation,
 )
 
@@ -622,10 +621,9 @@ class MemoryBroker:
     ) -> list[str]:
         at, sent = self.clock.monotonic(), self.clock.now()
         with self._cond:
-            for item in items:
-                task_id, task_type = item[0], item[1]
-                delay = min(max(item[2], 0), BROKER_MAX_DELAY_SECONDS)
-                body = encode_message(task_id, task_type, outgoing_task(item))
+            for task_id, task_type, delay, task in items:
+                delay = min(max(delay, 0), BROKER_MAX_DELAY_SECONDS)
+                body = encode_message(task_id, task_type, task)
                 context = dict(trace_context or {})
                 self._entries.append(_Entry(task_id, task_type, sent, at + delay, 0, "", context, body))
             self._cond.notify_all()

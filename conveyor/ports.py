@@ -247,12 +247,8 @@ BROKER_MAX_DELAY_SECONDS = 900
 BROKER_MAX_VISIBILITY_SECONDS = 12 * 3600 - 300
 
 
-# A message to send: (task id, type, delay seconds[, the task as created, copied in]).
-Outgoing = tuple[str, str, int] | tuple[str, str, int, Task | None]
-
-
-def outgoing_task(item: Outgoing) -> Task | None:
-    return item[3] if len(item) > 3 else None
+# A message to send: (task id, type, delay seconds, the task as created to copy in, or None).
+Outgoing = tuple[str, str, int, Task | None]
 
 
 class Broker(Protocol):
@@ -272,7 +268,7 @@ class Broker(Protocol):
     def send_many(
         self, items: Sequence[Outgoing], trace_context: Mapping[str, str] | None = None
     ) -> list[str]:
-        """Send (id, type, delay[, task as created]) items, all with ``trace_context``;
+        """Send (id, type, delay, task as created or None) items, all with ``trace_context``;
         returns ids that could not be sent."""
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]: ...

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.aws.clients import translated
 from conveyor.errors import Unavailable
 from conveyor.model import Message, Priority, QueueDepth, Task, decode_message, encode_message
-from conveyor.ports import BROKER_MAX_DELAY_SECONDS, BROKER_MAX_VISIBILITY_SECONDS, Outgoing, outgoing_task
+from conveyor.ports import BROKER_MAX_DELAY_SECONDS, BROKER_MAX_VISIBILITY_SECONDS, Outgoing
 
 if TYPE_CHECKING:
     from types_boto3_sqs import SQSClient
@@ -84,11 +84,11 @@ class SqsBroker:
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
             entries: list[SendMessageBatchRequestEntryTypeDef] = []
-            for n, item in enumerate(chunk):
+            for n, (task_id, task_type, delay, task) in enumerate(chunk):
                 entry: SendMessageBatchRequestEntryTypeDef = {
                     "Id": str(n),
-                    "MessageBody": encode_message(item[0], item[1], outgoing_task(item)),
-                    "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(item[2]))),
+                    "MessageBody": encode_message(task_id, task_type, task),
+                    "DelaySeconds": max(0, min(BROKER_MAX_DELAY_SECONDS, int(delay))),
                 }
                 if attributes:
                     entry["MessageAttributes"] = attributes

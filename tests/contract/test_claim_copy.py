@@ -164,7 +164,7 @@ def test_a_message_carries_the_task_as_created_and_a_resend_carries_it_on(broker
 def test_a_large_task_or_a_message_sent_without_it_names_the_task_only(broker):
     big = _task(payload={"blob": "x" * MAX_COPY_BYTES})
     small = _task()
-    broker.send_many([(big.id, big.type, 0, big), (small.id, small.type, 0)])
+    broker.send_many([(big.id, big.type, 0, big), (small.id, small.type, 0, None)])
     copies = {m.task_id: m.copy for m in broker.receive(10, 1)}
     assert copies == {big.id: None, small.id: None}
 

@@ -386,7 +386,7 @@ def test_workers(workers):
 
 
 def test_broker_visibility_semantics(broker):
-    broker.send_many([("t1", "echo", 0), ("t2", "echo", 0)])
+    broker.send_many([("t1", "echo", 0, None), ("t2", "echo", 0, None)])
     got = broker.receive(10, 1)
     assert sorted(m.task_id for m in got) == ["t1", "t2"]
     assert broker.receive(10, 0) == []  # hidden while in flight
@@ -400,7 +400,7 @@ def test_broker_visibility_semantics(broker):
 
 def test_change_visibility_many_over_a_batch_of_batches(broker):
     """More receipts than one SQS batch call takes (10): every one is changed."""
-    broker.send_many([(f"t{n}", "echo", 0) for n in range(12)])
+    broker.send_many([(f"t{n}", "echo", 0, None) for n in range(12)])
     got: list = []
     for _ in range(10):
         got += broker.receive(10, 1)

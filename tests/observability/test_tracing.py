@@ -65,7 +65,7 @@ def broker(request):
 def test_the_trace_context_travels_with_the_message(broker):
     carrier = {"traceparent": TRACEPARENT, "tracestate": "vendor=x"}
     broker.send("t-one", "echo", 0, carrier)
-    assert broker.send_many([("t-b1", "echo", 0), ("t-b2", "echo", 0)], carrier) == []
+    assert broker.send_many([("t-b1", "echo", 0, None), ("t-b2", "echo", 0, None)], carrier) == []
     broker.send("t-none", "echo")
     got: dict[str, dict[str, str]] = {}
     for _ in range(10):
