@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from conveyor.errors import ConveyorError
@@ -32,8 +33,10 @@ class DeleteBatcher:
     ) -> None:
         self._delete_many = delete_many
         self._gather = gather_seconds
-        # Insertion order: the queue whose receipts have waited longest comes first.
         self._pending: dict[Priority, list[str]] = {}
+        # When each queue's oldest pending receipt came (monotonic): its batch goes once that
+        # has waited the gather time, however busy the other queues are.
+        self._since: dict[Priority, float] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
 
@@ -42,43 +45,43 @@ class DeleteBatcher:
 
     def add(self, receipt: str, lane: Priority = Priority.NORMAL) -> None:
         self._pending.setdefault(lane, []).append(receipt)
+        self._since.setdefault(lane, time.monotonic())
         self._wakeup.set()
-
-    def _full(self) -> bool:
-        return any(len(receipts) >= BATCH for receipts in self._pending.values())
 
     async def _send(self, lane: Priority) -> None:
         receipts = self._pending.pop(lane)
         batch, rest = receipts[:BATCH], receipts[BATCH:]
-        if rest:
-            self._pending[lane] = rest
+        since = self._since.pop(lane)
+        if rest:  # as old as the batch that went: due at the same time
+            self._pending[lane], self._since[lane] = rest, since
         try:
             await self._delete_many(lane, batch)
         except ConveyorError as exc:
             # The task is terminal already; its message coming back is a no-op.
             log.warning("delete of %d message(s) failed: %s", len(batch), exc)
 
-    async def _send_due(self, everything: bool) -> None:
-        """The full batches; with ``everything`` (the gather time is up, or closing), one
-        batch of every queue."""
-        for lane in list(self._pending):
-            if lane in self._pending and (everything or len(self._pending[lane]) >= BATCH):
-                await self._send(lane)
+    def _due(self, now: float) -> list[Priority]:
+        """The queues whose batch goes now: full, waited the gather time, or closing."""
+        return [
+            lane
+            for lane, since in self._since.items()
+            if self._closing or len(self._pending[lane]) >= BATCH or now - since >= self._gather
+        ]
 
     async def run(self) -> None:
         """Send batches until closed and empty: each pending delete waits at most about
         the gather time for its batch to fill."""
-        loop = asyncio.get_running_loop()
         while not (self._closing and not self._pending):
             await self._wakeup.wait()
+            self._wakeup.clear()
             while self._pending:
-                deadline = loop.time() + self._gather
-                while not self._full() and not self._closing and (left := deadline - loop.time()) > 0:
+                now = time.monotonic()
+                due = self._due(now)
+                if not due:
+                    await wait_for_event(self._wakeup, min(self._since.values()) + self._gather - now)
                     self._wakeup.clear()
-                    await wait_for_event(self._wakeup, left)
-                await self._send_due(everything=not self._full())
-            if not self._closing:
-                self._wakeup.clear()
+                for lane in due:
+                    await self._send(lane)
 
     def closing(self) -> None:
         """Stop gathering: what is pending goes at once."""
@@ -87,4 +90,5 @@ class DeleteBatcher:
 
     async def flush(self) -> None:
         while self._pending:
-            await self._send_due(everything=True)
+            for lane in list(self._pending):
+                await self._send(lane)

@@ -75,6 +75,32 @@ def test_deletes_are_batched_per_queue():
     assert len(sent) == 3  # 9, 8 and 8: one request per queue, not one per message
 
 
+def test_a_quiet_queues_delete_waits_no_longer_than_the_gather_time_under_another_queues_load():
+    """A busy queue filling a batch within every gather window never holds back another
+    queue's lone receipt: each queue's batch goes once its oldest receipt has waited."""
+    sent: list[tuple[Priority, list[str], float]] = []
+
+    async def delete_many(lane: Priority, receipts: list[str]) -> None:
+        sent.append((lane, receipts, time.monotonic()))
+
+    async def scenario() -> float:
+        batcher = DeleteBatcher(delete_many, gather_seconds=0.2)
+        runner = asyncio.create_task(batcher.run())
+        batcher.add("low-0", L)
+        added = time.monotonic()
+        for n in range(12):  # a full high batch every 0.05 s for 0.6 s
+            for k in range(10):
+                batcher.add(f"high-{n}-{k}", H)
+            await asyncio.sleep(0.05)
+        batcher.closing()
+        await runner
+        return added
+
+    added = asyncio.run(scenario())
+    (low,) = [(receipts, at) for lane, receipts, at in sent if lane is L]
+    assert low[0] == ["low-0"] and low[1] - added < 0.45
+
+
 def test_a_high_task_starts_ahead_of_a_low_backlog(make_stub, tmp_path: Path):
     stub = make_stub(lanes=True, worker_concurrency=2)
     log = tmp_path / "runs"
