@@ -39,6 +39,7 @@ class Messages:
         self.store, self.clock = engine.store, engine.clock
         self.id, self.metrics, self.rng = worker_id, metrics, rng
         self._claiming: Counter[str] = Counter()  # task ids with a claim call in flight
+        self._admitting: set[str] = set()  # task ids taking their fleet-wide limits here
 
     # -- fleet-wide limits, before the claim ---------------------------------------------------
 
@@ -53,23 +54,31 @@ class Messages:
         if limits is None:
             log.error("task type %s has fleet-wide limits but no store for them is wired", tasktype.name)
             return lifecycle.Resend(self.engine.settings.hold_seconds, "no flow-limits store")
-        task = await self.io(self.store.get, message.task_id, True)
-        now = self.clock.now()
-        if (
-            task is None
-            or task.status is not Status.QUEUED
-            or task.type != tasktype.name
-            or (task.run_at is not None and task.run_at > now)
-        ):
-            return []
-        leases: list[Lease] = []
+        if message.task_id in self._admitting or self.in_flight(message.task_id):
+            # Another copy of the message is being admitted, claimed or run here: a slot
+            # taken for this one would be the same lease, and its release that copy's.
+            return lifecycle.standby(self.engine.settings.visibility_timeout)
+        self._admitting.add(message.task_id)
         try:
-            return await self._admit(limits, task, tasktype, now, leases)
-        except BaseException:
-            # A store failure half way (say, the rate write after the slot): the slot goes
-            # back now rather than when its lease runs out.
-            await self.release(leases)
-            raise
+            task = await self.io(self.store.get, message.task_id, True)
+            now = self.clock.now()
+            if (
+                task is None
+                or task.status is not Status.QUEUED
+                or task.type != tasktype.name
+                or (task.run_at is not None and task.run_at > now)
+            ):
+                return []
+            leases: list[Lease] = []
+            try:
+                return await self._admit(limits, task, tasktype, now, leases)
+            except BaseException:
+                # A store failure half way (say, the rate write after the slot): the slot
+                # goes back now rather than when its lease runs out.
+                await self.release(leases)
+                raise
+        finally:
+            self._admitting.discard(message.task_id)
 
     async def _admit(
         self, limits: FlowLimits, task: Task, tasktype: TaskType, now: datetime, leases: list[Lease]

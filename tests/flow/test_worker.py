@@ -129,7 +129,7 @@ def test_a_duplicate_message_never_releases_the_running_workers_slot(stub, tmp_p
     log = tmp_path / "runs"
     task = stub.submit("one", {"log": str(log), "seconds": 30})
     stub.start(worker_id="w-a")
-    stub.until(lambda: stub.get(task.id).status is Status.RUNNING)
+    stub.until(lambda: runs(log))  # running: its handler has started
     stub.broker.send(task.id, "one")  # an at-least-once duplicate, to another worker
     stub.start(worker_id="w-b")
     stub.until(lambda: stub.broker.depth().in_flight == 2)  # the copy on standby
@@ -137,6 +137,20 @@ def test_a_duplicate_message_never_releases_the_running_workers_slot(stub, tmp_p
     other = stub.submit("one", {"log": str(log)})
     stub.until(lambda: stub.get(other.id).waiting is not None)
     assert stub.get(other.id).status is Status.QUEUED  # the slot is still the runner's
+    assert len(runs(log)) == 1
+
+
+def test_a_duplicate_received_by_the_same_worker_never_releases_the_runners_slot(stub, tmp_path):
+    log = tmp_path / "runs"
+    task = stub.submit("one", {"log": str(log), "seconds": 30})
+    stub.broker.send(task.id, "one")  # a duplicate, received by the same worker in one batch
+    stub.start(worker_id="w-a")
+    stub.until(lambda: runs(log))  # running: its handler has started
+    stub.until(lambda: stub.broker.depth().in_flight == 2)  # the copy on standby
+    assert in_use(stub, "one") == 1
+    other = stub.submit("one", {"log": str(log)})
+    stub.until(lambda: stub.get(other.id).waiting is not None)
+    assert stub.get(other.id).status is Status.QUEUED and in_use(stub, "one") == 1
     assert len(runs(log)) == 1
 
 
