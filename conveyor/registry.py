@@ -77,6 +77,11 @@ class RateLimit:
     def capacity(self) -> int:
         return self.burst if self.burst is not None else self.limit
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two starts at the limit's rate."""
+        return self.period / max(1, self.limit)
+
     @classmethod
     def from_spec(cls, spec: Any) -> RateLimit | None:
         if not isinstance(spec, Mapping) or not spec.get("limit"):

@@ -39,7 +39,7 @@ class Settings:
     queue_url_high: str = ""
     queue_url_low: str = ""
     # How workers share receives between the levels that have work (conveyor/lanes.py).
-    priority_weights: str = "high=6,normal=3,low=1"
+    priority_weights: str = lanes.DEFAULT_WEIGHTS
     dlq: str = "conveyor-tasks-dlq"
     table: str = "conveyor-tasks"
     bucket: str = "conveyor-data"

@@ -95,8 +95,9 @@ class Messages:
             key = flowkeys.key_of(task.payload, rate.key)
             start = held
             if start is None:
-                interval = rate.period / max(1, rate.limit)
-                start = await self.io(limits.reserve_rate, tasktype.name, key, interval, rate.capacity, now)
+                start = await self.io(
+                    limits.reserve_rate, tasktype.name, key, rate.interval, rate.capacity, now
+                )
             turn = flow.rate_turn(start, now)
             if isinstance(turn, flow.Pause):
                 await asyncio.sleep(turn.seconds)

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError
 
 from conveyor import jsonsafe
+from conveyor.aws.attributes import number as _n
+from conveyor.aws.attributes import old_item as _old_item
+from conveyor.aws.attributes import string as _s
 from conveyor.aws.clients import error_code, translated
 from conveyor.errors import (
     Conflict,
@@ -87,14 +90,6 @@ FILTERED_PAGES = 10
 NOT_TASKS = ("worker#", "idem#", "schedule#", "unique#", "limit#", "rate#")
 # Tries of a create whose transaction met another one on the same item (TransactionConflict).
 TRANSACT_TRIES = 5
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int | float) -> dict[str, str]:
-    return {"N": str(value)}
 
 
 def _ts(value: datetime) -> dict[str, str]:
@@ -313,12 +308,6 @@ def _until_processed(action: str, call: Callable[..., Any], request: dict[str, A
             return answers
         time.sleep(min(3.2, 0.05 * 2**attempt))
     raise Unavailable(f"dynamodb {action}: part of the batch was left unprocessed", 2)
-
-
-def _old_item(exc: ClientError) -> dict[str, Any] | None:
-    """The item a failed condition met, sent back with ReturnValuesOnConditionCheckFailure."""
-    item = cast("dict[str, Any]", exc.response).get("Item")
-    return dict(item) if item else None
 
 
 def _batch_get(client: DynamoDBClient, table: str, ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -24,10 +24,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from conveyor.aws.attributes import number as _n
+from conveyor.aws.attributes import old_item
+from conveyor.aws.attributes import string as _s
 from conveyor.aws.clients import error_code, translated
 from conveyor.errors import Unavailable
 from conveyor.flowkeys import digest
@@ -53,14 +56,6 @@ def slot_item_id(task_type: str, key: str) -> str:
 
 def rate_item_id(task_type: str, key: str) -> str:
     return f"rate#{task_type}#{digest(key)}"
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
 
 
 def _expiry(until_ms: int) -> dict[str, str]:
@@ -103,8 +98,8 @@ class DynamoFlowLimits:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
-            old = cast("dict[str, Any]", exc.response).get("Item")
-            return {"__old__": dict(old)} if old else None
+            old = old_item(exc)
+            return {"__old__": old} if old else None
 
     # -- concurrency ------------------------------------------------------------------------
 
