@@ -107,6 +107,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         lanes.parse_weights(self.priority_weights)  # a bad value fails at start, naming the variable
+        queues = [self.queue_of(p) for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
+        if len(set(queues)) < len(queues):
+            raise ValueError(
+                "CONVEYOR_QUEUE_URL_HIGH, CONVEYOR_QUEUE and CONVEYOR_QUEUE_URL_LOW must name three "
+                f"different queues, one per priority level (got {', '.join(queues)})"
+            )
 
     def queue_of(self, priority: Priority) -> str:
         """The queue (name or URL) that holds tasks of ``priority``."""

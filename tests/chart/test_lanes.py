@@ -124,3 +124,17 @@ def test_the_workers_weights_come_from_values_in_the_settings_format() -> None:
 def test_lane_values_are_typed(bad: dict[str, Any]) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError):
         chart.validate_schema(chart.merge_values(bad))
+
+
+@pytest.mark.parametrize(
+    "aws",
+    [
+        {"queueHigh": "conveyor-tasks"},
+        {"queueLow": "conveyor-tasks"},
+        {"queueHigh": "shared", "queueLow": "shared"},
+    ],
+)
+def test_two_levels_on_one_queue_fail_the_render(aws: dict[str, str]) -> None:
+    """KEDA would count a shared queue once per trigger, and workers poll it as two levels."""
+    with pytest.raises(helm.HelmError, match="three different queues"):
+        render_values({"aws": {"queue": "conveyor-tasks", **aws}})

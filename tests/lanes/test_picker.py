@@ -124,3 +124,17 @@ def test_each_level_has_its_queue_derived_when_unset(env, expected, monkeypatch)
 
 def test_derived_queue_of_a_url_with_a_trailing_slash():
     assert derived_queue("https://sqs.x/1/jobs/", L) == "https://sqs.x/1/jobs-low"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CONVEYOR_QUEUE": "jobs", "CONVEYOR_QUEUE_URL_HIGH": "jobs"},
+        {"CONVEYOR_QUEUE_URL_HIGH": "shared", "CONVEYOR_QUEUE_URL_LOW": "shared"},
+    ],
+)
+def test_two_levels_on_one_queue_fail_at_start_naming_the_variables(env, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="three different queues"):
+        Settings.from_env()

@@ -148,12 +148,17 @@ Called with (dict "root" $ "level" "high").
 - name: AWS_ENDPOINT_URL
   value: {{ . | quote }}
 {{- end }}
+{{- $high := include "conveyor.queueOf" (dict "root" . "level" "high") }}
+{{- $low := include "conveyor.queueOf" (dict "root" . "level" "low") }}
+{{- if or (eq $high .Values.aws.queue) (eq $low .Values.aws.queue) (eq $high $low) }}
+{{- fail "aws.queueHigh, aws.queue and aws.queueLow must name three different queues, one per priority level (KEDA would count a shared queue once per level)" }}
+{{- end }}
 - name: CONVEYOR_QUEUE
   value: {{ .Values.aws.queue | quote }}
 - name: CONVEYOR_QUEUE_URL_HIGH
-  value: {{ include "conveyor.queueOf" (dict "root" . "level" "high") | quote }}
+  value: {{ $high | quote }}
 - name: CONVEYOR_QUEUE_URL_LOW
-  value: {{ include "conveyor.queueOf" (dict "root" . "level" "low") | quote }}
+  value: {{ $low | quote }}
 - name: CONVEYOR_DLQ
   value: {{ .Values.aws.dlq | quote }}
 - name: CONVEYOR_TABLE
