@@ -54,13 +54,18 @@ class Heartbeat:
         """Move the running tasks' fleet-wide slots on by one lease (worker_dead_after): a
         worker that stops beating loses them within that."""
         limits = self.engine.limits
-        leases = [lease for r in list(self.attempts.running.values()) for lease in r.leases]
+        running = list(self.attempts.running.values())
+        leases = [lease for r in running for lease in r.leases]
         if not leases or limits is None:
             return
         until = self.engine.clock.now() + timedelta(seconds=self.engine.settings.worker_dead_after)
-        for lost in await self.io(limits.renew_slots, leases, self.id, until):
+        lost = set(await self.io(limits.renew_slots, leases, self.id, until))
+        for lease in lost:
             # Its lease ran out before this beat (a long stall) and the slot went to another.
-            log.warning("task %s lost its concurrency slot (its lease expired)", lost.task_id)
+            log.warning("task %s lost its concurrency slot (its lease expired)", lease.task_id)
+        if lost:  # not renewed again: the slot is another task's now
+            for r in running:
+                r.leases = tuple(lease for lease in r.leases if lease not in lost)
 
     async def run(self) -> None:
         settings = self.engine.settings

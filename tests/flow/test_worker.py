@@ -154,6 +154,30 @@ def test_a_duplicate_received_by_the_same_worker_never_releases_the_runners_slot
     assert len(runs(log)) == 1
 
 
+def test_a_lost_slot_is_not_renewed_again_on_every_beat(stub, tmp_path):
+    """Once a beat finds a running task's lease gone to another task, later beats leave it
+    alone (one warning, no refused write per beat for as long as the task runs)."""
+    from conveyor.ports import Lease
+
+    log = tmp_path / "runs"
+    task = stub.submit("one", {"log": str(log), "seconds": 30})
+    stub.start(worker_id="w-a")
+    stub.until(lambda: runs(log))
+    limits = stub.engine.limits
+    assert limits is not None
+    renewals = spy(limits, "renew_slots")
+    stub.until(lambda: renewals.calls)  # the heartbeat renews the slot
+    # The slot goes to another task (as after a stall longer than the lease).
+    limits.release_slot(Lease("one", "", task.id), "w-a")
+    now = stub.clock.now()
+    assert limits.acquire_slot("one", "", "other", "w-x", 1, now, now + timedelta(seconds=60)).granted
+    stub.until(lambda: any(c.result for c in renewals.calls))  # a beat finds it lost
+    seen = len(renewals.calls)
+    time.sleep(5 * stub.settings.heartbeat_interval)
+    assert len(renewals.calls) == seen  # not renewed again
+    assert stub.get(task.id).status is Status.RUNNING
+
+
 def test_the_heartbeat_keeps_a_long_tasks_slot_past_one_lease(types, tmp_path):
     stub = Stub(types, shutdown_grace_seconds=0.2)  # the default lease: 2.15 s here
     try:
