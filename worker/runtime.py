@@ -259,7 +259,10 @@ class Worker:
             if lane in self._has_work or lane in self._long or self._retry_at.get(lane, 0.0) > now:
                 continue
             wait = self.settings.poll_wait_seconds
-            self._long[lane] = self.io.start(self._poll, lane, min(10, self.concurrency), wait)
+            # For the free slots (at least one, to see the level has work): what comes beyond
+            # them goes back at a send and a delete each.
+            want = min(10, max(1, self._free()))
+            self._long[lane] = self.io.start(self._poll, lane, want, wait)
 
     async def _collect_long_polls(self) -> bool:
         """Take in what finished long polls brought: as many as there are free slots, the

@@ -157,3 +157,22 @@ def test_what_a_long_poll_brings_beyond_the_free_slots_goes_back_at_once(make_st
     order = [r[0] for r in runs(log)]
     assert order[:2] == [first.id, high.id], order
     assert all(stub.finished(t.id).status is Status.SUCCEEDED for t in rest)
+
+
+def test_a_busy_workers_long_poll_asks_for_one_message(make_stub, tmp_path: Path):
+    """With every slot taken, a quiet level's long poll asks for one message (enough to
+    see that level has work), not a slot count's worth to hand back at a send and a
+    delete each."""
+    stub = make_stub(lanes=True, worker_concurrency=3, poll_wait_seconds=1)
+    log = tmp_path / "runs"
+    busy = [stub.submit("count", {"log": str(log), "seconds": 3}, priority=L) for _ in range(3)]
+    receives = spy(queue(stub, H), "receive")
+    stub.start()
+    stub.until(lambda: all(stub.get(t.id).status is Status.RUNNING for t in busy))
+    started = len(receives.calls)
+    stub.until(lambda: len(receives.calls) > started, timeout=2.0)  # an idle poll ran out...
+    time.sleep(0.2)  # ...and the next one is waiting, started with every slot busy
+    high = stub.submit("count", {"log": str(log)}, priority=H)
+    stub.until(lambda: any(m.task_id == high.id for c in receives.calls for m in c.result or ()), timeout=2.0)
+    took = next(c for c in receives.calls if any(m.task_id == high.id for m in c.result or ()))
+    assert took.args[0] == 1, took.args
