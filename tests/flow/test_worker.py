@@ -293,3 +293,16 @@ def test_a_claim_whose_answer_was_lost_runs_holding_its_slot(stub, tmp_path):
     stub.until(lambda: in_use(stub, "one") == 1)
     other = stub.submit("one", {"log": str(log)})
     stub.until(lambda: stub.get(other.id).waiting is not None)
+
+
+def test_a_type_without_limits_pays_nothing_for_them(stub, tmp_path):
+    """docs/TASKTYPES.md: types without fleet-wide limits read and write no limit item."""
+    limits = stub.engine.limits
+    assert limits is not None
+    calls = [spy(limits, name) for name in ("acquire_slot", "renew_slots", "release_slot", "reserve_rate")]
+    claims = spy(stub.store, "claim")
+    tasks = [stub.submit("echo", {"n": n}) for n in range(3)]
+    stub.start()
+    assert all(stub.finished(t.id).status is Status.SUCCEEDED for t in tasks)
+    assert [c.calls for c in calls] == [[], [], [], []]
+    assert len(claims.calls) == 3  # one claim each
