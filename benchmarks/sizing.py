@@ -36,6 +36,8 @@ COMPUTE_NOTE = "EC2 c6i.large on demand in us-east-1 ($0.085 an hour for 2 vCPU)
 
 # Service quotas (AWS defaults, us-east-1), and where they bite.
 DYNAMODB_TABLE_WRU = 40_000  # per table, on-demand (adjustable): write request units/s
+# Status shards are sized to load each status-index key to at most this share of a partition.
+HOT_KEY_HEADROOM = 0.8
 DYNAMODB_TABLE_RRU = 40_000
 DYNAMODB_PARTITION_WRU = 1_000  # per partition (table or GSI), not adjustable
 SQS_IN_FLIGHT = 120_000  # standard queue: received, not yet deleted
@@ -97,9 +99,10 @@ class Size:
         if self.rru_per_s > DYNAMODB_TABLE_RRU:
             out.append(f"table RRU/s over the {DYNAMODB_TABLE_RRU:,} default quota (ask for more)")
         if self.hot_key_wru_per_s > DYNAMODB_PARTITION_WRU:
+            shards = math.ceil(self.hot_key_wru_per_s / (DYNAMODB_PARTITION_WRU * HOT_KEY_HEADROOM))
             out.append(
-                f"one index key takes {self.hot_key_wru_per_s:,.0f} WRU/s, over a partition's "
-                f"{DYNAMODB_PARTITION_WRU:,} (shard the key)"
+                f"one index key would take {self.hot_key_wru_per_s:,.0f} WRU/s, over a partition's "
+                f"{DYNAMODB_PARTITION_WRU:,}: `CONVEYOR_STATUS_SHARDS` {shards} or more"
             )
         if self.in_flight > SQS_IN_FLIGHT:
             out.append(f"{self.in_flight:,.0f} SQS messages in flight, over {SQS_IN_FLIGHT:,}")

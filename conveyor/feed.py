@@ -13,7 +13,8 @@ compares with what it saw last time:
 - one ``get_many`` for the tasks it followed that left both listings (they finished, or
   were cancelled): their new state.
 
-A poll is thus seven Query pages (five for the newest, more only past 200 running tasks) plus at most one
+A poll is thus seven Query pages (five for the newest, more only past 200 running tasks; each
+x 1 + n with n status shards, conveyor/aws/shards.py) plus at most one
 BatchGetItem per 100 tasks that ended, whatever the number of subscribers; nothing runs
 while nobody subscribes. What it cannot see: a task deeper in the queued backlog than
 ``TRACKED_QUEUED`` that is cancelled, or starts and ends within one interval, and more

@@ -9,6 +9,10 @@ from typing import Any
 from conveyor import lanes
 from conveyor.model import Priority
 
+# More status-index partitions than this costs every list a Query per partition for no
+# write rate a task queue needs (64: about 32,000 tasks/s on one table).
+MAX_STATUS_SHARDS = 64
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
@@ -42,6 +46,9 @@ class Settings:
     priority_weights: str = lanes.DEFAULT_WEIGHTS
     dlq: str = "conveyor-tasks-dlq"
     table: str = "conveyor-tasks"
+    # Partitions per status in the table's status-index (conveyor/aws/shards.py): 1 takes
+    # about 500 tasks/s per table; each shard adds as much. Every process must agree; raise only.
+    status_shards: int = 1
     bucket: str = "conveyor-data"
     region: str = "us-east-1"
     tasktypes: str = "/etc/conveyor/tasktypes"
@@ -107,6 +114,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         lanes.parse_weights(self.priority_weights)  # a bad value fails at start, naming the variable
+        if not 1 <= self.status_shards <= MAX_STATUS_SHARDS:
+            raise ValueError(
+                f"CONVEYOR_STATUS_SHARDS must be 1 to {MAX_STATUS_SHARDS}, not {self.status_shards}"
+            )
         queues = [self.queue_of(p) for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
         if len(set(queues)) < len(queues):
             raise ValueError(

@@ -65,7 +65,12 @@ class AwsBackend:
         return self._queue_urls[name_or_url]
 
     def store(self) -> TaskStore:
-        return DynamoTaskStore(self.dynamodb, self.settings.table, self.settings.retention_seconds)
+        return DynamoTaskStore(
+            self.dynamodb,
+            self.settings.table,
+            self.settings.retention_seconds,
+            status_shards=self.settings.status_shards,
+        )
 
     def workers(self) -> WorkerRegistry:
         return DynamoWorkerRegistry(self.dynamodb, self.settings.table)

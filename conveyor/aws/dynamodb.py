@@ -6,6 +6,9 @@ Keys and indexes (created, or brought to this layout, by ``conveyor init``):
 - ``status-index`` (status, id), projecting ALL: by status; every task newest first is a
   merge of the five status partitions (one Query each, ``limit`` items at most); by status
   and type, filtered on type.
+  With ``CONVEYOR_STATUS_SHARDS`` above 1 each status is spread over that many keys
+  (``conveyor/aws/shards.py``): writes set a task's sharded value, conditions compare the
+  status prefix, lists and counts read every key of a status.
 - ``type-index`` (type, id), keys only: by type.
 - ``fleet-index`` (fleet, id), keys only: the workers. Only worker items carry ``fleet``,
   so no task write touches this index.
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError
 
 from conveyor import jsonsafe
+from conveyor.aws import shards
 from conveyor.aws.attributes import number as _n
 from conveyor.aws.attributes import old_item as _old_item
 from conveyor.aws.attributes import string as _s
@@ -100,12 +104,12 @@ def _epoch(value: datetime) -> int:
     return int(value.timestamp())
 
 
-def task_to_item(task: Task) -> dict[str, Any]:
+def task_to_item(task: Task, status_shards: int = 1) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": _s(task.id),
         "kind": _s("task"),
         "type": _s(task.type),
-        "status": _s(task.status.value),
+        "status": _s(shards.stored(task.status, task.id, status_shards)),
         "payload": _s(json.dumps(task.payload, separators=(",", ":"))),
         "attempts": _n(task.attempts),
         "max_attempts": _n(task.max_attempts),
@@ -234,7 +238,7 @@ def item_to_task(item: dict[str, Any]) -> Task:
     unreadable = [why for why in (bad_payload, bad_result) if why]
     if unreadable:
         error = TaskError("UnreadableRecord", "stored JSON withheld: " + ", ".join(unreadable))
-    status = Status(item["status"]["S"])
+    status = shards.read(item["status"]["S"])
     return Task(
         id=item["id"]["S"],
         type=item["type"]["S"],
@@ -344,17 +348,24 @@ def _decode_cursor(cursor: str, key: str, value: str) -> dict[str, Any]:
 
 
 class DynamoTaskStore:
-    def __init__(self, client: DynamoDBClient, table: str, retention_seconds: int) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, retention_seconds: int, status_shards: int = 1
+    ) -> None:
         self.client = client
         self.table = table
         self.retention = retention_seconds
+        self.shards = status_shards  # conveyor/aws/shards.py
+
+    def _status(self, status: Status, task_id: str) -> dict[str, str]:
+        """The value a write sets ``status`` to (conditions compare the plain prefix)."""
+        return _s(shards.stored(status, task_id, self.shards))
 
     # -- writes at submit -------------------------------------------------------------
 
     def create(
         self, task: Task, body_hash: str | None = None, lock: UniqueLock | None = None
     ) -> tuple[Task, bool]:
-        item = task_to_item(task)
+        item = task_to_item(task, self.shards)
         if not task.idempotency_key and lock is None:
             try:
                 with translated("dynamodb PutItem"):
@@ -449,7 +460,7 @@ class DynamoTaskStore:
         if lock.cancel and lock.take_from is not None:
             owed = ", notify_state = :ns" if lock.notify else ""
             values = {
-                ":c": _s(Status.CANCELLED.value),
+                ":c": self._status(Status.CANCELLED, lock.take_from),
                 ":now": _ts(at),
                 ":exp": _n(_epoch(at) + self.retention),
                 ":q": _s(Status.QUEUED.value),
@@ -461,7 +472,7 @@ class DynamoTaskStore:
                         "Key": {"id": _s(lock.take_from)},
                         "UpdateExpression": "SET #s = :c, finished_at = :now, updated_at = :now, "
                         "expires_at = :exp" + owed + " REMOVE waiting",
-                        "ConditionExpression": "#s = :q",
+                        "ConditionExpression": "begins_with(#s, :q)",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": values,
                     }
@@ -507,7 +518,8 @@ class DynamoTaskStore:
 
     def create_many(self, tasks: Sequence[Task]) -> None:
         for start in range(0, len(tasks), 25):
-            requests = [{"PutRequest": {"Item": task_to_item(t)}} for t in tasks[start : start + 25]]
+            chunk = tasks[start : start + 25]
+            requests = [{"PutRequest": {"Item": task_to_item(t, self.shards)}} for t in chunk]
             _until_processed("BatchWriteItem", self.client.batch_write_item, {self.table: requests})
 
     # -- reads --------------------------------------------------------------------------
@@ -538,6 +550,8 @@ class DynamoTaskStore:
     ) -> Page:
         if not status and not task_type:
             return self._newest(limit, cursor)
+        if status and self.shards > 1:
+            return self._merged(shards.partitions(status, self.shards), limit, cursor, task_type)
         if status:
             index, value = "status-index", status.value
         else:
@@ -591,8 +605,10 @@ class DynamoTaskStore:
         below: str | None = None,
         count: bool = False,
         start: dict[str, Any] | None = None,
+        task_type: str | None = None,
     ) -> dict[str, Any]:
-        """One page of a ``status-index`` partition (ids below ``below``, if given)."""
+        """One page of a ``status-index`` partition (ids below ``below``, if given; with
+        ``task_type``, filtered on it: ``limit`` counts the items read, not those kept)."""
         args: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "status-index",
@@ -610,36 +626,71 @@ class DynamoTaskStore:
             args["Select"] = "COUNT"
         if start:
             args["ExclusiveStartKey"] = start
+        if task_type is not None:
+            args["FilterExpression"] = "#t = :t"
+            args["ExpressionAttributeNames"]["#t"] = "type"
+            args["ExpressionAttributeValues"][":t"] = _s(task_type)
         with translated("dynamodb Query"):
             return dict(self.client.query(**args))
 
     def _newest(self, limit: int, cursor: str | None) -> Page:
         """Every task newest first: the newest ``limit`` of each status partition, merged.
-        Reads at most 5 x ``limit`` index items, no filter; the cursor is the last id
-        answered (``{"kind": "task", "id": ...}``, the shape of the former index's)."""
+        Reads at most 5 x ``limit`` index items (x the partitions per status, with status
+        shards), no filter; the cursor is the last id answered (``{"kind": "task", "id":
+        ...}``, the shape of the former index's)."""
+        values = [value for status in Status for value in shards.partitions(status, self.shards)]
+        return self._merged(values, limit, cursor)
+
+    def _merged(
+        self, values: Sequence[str], limit: int, cursor: str | None, task_type: str | None = None
+    ) -> Page:
+        """The newest ``limit`` tasks of these ``status-index`` partitions, merged by id
+        (with ``task_type``: of that type); the cursor is the last id answered."""
         after = _decode_cursor(cursor, "kind", "task")["id"]["S"] if cursor else None
         found: dict[str, dict[str, Any]] = {}
-        # Below the oldest item a partition returned it may hold more (DynamoDB's 1 MB
-        # page): nothing older than that may be answered before that partition is read on.
+        # Below the id a partition was read down to it may hold more (DynamoDB's 1 MB page,
+        # the limit, the filtered page cap): nothing older than the highest such id may be
+        # answered before that partition is read on.
         floor = ""
-        more = False
-        for status in Status:
-            out = self._status_query(status.value, limit=limit, below=after)
-            page = out.get("Items", [])
+        for value in values:
+            page, read_to = self._partition_page(value, limit, after, task_type)
             # A task whose status changed between two of these queries may be in both
             # answers (the index is eventually consistent): once, as the later read saw it.
             found |= {i["id"]["S"]: i for i in page}
-            if "LastEvaluatedKey" in out:
-                more = True
-                if page:
-                    floor = max(floor, page[-1]["id"]["S"])
+            if read_to is not None:
+                floor = max(floor, read_to)
         ids = sorted((i for i in found if i >= floor), reverse=True)
-        more = more or len(ids) > limit
+        more = bool(floor) or len(ids) > limit
         ids = ids[:limit]
-        next_cursor = _encode_cursor({"kind": _s("task"), "id": _s(ids[-1])}) if more and ids else None
-        if more and not ids and after:
-            next_cursor = cursor  # nothing answerable yet (an empty 1 MB page): the same place
+        # Nothing answerable yet (every kept item below the floor): on from the floor.
+        last = ids[-1] if ids else floor
+        next_cursor = _encode_cursor({"kind": _s("task"), "id": _s(last)}) if more and last else None
         return Page(readable_tasks([found[i] for i in ids]), next_cursor)
+
+    def _partition_page(
+        self, value: str, limit: int, below: str | None, task_type: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` items of one ``status-index`` partition, newest first, with ids
+        below ``below`` (with ``task_type``: of that type, reading at most FILTERED_PAGES
+        pages); and the id read down to when the partition may hold more (else None)."""
+        items: list[dict[str, Any]] = []
+        start = None
+        for _ in range(FILTERED_PAGES if task_type else 1):
+            out = self._status_query(
+                value,
+                limit=max(limit, 100) if task_type else limit,
+                below=below,
+                start=start,
+                task_type=task_type,
+            )
+            items += out.get("Items", [])
+            start = out.get("LastEvaluatedKey")
+            if len(items) >= limit or not start:
+                break
+        if len(items) > limit:
+            items = items[:limit]
+            return items, items[-1]["id"]["S"]
+        return items, start["id"]["S"] if start else None
 
     def _fetch(self, keys: Sequence[dict[str, Any]]) -> list[Task]:
         """The task records behind a keys-only page, in the page's order (a record that
@@ -651,19 +702,25 @@ class DynamoTaskStore:
         counts: dict[Status, int] = {}
         for status in Status:
             total = 0
-            start = None
-            while True:
-                out = self._status_query(status.value, count=True, start=start)
-                total += int(out.get("Count", 0))
-                if "LastEvaluatedKey" not in out:
-                    break
-                start = out["LastEvaluatedKey"]
+            for value in shards.partitions(status, self.shards):
+                start = None
+                while True:
+                    out = self._status_query(value, count=True, start=start)
+                    total += int(out.get("Count", 0))
+                    if "LastEvaluatedKey" not in out:
+                        break
+                    start = out["LastEvaluatedKey"]
             counts[status] = total
         return counts
 
     def _queued(self, limit: int, before_id: str | None = None) -> list[Task]:
-        out = self._status_query("queued", newest_first=False, limit=limit, below=before_id)
-        return [item_to_task(i) for i in out.get("Items", [])]
+        # The oldest ``limit`` of each partition hold the oldest ``limit`` of all.
+        items: list[dict[str, Any]] = []
+        for value in shards.partitions(Status.QUEUED, self.shards):
+            out = self._status_query(value, newest_first=False, limit=limit, below=before_id)
+            items += out.get("Items", [])
+        items.sort(key=lambda i: str(i["id"]["S"]))
+        return [item_to_task(i) for i in items[:limit]]
 
     def oldest_queued(self) -> Task | None:
         found = self._queued(1)
@@ -684,7 +741,7 @@ class DynamoTaskStore:
             self._update(
                 task.id,
                 "SET updated_at = :now",
-                "#s = :q AND updated_at = :seen",
+                "begins_with(#s, :q) AND updated_at = :seen",
                 {":now": _ts(stamp), ":q": _s("queued"), ":seen": _ts(task.updated_at)},
                 returns="NONE",
             )
@@ -749,9 +806,9 @@ class DynamoTaskStore:
         out = self._update(
             task_id,
             "SET #s = :r, started_at = :now, worker = :w ADD attempts :one REMOVE waiting",
-            "#s = :q AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
+            "begins_with(#s, :q) AND #t = :type AND (attribute_not_exists(run_at) OR run_at <= :now)",
             {
-                ":r": _s("running"),
+                ":r": self._status(Status.RUNNING, task_id),
                 ":q": _s("queued"),
                 ":type": _s(task_type),
                 ":one": _n(1),
@@ -778,9 +835,9 @@ class DynamoTaskStore:
             task_id,
             "SET #s = :r, started_at = :now, worker = :w, attempts = :one",
             # Every way back to queued after an attempt (requeue, retry) removes the digest.
-            "#s = :q AND copy_digest = :d",
+            "begins_with(#s, :q) AND copy_digest = :d",
             {
-                ":r": _s("running"),
+                ":r": self._status(Status.RUNNING, task_id),
                 ":q": _s("queued"),
                 ":d": _s(copy.digest),
                 ":one": _n(1),
@@ -804,7 +861,7 @@ class DynamoTaskStore:
         out = self._update(
             task.id,
             "SET started_at = :now, updated_at = :now, worker = :w ADD attempts :one",
-            "#s = :r AND worker = :dead AND attempts = :n",
+            "begins_with(#s, :r) AND worker = :dead AND attempts = :n",
             {
                 ":one": _n(1),
                 ":now": _ts(at),
@@ -818,7 +875,7 @@ class DynamoTaskStore:
 
     def _owned(self, task: Task) -> tuple[str, dict[str, Any]]:
         return (
-            "#s = :r AND worker = :w AND attempts = :n",
+            "begins_with(#s, :r) AND worker = :w AND attempts = :n",
             {":r": _s("running"), ":w": _s(task.worker or ""), ":n": _n(task.attempts)},
         )
 
@@ -845,7 +902,7 @@ class DynamoTaskStore:
             sets.append("notify_state = :ns")
             values[":ns"] = _s(NotifyState.PENDING.value)
         values |= {
-            ":st": _s(status.value),
+            ":st": self._status(status, task.id),
             ":now": _ts(at),
             ":exp": _n(expires),
         }
@@ -912,12 +969,12 @@ class DynamoTaskStore:
         if waiting is not None:
             update = "SET updated_at = :now, waiting = :w"
             values[":w"] = _waiting(waiting)
-        return self._update(task_id, update, "#s = :q", values, returns="NONE") is not None
+        return self._update(task_id, update, "begins_with(#s, :q)", values, returns="NONE") is not None
 
     def requeue(self, task: Task, run_at: datetime, error: TaskError, at: datetime) -> bool:
         condition, values = self._owned(task)
         values |= {
-            ":q": _s("queued"),
+            ":q": self._status(Status.QUEUED, task.id),
             ":run": _ts(run_at),
             ":now": _ts(at),
             ":et": _s(error.type),
@@ -946,9 +1003,9 @@ class DynamoTaskStore:
             task_id,
             "SET #s = :f, finished_at = :now, updated_at = :now, "
             "error_type = :et, error_message = :em, expires_at = :exp" + owed,
-            "#s = :cur AND updated_at = :seen",
+            "begins_with(#s, :cur) AND updated_at = :seen",
             {
-                ":f": _s("failed"),
+                ":f": self._status(Status.FAILED, task_id),
                 ":now": _ts(at),
                 ":et": _s(error.type),
                 ":em": _s(error.message),
@@ -979,9 +1036,9 @@ class DynamoTaskStore:
                     "SET #s = :c, finished_at = :now, updated_at = :now, expires_at = :exp"
                     + owed
                     + " REMOVE waiting",
-                    "#s = :q",
+                    "begins_with(#s, :q)",
                     {
-                        ":c": _s("cancelled"),
+                        ":c": self._status(Status.CANCELLED, task_id),
                         ":now": _ts(at),
                         ":exp": _n(_epoch(at) + self.retention),
                         ":q": _s("queued"),
@@ -992,7 +1049,7 @@ class DynamoTaskStore:
                 out = self._update(
                     task_id,
                     "SET cancel_requested = :t, updated_at = :now",
-                    "#s = :r AND attempts = :n",
+                    "begins_with(#s, :r) AND attempts = :n",
                     {
                         ":t": {"BOOL": True},
                         ":now": _ts(at),
@@ -1017,7 +1074,7 @@ class DynamoTaskStore:
             "expires_at, worker, #pr, notify_state, copy_digest"
         )
         values: dict[str, Any] = {
-            ":q": _s("queued"),
+            ":q": self._status(Status.QUEUED, task_id),
             ":zero": _n(0),
             ":now": _ts(at),
             ":f": {"BOOL": False},
@@ -1026,7 +1083,7 @@ class DynamoTaskStore:
         names = {"#res": "result", "#pr": "progress"}
         changed = Conflict("task changed state while it was being retried; try again")
         if lock is None:
-            out = self._update(task_id, update, "#s = :cur", values, names=names)
+            out = self._update(task_id, update, "begins_with(#s, :cur)", values, names=names)
             if out is None:
                 raise changed
             return item_to_task(out)
@@ -1036,7 +1093,7 @@ class DynamoTaskStore:
                 "TableName": self.table,
                 "Key": {"id": _s(task_id)},
                 "UpdateExpression": update,
-                "ConditionExpression": "#s = :cur",
+                "ConditionExpression": "begins_with(#s, :cur)",
                 "ExpressionAttributeNames": names | {"#s": "status"},
                 "ExpressionAttributeValues": values,
             }

@@ -34,11 +34,13 @@ from tests.conftest import make_settings
 from tests.support.engines import memory_engine
 
 
-@pytest.fixture(params=["dynamodb", "memory"])
+@pytest.fixture(params=["dynamodb", "dynamodb-sharded", "memory"])
 def store(request):
     if request.param == "memory":
         return MemoryTaskStore(retention_seconds=3600)
-    settings = request.getfixturevalue("settings_factory")(retention_seconds=3600)
+    # Sharded: each status over three status-index partitions (conveyor/aws/shards.py).
+    shards = 3 if request.param == "dynamodb-sharded" else 1
+    settings = request.getfixturevalue("settings_factory")(retention_seconds=3600, status_shards=shards)
     return AwsBackend(settings).store()
 
 

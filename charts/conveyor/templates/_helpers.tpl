@@ -163,6 +163,8 @@ Called with (dict "root" $ "level" "high").
   value: {{ .Values.aws.dlq | quote }}
 - name: CONVEYOR_TABLE
   value: {{ .Values.aws.table | quote }}
+- name: CONVEYOR_STATUS_SHARDS
+  value: {{ .Values.aws.statusShards | quote }}
 - name: CONVEYOR_BUCKET
   value: {{ .Values.aws.bucket | quote }}
 - name: CONVEYOR_TASKTYPES
