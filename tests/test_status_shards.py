@@ -100,3 +100,29 @@ def test_a_table_that_turns_sharding_on_keeps_every_task_listed_claimable_and_co
         if not (cursor := page.next_cursor):
             break
     assert seen == sorted([t.id for t in old + new], reverse=True)
+
+
+def test_pages_stay_exact_when_a_shard_holds_more_than_its_share(settings_factory, monkeypatch):
+    """Each shard's key is asked for a share of the page; a key holding more of the newest
+    tasks than its share shortens the page (the floor), and the next page carries on."""
+    store = AwsBackend(Settings(**{**settings_factory().__dict__, "status_shards": 4})).store()
+    tasks = [Task(id=new_id(), type="a" if i % 3 else "b", payload={}) for i in range(30)]
+    store.create_many(tasks)
+    monkeypatch.setattr(store, "_share", lambda limit: 1)  # every key short of its share
+
+    def every(**query) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = store.query(limit=7, cursor=cursor, **query)
+            assert len(page.items) <= 7
+            seen += [t.id for t in page.items]
+            if not (cursor := page.next_cursor):
+                return seen
+
+    newest_first = sorted((t.id for t in tasks), reverse=True)
+    assert every() == newest_first
+    assert every(status=Status.QUEUED) == newest_first
+    assert every(status=Status.QUEUED, task_type="b") == [
+        i for i in newest_first if i in {t.id for t in tasks if t.type == "b"}
+    ]
