@@ -6,11 +6,13 @@ import sys
 from typing import Any
 
 import uvicorn
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from api.protocol import BoundedHttpToolsProtocol
 from conveyor import redact, tracing
 from conveyor.bootstrap import build, configure_logging
+from conveyor.metrics import AwsMetrics
 from conveyor.settings import Settings
 
 
@@ -37,6 +39,7 @@ def main(settings: Settings | None = None) -> None:
     redact.install()  # no credential reaches a log line, whoever logs it
     tracing.setup("api")  # off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
     runtime = build(settings, max_pool=64)
+    runtime.backend.count_throttles(AwsMetrics(REGISTRY).count_throttle)
     app = create_app(runtime.engine)
     uvicorn.run(app, **server_options(settings))
 

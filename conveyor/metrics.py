@@ -123,6 +123,25 @@ class WorkerMetrics:
         )
 
 
+class AwsMetrics:
+    """The AWS calls of a process (API or worker), as botocore sees each attempt."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.throttled = Counter(
+            f"{PREFIX}_aws_throttled_total",
+            "AWS answers that refused a call for capacity, each attempt (botocore retries "
+            "them), by service, operation and reason: DynamoDB's throttling reason when it "
+            "gives one (IndexWriteKeyRangeThroughputExceeded: one index key past its write "
+            "rate), else the error code.",
+            ["service", "operation", "reason"],
+            registry=registry,
+        )
+
+    def count_throttle(self, service: str, operation: str, reason: str) -> None:
+        self.throttled.labels(service, operation, reason).inc()
+
+
 class QueueCollector(Collector):
     """Queue and table gauges, read at scrape time from SQS/DynamoDB through a cache so a
     busy Prometheus cannot turn into an AWS bill."""

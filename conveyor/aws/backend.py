@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
+from conveyor.aws import clients
 from conveyor.aws.clients import translated
 from conveyor.aws.dynamodb import DynamoTaskStore, DynamoWorkerRegistry
 from conveyor.aws.limits import DynamoFlowLimits
@@ -46,6 +48,15 @@ class AwsBackend:
         self._s3: S3Client | None = None
         self._config = config
         self._queue_urls: dict[str, str] = {}
+        self._observers: list[Callable[[str, str, str], None]] = []
+
+    def count_throttles(self, count: Callable[[str, str, str], None]) -> None:
+        """Call ``count(service, operation, reason)`` for every throttled answer, each
+        attempt, of every client of this backend (conveyor/aws/clients.py)."""
+        self._observers.append(count)
+        for client in (self.sqs, self.dynamodb, self._s3):
+            if client is not None:
+                clients.count_throttles(client, count)
 
     @property
     def s3(self) -> S3Client:
@@ -53,6 +64,8 @@ class AwsBackend:
             self._s3 = self.session.client(
                 "s3", config=self._config.merge(Config(s3={"addressing_style": "path"}))
             )
+            for count in self._observers:
+                clients.count_throttles(self._s3, count)
         return self._s3
 
     def queue_url(self, name_or_url: str) -> str:

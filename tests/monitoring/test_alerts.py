@@ -24,6 +24,7 @@ ALERTS = {
     "ConveyorWorkerDown",
     "ConveyorKedaScalerErrors",
     "ConveyorScheduleMissed",
+    "ConveyorAwsThrottled",
 }
 
 

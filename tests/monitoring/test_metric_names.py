@@ -7,12 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
+from botocore.exceptions import ClientError
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from conveyor.bootstrap import Runtime
+from conveyor.metrics import AwsMetrics
 from tests.conftest import wait_for
 from tests.monitoring.promql import alert_expressions, dashboard_expressions, metric_names
+from tests.support.aws_answers import answering, throttle
 
 OUTCOMES = {"succeeded", "failed", "retried", "cancelled"}
 # Metrics the alerts read from others, with where they come from (checked against the
@@ -38,9 +43,16 @@ def _status(api: TestClient, task_id: str) -> str:
 
 
 def test_alerts_and_dashboard_use_only_exported_metrics(
-    api: TestClient, start_worker: Callable[..., Any]
+    api: TestClient, start_worker: Callable[..., Any], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = start_worker()
+    # The processes count AWS's throttled answers (api/main.py, worker/main.py); moto never
+    # throttles, so one call is answered as DynamoDB answers a hot index key.
+    runtime.backend.count_throttles(AwsMetrics(worker.metrics_registry).count_throttle)
+    monkeypatch.setattr("botocore.endpoint.time.sleep", lambda _: None)
+    hot_key = throttle("IndexWriteKeyRangeThroughputExceeded")
+    with answering(runtime.backend.dynamodb, [hot_key]), pytest.raises(ClientError):
+        runtime.backend.dynamodb.describe_table(TableName=runtime.settings.table)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=worker.metrics_registry)
     try:
         ok = _submit(api, {"type": "echo", "payload": {"hello": "metrics"}})
