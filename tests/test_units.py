@@ -54,15 +54,17 @@ def test_what_a_write_moves_sets_its_units():
     assert LAYOUT.write_units(None, big) == Counter({"table": 2, "by-status": 2, "by-type": 1})
 
 
-@pytest.fixture
-def metered(settings_factory) -> tuple[Meter, DynamoTaskStore, DynamoWorkerRegistry]:
+# Status shards (conveyor/aws/shards.py) change a task's status-index key, not what a
+# write moves: the same units.
+@pytest.fixture(params=[1, 4], ids=["one-status-shard", "four-status-shards"])
+def metered(settings_factory, request) -> tuple[Meter, DynamoTaskStore, DynamoWorkerRegistry]:
     settings = settings_factory()
     client = AwsBackend(settings).dynamodb
     meter = Meter(client, settings.table)
     as_client = cast(Any, meter)
     return (
         meter,
-        DynamoTaskStore(as_client, settings.table, 3600),
+        DynamoTaskStore(as_client, settings.table, 3600, status_shards=request.param),
         DynamoWorkerRegistry(as_client, settings.table),
     )
 
