@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from conveyor.aws import AwsBackend, shards
+from conveyor.errors import InvalidCursor
 from conveyor.model import Status, Task, new_id, now
 from conveyor.settings import MAX_STATUS_SHARDS, Settings
 
@@ -126,3 +127,18 @@ def test_pages_stay_exact_when_a_shard_holds_more_than_its_share(settings_factor
     assert every(status=Status.QUEUED, task_type="b") == [
         i for i in newest_first if i in {t.id for t in tasks if t.type == "b"}
     ]
+
+
+def test_a_sharded_lists_cursor_is_refused_by_another_list(settings_factory):
+    """As without shards (tests/security/test_cursors.py): a cursor names its list."""
+    store = AwsBackend(Settings(**{**settings_factory().__dict__, "status_shards": 4})).store()
+    store.create_many([Task(id=new_id(), type="echo", payload={}) for _ in range(3)])
+    every = store.query(limit=1).next_cursor
+    queued = store.query(Status.QUEUED, limit=1).next_cursor
+    assert every and queued
+    assert store.query(Status.QUEUED, limit=1, cursor=queued).items
+    for status, cursor in ((Status.QUEUED, every), (Status.FAILED, queued)):
+        with pytest.raises(InvalidCursor):
+            store.query(status, cursor=cursor)
+    with pytest.raises(InvalidCursor):
+        store.query(cursor=queued)

@@ -553,53 +553,33 @@ class DynamoTaskStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        if not status and not task_type:
-            return self._newest(limit, cursor)
-        if status and self.shards > 1:
-            return self._merged(shards.partitions(status, self.shards), limit, cursor, task_type)
         if status:
-            index, value = "status-index", status.value
-        else:
-            index, value = "type-index", task_type or ""
-        key = INDEXES[index]
+            # A cursor names its list's status, so another list's is refused.
+            values = shards.partitions(status, self.shards)
+            return self._merged(values, limit, cursor, ("status", status.value), task_type)
+        if task_type:
+            return self._by_type(task_type, limit, cursor)
+        return self._newest(limit, cursor)
+
+    def _by_type(self, task_type: str, limit: int, cursor: str | None) -> Page:
+        """One page of ``type-index`` (keys only), then the records behind it."""
         args: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": index,
+            "IndexName": "type-index",
             "KeyConditionExpression": "#k = :v",
-            "ExpressionAttributeNames": {"#k": key},
-            "ExpressionAttributeValues": {":v": _s(value)},
+            "ExpressionAttributeNames": {"#k": "type"},
+            "ExpressionAttributeValues": {":v": _s(task_type)},
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        filtered = bool(status and task_type)
-        if filtered:
-            args["FilterExpression"] = "#t = :t"
-            args["ExpressionAttributeNames"]["#t"] = "type"
-            args["ExpressionAttributeValues"][":t"] = _s(task_type or "")
-            args["Limit"] = max(limit, 100)  # evaluated per page, before the filter
-        start = _decode_cursor(cursor, key, value) if cursor else None
-        items: list[dict[str, Any]] = []
-        last = None
-        for _ in range(FILTERED_PAGES if filtered else 1):
-            if start:
-                args["ExclusiveStartKey"] = start
-            with translated("dynamodb Query"):
-                out = self.client.query(**args)
-            page = out.get("Items", [])
-            last = out.get("LastEvaluatedKey")
-            need = limit - len(items)
-            if len(page) > need:
-                page = page[:need]
-                # Resume after the last item kept, not after the last one evaluated.
-                last = {"id": page[-1]["id"], key: page[-1][key]}
-            items += page
-            if len(items) >= limit or not last:
-                break
-            start = last
-        tasks = self._fetch(items) if index in KEYS_ONLY else readable_tasks(items)
-        # A short page with a key left (DynamoDB's 1 MB page, or the filtered page cap) still
-        # has a next page; a cursor may lead to an empty last page, never past an item.
-        return Page(tasks, _encode_cursor(last) if last else None)
+        if cursor:
+            args["ExclusiveStartKey"] = _decode_cursor(cursor, "type", task_type)
+        with translated("dynamodb Query"):
+            out = self.client.query(**args)
+        last = out.get("LastEvaluatedKey")
+        # A short page with a key left (DynamoDB's 1 MB page) still has a next page; a
+        # cursor may lead to an empty last page, never past an item.
+        return Page(self._fetch(out.get("Items", [])), _encode_cursor(last) if last else None)
 
     def _status_query(
         self,
@@ -644,14 +624,21 @@ class DynamoTaskStore:
         shards), no filter; the cursor is the last id answered (``{"kind": "task", "id":
         ...}``, the shape of the former index's)."""
         values = [value for status in Status for value in shards.partitions(status, self.shards)]
-        return self._merged(values, limit, cursor)
+        return self._merged(values, limit, cursor, ("kind", "task"))
 
     def _merged(
-        self, values: Sequence[str], limit: int, cursor: str | None, task_type: str | None = None
+        self,
+        values: Sequence[str],
+        limit: int,
+        cursor: str | None,
+        names: tuple[str, str],
+        task_type: str | None = None,
     ) -> Page:
         """The newest ``limit`` tasks of these ``status-index`` partitions, merged by id
-        (with ``task_type``: of that type); the cursor is the last id answered."""
-        after = _decode_cursor(cursor, "kind", "task")["id"]["S"] if cursor else None
+        (with ``task_type``: of that type). The cursor is the last id answered beside
+        ``names`` (the list it belongs to: ``("status", "queued")``, the shape of a
+        DynamoDB start key of that partition, or ``("kind", "task")`` for every task)."""
+        after = _decode_cursor(cursor, *names)["id"]["S"] if cursor else None
         found: dict[str, dict[str, Any]] = {}
         # Below the id a partition was read down to it may hold more (DynamoDB's 1 MB page,
         # the limit, the filtered page cap): nothing older than the highest such id may be
@@ -676,7 +663,7 @@ class DynamoTaskStore:
         ids = ids[:limit]
         # Nothing answerable yet (every kept item below the floor): on from the floor.
         last = ids[-1] if ids else floor
-        next_cursor = _encode_cursor({"kind": _s("task"), "id": _s(last)}) if more and last else None
+        next_cursor = _encode_cursor({names[0]: _s(names[1]), "id": _s(last)}) if more and last else None
         return Page(readable_tasks([found[i] for i in ids]), next_cursor)
 
     def _share(self, limit: int) -> int:
