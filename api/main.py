@@ -12,7 +12,6 @@ from api.app import create_app
 from api.protocol import BoundedHttpToolsProtocol
 from conveyor import redact, tracing
 from conveyor.bootstrap import build, configure_logging
-from conveyor.metrics import AwsMetrics
 from conveyor.settings import Settings
 
 
@@ -38,8 +37,7 @@ def main(settings: Settings | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
     redact.install()  # no credential reaches a log line, whoever logs it
     tracing.setup("api")  # off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
-    runtime = build(settings, max_pool=64)
-    runtime.backend.count_throttles(AwsMetrics(REGISTRY).count_throttle)
+    runtime = build(settings, max_pool=64, metrics=REGISTRY)
     app = create_app(runtime.engine)
     uvicorn.run(app, **server_options(settings))
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from conveyor import logs
 from conveyor.aws import AwsBackend
 from conveyor.engine import Engine
+from conveyor.metrics import AwsMetrics
 from conveyor.model import Priority
 from conveyor.ports import BlobStore
 from conveyor.registry import RegistryWatcher
@@ -23,9 +26,15 @@ class Runtime:
         return self.backend.blobs(bucket)
 
 
-def build(settings: Settings | None = None, max_pool: int = 50) -> Runtime:
+def build(
+    settings: Settings | None = None, max_pool: int = 50, metrics: CollectorRegistry | None = None
+) -> Runtime:
+    """The backend and the engine over it. With ``metrics`` (a process's registry), every
+    throttled AWS answer is counted there (``conveyor_aws_throttled_total``)."""
     settings = settings or Settings.from_env()
     backend = AwsBackend(settings, max_pool=max_pool)
+    if metrics is not None:
+        backend.count_throttles(AwsMetrics(metrics).count_throttle)
     lanes = backend.lanes()
     engine = Engine(
         settings,

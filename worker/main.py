@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from conveyor import tracing
 from conveyor.bootstrap import build, configure_logging
-from conveyor.metrics import AwsMetrics, WorkerMetrics
+from conveyor.metrics import WorkerMetrics
 from conveyor.settings import Settings
 from worker import handlers
 from worker.runtime import Worker
@@ -19,12 +19,11 @@ log = logging.getLogger("conveyor.worker")
 
 
 async def serve(settings: Settings, metrics_port: int | None = None) -> None:
-    runtime = build(settings, max_pool=settings.worker_concurrency + 10)
+    runtime = build(settings, max_pool=settings.worker_concurrency + 10, metrics=REGISTRY)
     handlers.load()
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:
         start_http_server(port, addr=settings.worker_metrics_host)
-    runtime.backend.count_throttles(AwsMetrics(REGISTRY).count_throttle)
     worker = Worker(runtime.engine, WorkerMetrics(REGISTRY), blob_factory=runtime.blobs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

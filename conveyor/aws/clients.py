@@ -64,7 +64,7 @@ def throttle_reason(parsed: dict[str, Any]) -> str | None:
     code = parsed.get("Error", {}).get("Code")
     if code not in CAPACITY:
         return None
-    reasons = parsed.get("throttlingReasons") or parsed.get("ThrottlingReasons") or []
+    reasons = parsed.get("throttlingReasons") or []  # the member of DynamoDB's error shapes
     first = reasons[0] if reasons and isinstance(reasons[0], dict) else {}
     return str(first.get("reason") or code)
 

@@ -141,28 +141,6 @@ def test_pipelined_requests_each_get_their_own_bound(server):
     assert got.count(b"HTTP/1.1 200 ") == 4, got[:300]
 
 
-def test_a_submit_goes_off_the_loop_without_anyio(monkeypatch):
-    """The submit's one thread hop is the API's own executor, not Starlette's anyio pool."""
-    from prometheus_client import CollectorRegistry
-    from starlette.testclient import TestClient
-
-    from api import body
-    from api.app import create_app
-    from api.routes import tasks
-    from tests.conftest import AUTH_HEADERS
-    from tests.support.engines import memory_engine
-
-    async def refused(*args, **kwargs):
-        raise AssertionError("a submit went through run_in_threadpool")
-
-    monkeypatch.setattr(tasks, "run_in_threadpool", refused)
-    monkeypatch.setattr(body, "run_in_threadpool", refused)
-    app = create_app(memory_engine(make_settings()), CollectorRegistry())
-    with TestClient(app, headers=AUTH_HEADERS) as client:
-        r = client.post("/v1/tasks", json={"type": "echo", "payload": {"n": 1}})
-        assert r.status_code == 202, r.text
-
-
 def test_work_off_the_loop_runs_in_the_callers_context():
     """The request's context (its trace span) is current in the thread, as anyio made it."""
     import contextvars

@@ -13,8 +13,7 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from conveyor.bootstrap import Runtime
-from conveyor.metrics import AwsMetrics
+from conveyor.bootstrap import Runtime, build
 from tests.conftest import wait_for
 from tests.monitoring.promql import alert_expressions, dashboard_expressions, metric_names
 from tests.support.aws_answers import answering, throttle
@@ -46,13 +45,14 @@ def test_alerts_and_dashboard_use_only_exported_metrics(
     api: TestClient, start_worker: Callable[..., Any], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = start_worker()
-    # The processes count AWS's throttled answers (api/main.py, worker/main.py); moto never
-    # throttles, so one call is answered as DynamoDB answers a hot index key.
-    runtime.backend.count_throttles(AwsMetrics(worker.metrics_registry).count_throttle)
+    # The processes count AWS's throttled answers into their registry, as api/main.py and
+    # worker/main.py build them; moto never throttles, so one call is answered as DynamoDB
+    # answers a hot index key.
+    counted = build(runtime.settings, metrics=worker.metrics_registry)
     monkeypatch.setattr("botocore.endpoint.time.sleep", lambda _: None)
     hot_key = throttle("IndexWriteKeyRangeThroughputExceeded")
-    with answering(runtime.backend.dynamodb, [hot_key]), pytest.raises(ClientError):
-        runtime.backend.dynamodb.describe_table(TableName=runtime.settings.table)
+    with answering(counted.backend.dynamodb, [hot_key]), pytest.raises(ClientError):
+        counted.backend.dynamodb.describe_table(TableName=runtime.settings.table)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=worker.metrics_registry)
     try:
         ok = _submit(api, {"type": "echo", "payload": {"hello": "metrics"}})
